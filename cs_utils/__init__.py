@@ -1,0 +1,50 @@
+"""cs_utils: helpers for the "Visualizing and Understanding CNNs" notebooks.
+
+Importing the package does no work: nothing is downloaded, seeded, chosen or
+configured until you call a function.
+"""
+
+from .data import (
+    DATA_DIR,
+    SampleImage,
+    imagenet_index,
+    imagenet_label,
+    imagenet_labels,
+    sample_image,
+    sample_images,
+)
+from .hooks import capture_activations, capture_gradients, get_layer, layer_names
+from .image import check_image, load_image, save_image, to_numpy, to_pil
+from .models import MODEL_NAMES, load_model
+from .runtime import Budget, budget, get_device, is_fast, seed_everything
+from .viz import overlay_heatmap, show_images
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DATA_DIR",
+    "MODEL_NAMES",
+    "Budget",
+    "SampleImage",
+    "budget",
+    "capture_activations",
+    "capture_gradients",
+    "check_image",
+    "get_device",
+    "get_layer",
+    "imagenet_index",
+    "imagenet_label",
+    "imagenet_labels",
+    "is_fast",
+    "layer_names",
+    "load_image",
+    "load_model",
+    "overlay_heatmap",
+    "sample_image",
+    "sample_images",
+    "save_image",
+    "seed_everything",
+    "show_images",
+    "to_numpy",
+    "to_pil",
+]

