@@ -37,7 +37,7 @@ def seed_everything(seed: int) -> torch.Generator:
     if not 0 <= seed < 2**63:
         raise ValueError(f"seed must be in [0, 2**63), got {seed}")
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - seeding the legacy global state on purpose
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
 

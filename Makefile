@@ -1,0 +1,56 @@
+# Two commands do everything on a fresh machine:
+#   make run    set up, execute every notebook (full budget), render HTML into build/
+#   make test   set up, lint, run the unit tests and every notebook (fast budget)
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.setup-done
+NOTEBOOKS := $(wildcard notebooks/*.ipynb)
+
+.DEFAULT_GOAL := help
+.PHONY: help setup test unit notebooks lint run lab strip clean
+
+help:
+	@echo "make run     set up, execute every notebook at the full budget, render build/index.html"
+	@echo "make test    set up, lint, unit tests, and every notebook under nbval (fast budget)"
+	@echo "make setup   create .venv/ with the pinned dependencies and cs_utils installed editable"
+	@echo "make unit    unit tests only (fast budget)"
+	@echo "make lint    ruff over cs_utils, tests and notebooks"
+	@echo "make lab     open JupyterLab on notebooks/"
+	@echo "make strip   remove outputs from notebooks/*.ipynb before committing"
+	@echo "make clean   remove build/ and caches (keeps .venv/)"
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python >= 3.10 is needed; set PYTHON=python3.11")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps -e .
+	touch $@
+
+test: setup lint
+	CS_UTILS_FAST=1 MPLBACKEND=Agg $(PY) -m pytest tests $(NOTEBOOKS) --nbval-lax --nbval-cell-timeout=600
+
+unit: setup
+	CS_UTILS_FAST=1 MPLBACKEND=Agg $(PY) -m pytest tests
+
+notebooks: setup
+	CS_UTILS_FAST=1 MPLBACKEND=Agg $(PY) -m pytest $(NOTEBOOKS) --nbval-lax --nbval-cell-timeout=600
+
+lint: setup
+	$(PY) -m ruff check cs_utils tests notebooks
+
+run: setup
+	$(PY) -m cs_utils.render --notebooks notebooks --out build
+
+lab: setup
+	$(VENV)/bin/jupyter lab notebooks
+
+strip: setup
+	$(VENV)/bin/jupyter nbconvert --clear-output --inplace $(NOTEBOOKS)
+
+clean:
+	rm -rf build .pytest_cache .ruff_cache
+	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +

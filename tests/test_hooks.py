@@ -1,0 +1,121 @@
+import pytest
+import torch
+
+import cs_utils
+
+
+def test_activations_match_manual_forward(tiny_cnn):
+    x = torch.rand(2, 3, 8, 8)
+    with cs_utils.capture_activations(tiny_cnn, ["conv", "relu", "fc"]) as acts:
+        out = tiny_cnn(x)
+    conv = tiny_cnn.conv(x)
+    torch.testing.assert_close(acts["conv"], conv)
+    torch.testing.assert_close(acts["relu"], conv.clamp(min=0))
+    torch.testing.assert_close(acts["fc"], out)
+
+
+def test_single_name_and_overwrite_on_each_forward(tiny_cnn):
+    x1, x2 = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)
+    with cs_utils.capture_activations(tiny_cnn, "fc") as acts:
+        tiny_cnn(x1)
+        out2 = tiny_cnn(x2)
+    torch.testing.assert_close(acts["fc"], out2)
+
+
+def test_activations_keep_or_drop_graph(tiny_cnn):
+    x = torch.rand(1, 3, 8, 8, requires_grad=True)
+    with cs_utils.capture_activations(tiny_cnn, "relu") as acts:
+        tiny_cnn(x)
+    acts["relu"].sum().backward()  # differentiable by default
+    assert x.grad is not None
+    with cs_utils.capture_activations(tiny_cnn, "relu", detach=True) as acts:
+        tiny_cnn(x)
+    assert not acts["relu"].requires_grad
+
+
+def test_gradients_match_autograd(tiny_cnn):
+    x = torch.rand(2, 3, 8, 8)
+    with cs_utils.capture_gradients(tiny_cnn, ["conv", "relu"]) as grads:
+        with cs_utils.capture_activations(tiny_cnn, ["conv", "relu"]) as acts:
+            score = tiny_cnn(x)[:, 2].sum()
+        expected = torch.autograd.grad(score, [acts["conv"], acts["relu"]], retain_graph=True)
+        score.backward()
+    torch.testing.assert_close(grads["conv"], expected[0])
+    torch.testing.assert_close(grads["relu"], expected[1])
+    # hand check: d score / d relu output = fc weight of class 2 / (H * W), at every position
+    per_pixel = tiny_cnn.fc.weight[2] / 64
+    torch.testing.assert_close(grads["relu"][0, :, 3, 5], per_pixel)
+
+
+def test_gradients_on_frozen_pretrained_model(lite0, hook_count):
+    x = torch.rand(1, 3, 64, 64, requires_grad=True)
+    before = hook_count(lite0)
+    with cs_utils.capture_gradients(lite0, ["blocks.10", "stem"]) as grads:
+        lite0(x)[0, 967].backward()
+    assert grads["blocks.10"].shape[1] == 112 and grads["stem"].shape[1] == 32
+    assert hook_count(lite0) == before
+    assert not any(p.requires_grad for p in lite0.parameters())
+
+
+def test_no_gradient_entry_without_grad(tiny_cnn):
+    with cs_utils.capture_gradients(tiny_cnn, "conv") as grads, torch.no_grad():
+        tiny_cnn(torch.rand(1, 3, 8, 8))
+    assert grads == {}
+
+
+@pytest.mark.parametrize("manager", [cs_utils.capture_activations, cs_utils.capture_gradients])
+def test_no_hooks_left_after_block_or_exception(tiny_cnn, hook_count, manager):
+    assert hook_count(tiny_cnn) == 0
+    with manager(tiny_cnn, ["conv", "fc"]):
+        assert hook_count(tiny_cnn) == 2
+        tiny_cnn(torch.rand(1, 3, 8, 8, requires_grad=True)).sum().backward()
+    assert hook_count(tiny_cnn) == 0
+    with pytest.raises(RuntimeError, match="boom"):
+        with manager(tiny_cnn, ["conv", "relu"]):
+            assert hook_count(tiny_cnn) == 2
+            raise RuntimeError("boom")
+    assert hook_count(tiny_cnn) == 0
+
+
+def test_tensor_hooks_removed_when_graph_outlives_block(tiny_cnn):
+    x = torch.rand(1, 3, 8, 8, requires_grad=True)
+    with cs_utils.capture_gradients(tiny_cnn, "relu") as grads:
+        out = tiny_cnn(x)
+    out.sum().backward()  # after the block: nothing is recorded any more
+    assert grads == {}
+
+
+def test_unknown_layer_lists_closest_names_and_registers_nothing(lite0, hook_count):
+    before = hook_count(lite0)
+    with pytest.raises(KeyError, match="blocks.10"):
+        with cs_utils.capture_activations(lite0, ["stem", "block.10"]):
+            pass
+    with pytest.raises(KeyError, match="layer_names"):
+        with cs_utils.capture_gradients(lite0, "features.30"):
+            pass
+    assert hook_count(lite0) == before
+
+
+def test_layer_names_and_get_layer(lite0):
+    names = cs_utils.layer_names(lite0)
+    assert {"stem", "blocks.0", "blocks.15", "blocks.3.expand", "head", "pool", "fc"} <= set(names)
+    assert cs_utils.get_layer(lite0, "blocks.3") is lite0.blocks[3]
+    with pytest.raises(TypeError):
+        cs_utils.get_layer(lite0, 3)
+
+
+def test_bad_layer_list(tiny_cnn):
+    with pytest.raises(ValueError, match="empty"):
+        with cs_utils.capture_activations(tiny_cnn, []):
+            pass
+    with pytest.raises(TypeError):
+        with cs_utils.capture_activations(tiny_cnn, 5):
+            pass
+
+
+def test_mode_and_requires_grad_unchanged(tiny_cnn):
+    tiny_cnn.train()
+    flags = [p.requires_grad for p in tiny_cnn.parameters()]
+    with cs_utils.capture_activations(tiny_cnn, "conv"):
+        tiny_cnn(torch.rand(1, 3, 8, 8))
+    assert tiny_cnn.training and [p.requires_grad for p in tiny_cnn.parameters()] == flags
