@@ -7,6 +7,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.setup-done
 NOTEBOOKS := $(wildcard notebooks/*.ipynb)
+# Tests run in the fast budget; notebook kernels load tests/ipython's startup file,
+# which blocks network connections as pytest-socket does for the unit tests.
+TEST_ENV  := CS_UTILS_FAST=1 MPLBACKEND=Agg IPYTHONDIR=$(CURDIR)/tests/ipython
 
 .DEFAULT_GOAL := help
 .PHONY: help setup test unit notebooks lint run lab strip clean
@@ -31,13 +34,13 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $@
 
 test: setup lint
-	CS_UTILS_FAST=1 MPLBACKEND=Agg $(PY) -m pytest tests $(NOTEBOOKS) --nbval-lax --nbval-cell-timeout=600
+	$(TEST_ENV) $(PY) -m pytest tests $(NOTEBOOKS) --nbval-lax --nbval-cell-timeout=600
 
 unit: setup
-	CS_UTILS_FAST=1 MPLBACKEND=Agg $(PY) -m pytest tests
+	$(TEST_ENV) $(PY) -m pytest tests
 
 notebooks: setup
-	CS_UTILS_FAST=1 MPLBACKEND=Agg $(PY) -m pytest $(NOTEBOOKS) --nbval-lax --nbval-cell-timeout=600
+	$(TEST_ENV) $(PY) -m pytest $(NOTEBOOKS) --nbval-lax --nbval-cell-timeout=600
 
 lint: setup
 	$(PY) -m ruff check cs_utils tests notebooks

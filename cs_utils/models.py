@@ -329,7 +329,9 @@ def load_model(name: str = "efficientnet_lite0", *, device: str | torch.device =
     their weights must already be in the torch cache unless ``download=True``).
 
     Returns the model on ``device``, in eval mode, with ``requires_grad=False``
-    on every parameter. Its output is (N, 1000) unnormalised class scores.
+    on every parameter. Its output is (N, 1000) unnormalised class scores; any
+    input size works, ``model.native_image_size`` is the side it was trained at
+    (224 for Lite0, 240 for Lite1, 260 for Lite2).
     """
     if not isinstance(name, str) or name.lower() not in MODEL_NAMES:
         import difflib
@@ -345,4 +347,5 @@ def load_model(name: str = "efficientnet_lite0", *, device: str | torch.device =
     model.eval()
     model.requires_grad_(False)
     model.name = name
+    model.native_image_size = _LITE_PARAMS[name][2] if name in _LITE_PARAMS else 224
     return model.to(device)

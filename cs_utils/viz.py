@@ -113,14 +113,18 @@ def _resize_map(heatmap: np.ndarray, shape) -> np.ndarray:
                                            align_corners=False)[0, 0].numpy()
 
 
-def overlay_heatmap(image, heatmap, *, alpha: float = 0.5, cmap: str = "jet", normalize: bool = True,
-                    title: str | None = None, colorbar: bool = False, ax=None, save=None):
+def overlay_heatmap(image, heatmap, *, alpha: float = 0.6, cmap: str = "jet", normalize: bool = True,
+                    percentile: float | None = None, fade: bool = True, title: str | None = None,
+                    colorbar: bool = False, ax=None, save=None):
     """Draw ``heatmap`` (H', W') over ``image`` and return the Figure.
 
     ``image``: one image, (1, 3, H, W) or (3, H, W) tensor in [0, 1] or an
     (H, W, 3) array. ``heatmap``: a 2-D tensor or array; it is resized
-    (bilinear) to the image size and, with ``normalize``, scaled to [0, 1].
-    ``alpha`` is the heatmap's opacity. The inputs are not modified.
+    (bilinear) to the image size and, with ``normalize``, scaled to [0, 1]
+    (with ``percentile``, e.g. 99, values above that percentile saturate:
+    useful for speckled gradient maps). ``alpha`` is the largest opacity of the
+    heatmap; with ``fade`` (default) each pixel's opacity grows with its value,
+    so low values leave the photo visible. The inputs are not modified.
     """
     if not 0 <= alpha <= 1:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
@@ -134,13 +138,21 @@ def overlay_heatmap(image, heatmap, *, alpha: float = 0.5, cmap: str = "jet", no
     if h.ndim != 2:
         raise ValueError(f"heatmap must be 2-D (H, W), got shape {np.shape(heatmap)}")
     h = _resize_map(h, img.shape[:2])
+    if percentile is not None:
+        if not 0 < percentile <= 100:
+            raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+        h = np.minimum(h, np.percentile(h, percentile))
     if normalize:
         lo, hi = float(h.min()), float(h.max())
         h = (h - lo) / (hi - lo) if hi > lo else np.zeros_like(h)
     fig, axes = _axes_for(1, ax, 1, 4.0)
     axis = axes[0]
     axis.imshow(np.clip(img, 0, 1), cmap="gray" if img.ndim == 2 else None)
-    shown = axis.imshow(h, cmap=cmap, alpha=alpha, vmin=0 if normalize else None,
+    opacity = alpha
+    if fade:
+        span = float(h.max() - h.min())
+        opacity = alpha * ((h - h.min()) / span if span > 0 else np.zeros_like(h))
+    shown = axis.imshow(h, cmap=cmap, alpha=opacity, vmin=0 if normalize else None,
                         vmax=1 if normalize else None)
     axis.set_xticks([])
     axis.set_yticks([])

@@ -32,6 +32,7 @@ def test_lite0_foolbox_accuracy(lite0):
 @pytest.mark.parametrize("name,size", [("efficientnet_lite1", 240), ("efficientnet_lite2", 260)])
 def test_lite1_lite2_foolbox_accuracy(name, size):
     model = cs_utils.load_model(name)
+    assert model.native_image_size == size
     x, y = _foolbox_batch(size)
     with torch.no_grad():
         top5 = model(x).topk(5, dim=1).indices

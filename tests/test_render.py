@@ -1,3 +1,6 @@
+import shutil
+from pathlib import Path
+
 import nbformat
 
 from cs_utils import render
@@ -31,3 +34,30 @@ def test_no_notebooks_succeeds_and_says_so(tmp_path, capsys):
     assert "No notebooks" in capsys.readouterr().out
     assert "No notebooks" in (tmp_path / "b" / "index.html").read_text()
     assert render.main(["--notebooks", str(tmp_path / "missing")]) == 2
+
+
+def test_nbval_runs_a_notebook_against_the_package(tmp_path):
+    """The `make test` notebook path: nbval executes cells in a kernel that imports cs_utils."""
+    import os
+    import subprocess
+    import sys
+
+    _notebook(tmp_path / "ok.ipynb", "import cs_utils\nb = cs_utils.budget()",
+              "assert b.fast, 'make test runs notebooks with CS_UTILS_FAST=1'")
+    _notebook(tmp_path / "bad.ipynb", "import cs_utils\ncs_utils.imagenet_label(1000)")
+    _notebook(tmp_path / "online.ipynb", "import socket\nsocket.create_connection(('192.0.2.1', 80), 1)")
+    ipython_dir = tmp_path / "ipython"
+    shutil.copytree(Path(__file__).parent / "ipython" / "profile_default" / "startup",
+                    ipython_dir / "profile_default" / "startup")
+    env = dict(os.environ, CS_UTILS_FAST="1", IPYTHONDIR=str(ipython_dir))
+    base = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
+            "--rootdir", str(tmp_path)]
+    ok = subprocess.run(base + [str(tmp_path / "ok.ipynb")], capture_output=True, text=True,
+                        env=env, timeout=300, cwd=tmp_path)
+    assert ok.returncode == 0 and "2 passed" in ok.stdout, ok.stdout + ok.stderr
+    bad = subprocess.run(base + [str(tmp_path / "bad.ipynb")], capture_output=True, text=True,
+                         env=env, timeout=300, cwd=tmp_path)
+    assert bad.returncode == 1 and "out of range" in bad.stdout, bad.stdout
+    online = subprocess.run(base + [str(tmp_path / "online.ipynb")], capture_output=True, text=True,
+                            env=env, timeout=300, cwd=tmp_path)
+    assert online.returncode == 1 and "SocketConnectBlockedError" in online.stdout, online.stdout

@@ -52,7 +52,8 @@ def test_overlay_heatmap_resizes_and_normalises(tmp_path):
     base, overlay = ax.images
     assert overlay.get_array().shape == (16, 16)
     assert overlay.get_array().max() == pytest.approx(1.0) and overlay.get_array().min() == 0
-    assert overlay.get_alpha() == 0.4 and ax.get_title() == "map"
+    opacity = overlay.get_alpha()  # fades with the value: transparent where the map is 0
+    assert opacity.max() == pytest.approx(0.4) and opacity[-1, -1] == 0 and ax.get_title() == "map"
     assert torch.equal(heat, heat_copy)
     assert (tmp_path / "h.png").exists()
 
@@ -66,3 +67,14 @@ def test_overlay_heatmap_into_axes_and_errors():
         cs_utils.overlay_heatmap(torch.rand(2, 3, 8, 8), np.ones((8, 8)))
     with pytest.raises(ValueError, match="alpha"):
         cs_utils.overlay_heatmap(torch.rand(3, 8, 8), np.ones((8, 8)), alpha=2)
+    with pytest.raises(ValueError, match="percentile"):
+        cs_utils.overlay_heatmap(torch.rand(3, 8, 8), np.ones((8, 8)), percentile=0)
+
+
+def test_overlay_percentile_saturates_outliers():
+    heat = np.arange(100, dtype=np.float32).reshape(10, 10)
+    heat[0, 0] = 1e6  # one outlier would otherwise flatten the whole map to ~0
+    fig = cs_utils.overlay_heatmap(torch.rand(3, 10, 10), heat, percentile=90, fade=False)
+    shown = np.asarray(fig.axes[0].images[1].get_array())
+    assert shown.max() == pytest.approx(1.0) and np.median(shown) > 0.4
+    assert fig.axes[0].images[1].get_alpha() == 0.6
