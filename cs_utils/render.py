@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import argparse
 import html
+import re
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["RenderResult", "render_notebooks", "main"]
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 @dataclass
@@ -44,7 +47,10 @@ def _execute(path: Path, timeout: int, kernel_name: str):
     try:
         client.execute()
     except CellExecutionError as err:
-        error = str(err).strip().splitlines()[-1] if str(err).strip() else "a cell raised"
+        failed = [i for i, cell in enumerate(nb.cells, 1)
+                  if any(out.get("output_type") == "error" for out in cell.get("outputs", []))]
+        where = f"cell {failed[0]}: " if failed else ""
+        error = _ANSI.sub("", f"{where}{err.ename}: {err.evalue}".strip())
     except Exception as err:  # kernel died, timeout, ...: report, render what ran
         error = f"{type(err).__name__}: {err}"
     return nb, error

@@ -20,7 +20,8 @@ def test_renders_every_notebook_with_index(tmp_path):
     lines = []
     results = render.render_notebooks(notebooks, out, timeout=120, log=lines.append)
     assert [r.notebook.name for r in results] == ["01_ok.ipynb", "02_fails.ipynb"]
-    assert results[0].ok and not results[1].ok and "planned failure" in results[1].error
+    assert results[0].ok and not results[1].ok
+    assert results[1].error == "cell 2: ValueError: planned failure"
     assert "42" in (out / "01_ok.html").read_text()
     assert "planned failure" in (out / "02_fails.html").read_text()
     index = (out / "index.html").read_text()
