@@ -45,8 +45,6 @@ def _open(source) -> Image.Image:
                              "Is it a PNG/JPEG/... image and complete?") from err
     if isinstance(source, Image.Image):
         return source.copy()
-    if isinstance(source, torch.Tensor):
-        source = to_numpy(source)
     if isinstance(source, np.ndarray):
         return _array_to_pil(source)
     raise TypeError(f"cannot load an image from {type(source).__name__}; pass a file path, "
@@ -66,13 +64,6 @@ def _array_to_pil(array: np.ndarray) -> Image.Image:
         pass
     elif a.dtype == bool:
         a = a.astype(np.uint8) * 255
-    elif np.issubdtype(a.dtype, np.floating):
-        if not np.isfinite(a).all():
-            raise ValueError("image array contains NaN or infinite values")
-        if a.size and (a.min() < 0 or a.max() > 1):
-            raise ValueError(f"float image arrays must hold values in [0, 1], got [{a.min():.3g}, "
-                             f"{a.max():.3g}]; divide 0..255 data by 255 or pass it as uint8")
-        a = np.round(a * 255).astype(np.uint8)
     elif np.issubdtype(a.dtype, np.integer):
         if a.size and (a.min() < 0 or a.max() > 255):
             raise ValueError(f"integer image arrays must hold values in 0..255, got [{a.min()}, {a.max()}]")
@@ -97,24 +88,72 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def _resize(img: Image.Image, size, crop: bool) -> Image.Image:
-    if size is None:
-        return img
-    w, h = img.size
+def _geometry(h: int, w: int, size, crop: bool):
+    """(resized height, resized width, crop box (top, left, height, width) or None)."""
     if isinstance(size, (tuple, list)):
-        if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
+        if len(size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0
+                                     for s in size):
             raise ValueError(f"size must be an int or a (height, width) pair of positive ints, got {size!r}")
-        out_h, out_w = size
-        return img.resize((out_w, out_h), Image.Resampling.BICUBIC, reducing_gap=3.0)
+        return size[0], size[1], None
     if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
         raise ValueError(f"size must be a positive int or a (height, width) pair, got {size!r}")
     scale = size / min(w, h)
-    new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+    new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
+    box = ((new_h - size) // 2, (new_w - size) // 2, size, size) if crop else None
+    return new_h, new_w, box
+
+
+def _resize_pil(img: Image.Image, size, crop: bool) -> Image.Image:
+    if size is None:
+        return img
+    new_h, new_w, box = _geometry(img.height, img.width, size, crop)
     img = img.resize((new_w, new_h), Image.Resampling.BICUBIC, reducing_gap=3.0)
-    if crop:
-        left, top = (new_w - size) // 2, (new_h - size) // 2
-        img = img.crop((left, top, left + size, top + size))
+    if box is not None:
+        top, left, bh, bw = box
+        img = img.crop((left, top, left + bw, top + bh))
     return img
+
+
+def _resize_tensor(t: torch.Tensor, size, crop: bool) -> torch.Tensor:
+    """Resize a (1, 3, H, W) float tensor like the PIL path (bicubic, antialiased)."""
+    if size is None:
+        return t
+    new_h, new_w, box = _geometry(t.shape[-2], t.shape[-1], size, crop)
+    if (new_h, new_w) != tuple(t.shape[-2:]):
+        t = torch.nn.functional.interpolate(t, size=(new_h, new_w), mode="bicubic",
+                                            align_corners=False, antialias=True).clamp_(0, 1)
+    if box is not None:
+        top, left, bh, bw = box
+        t = t[..., top:top + bh, left:left + bw]
+    return t
+
+
+def _float_image(source) -> torch.Tensor:
+    """A float tensor or float numpy image as a new (1, 3, H, W) float32 tensor in [0, 1]."""
+    is_array = isinstance(source, np.ndarray)
+    t = torch.from_numpy(np.array(source, dtype=np.float32)) if is_array else source.detach()
+    t = t.to("cpu", torch.float32, copy=True)
+    if is_array:  # (H, W) or (H, W, C) -> (C, H, W)
+        if t.dim() == 3 and t.shape[0] in (1, 3, 4) and t.shape[-1] not in (1, 3, 4):
+            raise ValueError(f"array of shape {tuple(t.shape)} looks channels-first; pass (H, W, C), "
+                             "e.g. array.transpose(1, 2, 0)")
+        t = t[None] if t.dim() == 2 else t.permute(2, 0, 1) if t.dim() == 3 else t
+    else:
+        t = t[0] if t.dim() == 4 and t.shape[0] == 1 else t
+        t = t[None] if t.dim() == 2 else t
+    if t.dim() != 3 or t.shape[0] not in (1, 3, 4):
+        raise ValueError(f"expected one image, (H, W), (H, W, 3) or (H, W, 4) for arrays, (3, H, W) or "
+                         f"(1, 3, H, W) for tensors; got shape {tuple(source.shape)}")
+    if not torch.isfinite(t).all():
+        raise ValueError("image contains NaN or infinite values")
+    if t.numel() and (t.min() < 0 or t.max() > 1):
+        raise ValueError(f"float images must hold values in [0, 1], got [{t.min().item():.3g}, "
+                         f"{t.max().item():.3g}]; divide 0..255 data by 255")
+    if t.shape[0] == 1:
+        t = t.expand(3, -1, -1)
+    elif t.shape[0] == 4:  # transparency over white, as for files
+        t = t[:3] * t[3:] + (1 - t[3:])
+    return t.contiguous()[None]
 
 
 def load_image(source, size=None, *, crop: bool = True) -> torch.Tensor:
@@ -129,8 +168,14 @@ def load_image(source, size=None, *, crop: bool = True) -> torch.Tensor:
     and, with ``crop`` (default), centre-crops a ``size`` x ``size`` square (the
     usual classifier input); a ``(height, width)`` pair resizes to exactly that.
     """
-    img = _to_rgb(_open(source))
-    img = _resize(img, size, crop)
+    if isinstance(source, torch.Tensor) and not source.is_floating_point():  # 0..255 integers
+        source = source.detach().cpu().numpy()
+        source = source[0] if source.ndim == 4 and source.shape[0] == 1 else source
+        source = source.transpose(1, 2, 0) if source.ndim == 3 else source
+    if isinstance(source, torch.Tensor) or (
+            isinstance(source, np.ndarray) and np.issubdtype(source.dtype, np.floating)):
+        return _resize_tensor(_float_image(source), size, crop)  # no rounding to 8 bits
+    img = _resize_pil(_to_rgb(_open(source)), size, crop)
     array = np.asarray(img, dtype=np.uint8)
     return torch.from_numpy(array.copy()).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageFilter
 
 import cs_utils
 
@@ -40,10 +40,41 @@ def test_greyscale_and_rgba_become_rgb(tmp_path):
     _check(cs_utils.load_image(tmp_path / "grey.png"), 3, 4)
 
 
-def test_float_array_in_unit_range():
+def test_float_images_are_not_rounded_to_8_bits():
     a = np.full((4, 5, 3), 0.5, dtype=np.float64)
     x = cs_utils.load_image(a)
-    assert torch.allclose(x, torch.full_like(x, 128 / 255))
+    _check(x, 4, 5)
+    assert torch.equal(x, torch.full_like(x, 0.5))
+    t = torch.rand(1, 3, 6, 7, dtype=torch.float64)
+    torch.testing.assert_close(cs_utils.load_image(t), t.float())
+    torch.testing.assert_close(cs_utils.load_image(t[0]), t.float())
+    grey = torch.rand(6, 7)
+    torch.testing.assert_close(cs_utils.load_image(grey), grey.expand(1, 3, 6, 7))
+
+
+def test_float_rgba_composites_over_white():
+    a = np.zeros((2, 2, 4), dtype=np.float32)
+    a[0, 0] = (1, 0, 0, 1)
+    a[1, 1] = (0, 0, 1, 0.5)
+    x = cs_utils.load_image(a)
+    torch.testing.assert_close(x[0, :, 0, 0], torch.tensor([1.0, 0.0, 0.0]))
+    torch.testing.assert_close(x[0, :, 0, 1], torch.ones(3))
+    torch.testing.assert_close(x[0, :, 1, 1], torch.tensor([0.5, 0.5, 1.0]))
+
+
+def test_tensor_resizing_matches_pil_resizing():
+    rng = np.random.default_rng(3)
+    a = (rng.random((40, 60, 3)) * 255).round().astype(np.uint8)
+    smooth = np.asarray(Image.fromarray(a).filter(ImageFilter.GaussianBlur(3)))
+    via_pil = cs_utils.load_image(smooth, 20)
+    via_tensor = cs_utils.load_image(torch.from_numpy(smooth.copy()).permute(2, 0, 1).float() / 255, 20)
+    assert via_tensor.shape == via_pil.shape == (1, 3, 20, 20)
+    assert (via_tensor - via_pil).abs().mean() < 0.01
+
+
+def test_integer_tensor_is_0_to_255():
+    t = torch.randint(0, 256, (1, 3, 5, 6), dtype=torch.uint8)
+    torch.testing.assert_close(cs_utils.load_image(t), t.float() / 255)
 
 
 def test_size_semantics():
@@ -95,6 +126,17 @@ def test_unreadable_file_names_the_file_and_problem(tmp_path):
     (np.full((4, 4), 300, dtype=np.int32), "0..255"),
 ])
 def test_bad_arrays(bad, match):
+    with pytest.raises(ValueError, match=match):
+        cs_utils.load_image(bad)
+
+
+@pytest.mark.parametrize("bad,match", [
+    (torch.rand(2, 3, 4, 4), "one image"),
+    (torch.rand(1, 3, 4, 4) * 255, "divide 0..255"),
+    (torch.full((3, 4, 4), float("nan")), "NaN"),
+    (np.zeros((3, 8, 8), dtype=np.float32), "channels-first"),
+])
+def test_bad_float_images(bad, match):
     with pytest.raises(ValueError, match=match):
         cs_utils.load_image(bad)
 
