@@ -148,7 +148,8 @@ _SKIMAGE = (
     ("coffee.png", "coffee", "CC0 (Rachel Michetti)", "espresso"),
     ("hubble_deep_field.jpg", "hubble_deep_field", "public domain (NASA)", None),
     ("ihc.png", "immunohistochemistry", "no known copyright restrictions (CMMI)", None),
-    ("motorcycle_left.png", "motorcycle", "Middlebury stereo dataset, free for research use", None),
+    ("motorcycle_left.png", "motorcycle",
+     "Middlebury 2014 stereo benchmark (Scharstein et al.); no licence stated", None),
     ("retina.jpg", "retina", "CC0 (Mikael Häggström)", None),
     ("rocket.jpg", "rocket", "public domain (SpaceX)", None),
 )
