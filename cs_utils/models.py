@@ -100,22 +100,29 @@ class Conv2dSame(nn.Conv2d):
 
     The output has ``ceil(in / stride)`` rows and columns. When the padding
     needed is odd, the extra row/column goes at the bottom/right, as in
-    TensorFlow. ``self.padding`` stays 0; the padding actually applied for an
-    input of size ``n`` is given by :meth:`same_padding`.
+    TensorFlow. :meth:`same_padding` gives the padding applied for an input
+    size (for stride 1 it is symmetric and stored in ``self.padding``).
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, groups=1, bias=False):
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=0,
                          groups=groups, bias=bias)
+        # With stride 1 and an odd kernel, SAME padding is symmetric and independent of
+        # the input size: let the convolution pad (no extra copy of the input).
+        self._static = all(s == 1 and k % 2 == 1 for s, k in zip(self.stride, self.kernel_size))
+        if self._static:
+            self.padding = tuple((k - 1) // 2 * d for k, d in zip(self.kernel_size, self.dilation))
 
     def same_padding(self, size: int, dim: int) -> tuple[int, int]:
-        """(before, after) padding along ``dim`` (0 = rows, 1 = columns) for ``size``."""
+        """(before, after) padding along ``dim`` (0 = rows, 1 = columns) for an input of ``size``."""
         k, s, d = self.kernel_size[dim], self.stride[dim], self.dilation[dim]
         out = -(-size // s)
         total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
         return total // 2, total - total // 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._static:
+            return self._conv_forward(x, self.weight, self.bias)
         top, bottom = self.same_padding(x.shape[-2], 0)
         left, right = self.same_padding(x.shape[-1], 1)
         if top or bottom or left or right:

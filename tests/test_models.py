@@ -90,6 +90,9 @@ def test_same_padding_matches_hand_computation():
     expected = F.conv2d(F.pad(x, (1, 1, 0, 1)), conv.weight, stride=2)
     assert conv(x).shape == (1, 1, 3, 4)
     torch.testing.assert_close(conv(x), expected)
+    # stride 1: symmetric padding applied by the convolution itself
+    conv1 = Conv2dSame(1, 1, 5, stride=1)
+    torch.testing.assert_close(conv1(x), F.conv2d(F.pad(x, (2, 2, 2, 2)), conv1.weight))
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 97, 131), (2, 3, 33, 40), (1, 3, 300, 200)])
