@@ -148,7 +148,9 @@ _SKIMAGE = (
     ("coffee.png", "coffee", "CC0 (Rachel Michetti)", "espresso"),
     ("hubble_deep_field.jpg", "hubble_deep_field", "public domain (NASA)", None),
     ("ihc.png", "immunohistochemistry", "no known copyright restrictions (CMMI)", None),
-    ("motorcycle_left.png", "motorcycle",
+    ("motorcycle_left.png", "motorcycle_left",
+     "Middlebury 2014 stereo benchmark (Scharstein et al.); no licence stated", None),
+    ("motorcycle_right.png", "motorcycle_right",  # the same scene from a second viewpoint
      "Middlebury 2014 stereo benchmark (Scharstein et al.); no licence stated", None),
     ("retina.jpg", "retina", "CC0 (Mikael Häggström)", None),
     ("rocket.jpg", "rocket", "public domain (SpaceX)", None),
