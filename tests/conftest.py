@@ -41,3 +41,29 @@ def count_hooks(model: nn.Module) -> int:
 @pytest.fixture
 def hook_count():
     return count_hooks
+
+
+class CallerState:
+    """What a public function must leave as it found it: the model's hooks, train/eval
+    mode of every module, ``requires_grad`` of every parameter, and the caller's tensors."""
+
+    def __init__(self, model: nn.Module, *tensors: torch.Tensor):
+        self.model, self.tensors = model, tensors
+        self.hooks = count_hooks(model)
+        self.modes = [m.training for m in model.modules()]
+        self.flags = [p.requires_grad for p in model.parameters()]
+        self.copies = [(t.clone(), t.requires_grad, t.grad) for t in tensors]
+
+    def assert_unchanged(self):
+        assert count_hooks(self.model) == self.hooks, "hooks were left on the model"
+        assert [m.training for m in self.model.modules()] == self.modes, "train/eval mode changed"
+        assert [p.requires_grad for p in self.model.parameters()] == self.flags, "requires_grad changed"
+        for t, (copy, requires_grad, grad) in zip(self.tensors, self.copies):
+            assert torch.equal(t, copy), "the caller's tensor was modified"
+            assert t.requires_grad == requires_grad and t.grad is grad, "the caller's tensor was modified"
+
+
+@pytest.fixture
+def caller_state():
+    """``state = caller_state(model, x, ...)``; call the function; ``state.assert_unchanged()``."""
+    return CallerState

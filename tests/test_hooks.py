@@ -113,9 +113,22 @@ def test_bad_layer_list(tiny_cnn):
             pass
 
 
-def test_mode_and_requires_grad_unchanged(tiny_cnn):
+@pytest.mark.parametrize("manager", [cs_utils.capture_activations, cs_utils.capture_gradients])
+def test_caller_state_unchanged(tiny_cnn, caller_state, manager):
     tiny_cnn.train()
-    flags = [p.requires_grad for p in tiny_cnn.parameters()]
-    with cs_utils.capture_activations(tiny_cnn, "conv"):
-        tiny_cnn(torch.rand(1, 3, 8, 8))
-    assert tiny_cnn.training and [p.requires_grad for p in tiny_cnn.parameters()] == flags
+    tiny_cnn.conv.weight.requires_grad_(False)
+    x = torch.rand(1, 3, 8, 8)
+    state = caller_state(tiny_cnn, x)
+    with manager(tiny_cnn, ["conv", "fc"]):
+        tiny_cnn(x).sum().backward()
+    state.assert_unchanged()
+
+
+def test_caller_state_check_catches_changes(tiny_cnn, caller_state):
+    x = torch.rand(1, 3, 8, 8)
+    for change in (lambda: tiny_cnn.train(), lambda: x.mul_(2), lambda: tiny_cnn.fc.requires_grad_(False),
+                   lambda: tiny_cnn.conv.register_forward_hook(lambda *a: None)):
+        state = caller_state(tiny_cnn, x)
+        change()
+        with pytest.raises(AssertionError):
+            state.assert_unchanged()
