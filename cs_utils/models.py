@@ -277,7 +277,7 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 MODEL_NAMES = tuple(_LITE_PARAMS) + tuple(_TORCHVISION)
 
 
-class _Normalized(nn.Module):
+class TorchvisionClassifier(nn.Module):
     """A torchvision classifier behind an :class:`InputScaling` with ImageNet mean/std."""
 
     def __init__(self, net: nn.Module):
@@ -323,7 +323,7 @@ def _torchvision_model(name: str, download: bool) -> nn.Module:
     for module in net.modules():  # hooks and guided backprop need out-of-place activations
         if isinstance(module, nn.ReLU):
             module.inplace = False
-    return _Normalized(net)
+    return TorchvisionClassifier(net)
 
 
 def load_model(name: str = "efficientnet_lite0", *, device: str | torch.device = "cpu",
