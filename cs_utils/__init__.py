@@ -13,7 +13,14 @@ from .data import (
     sample_image,
     sample_images,
 )
-from .hooks import capture_activations, capture_gradients, get_layer, layer_names
+from .hooks import (
+    capture_activations,
+    capture_gradients,
+    evaluating,
+    extract_features,
+    get_layer,
+    layer_names,
+)
 from .image import check_image, load_image, save_image, to_numpy, to_pil
 from .models import MODEL_NAMES, load_model
 from .runtime import Budget, budget, get_device, is_fast, seed_everything
@@ -30,6 +37,8 @@ __all__ = [
     "capture_activations",
     "capture_gradients",
     "check_image",
+    "evaluating",
+    "extract_features",
     "get_device",
     "get_layer",
     "imagenet_index",

@@ -120,3 +120,57 @@ def capture_gradients(model: nn.Module, layer_names) -> Iterator[dict]:
     finally:
         for handle in tensor_handles:  # graphs kept alive by the caller stay hook-free
             handle.remove()
+
+
+class _StopForward(Exception):
+    """Raised by a hook to end a forward pass once every requested layer has run."""
+
+
+def extract_features(model: nn.Module, x: torch.Tensor, layer_names, *, stop: bool = True) -> dict:
+    """Run ``model`` on ``x`` and return ``{layer_name: output}`` for the named layers.
+
+    With ``stop=True`` (default) the forward pass ends as soon as the last of the
+    named layers has produced its output, so nothing after the deepest layer is
+    computed: a feature loss on ``blocks.4`` costs a fraction of a full forward.
+    The outputs stay in the autograd graph (gradients flow back to ``x``); wrap
+    the call in ``torch.no_grad()`` when only looking. No hook is left behind::
+
+        feats = extract_features(model, x, ["stem", "blocks.4"])
+        feats["blocks.4"].shape      # (N, 40, H/8, W/8)
+    """
+    names = _as_names(layer_names)
+    features: dict[str, torch.Tensor] = {}
+
+    def make_hook(name):
+        def hook(module, inputs, output):
+            features[name] = output
+            if stop and len(features) == len(names):
+                raise _StopForward
+        return hook
+
+    with _hooked(model, names, make_hook):
+        try:
+            model(x)
+        except _StopForward:
+            pass
+    missing = [name for name in names if name not in features]
+    if missing:
+        raise RuntimeError(f"layers {missing} did not run in the forward pass; "
+                           "pick layers that the model's forward() calls")
+    return {name: features[name] for name in names}
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every module of ``model`` in eval mode inside the block; restore each one's mode after.
+
+    Techniques use it so that batch norm and dropout behave as at test time
+    without changing the caller's model for good, also when an exception escapes.
+    """
+    modes = [(module, module.training) for module in model.modules()]
+    try:
+        model.eval()
+        yield model
+    finally:
+        for module, training in modes:
+            module.train(training)

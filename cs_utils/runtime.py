@@ -72,6 +72,14 @@ class Budget:
     train_steps: int          # steps for the networks the notebooks train
     batch_size: int           # batch size for batched forward passes
 
+    def choose(self, fast, full):
+        """``fast`` in the fast budget, else ``full``: one line per notebook setting.
+
+        >>> budget(fast=True).choose(fast=20, full=300)
+        20
+        """
+        return fast if self.fast else full
+
 
 _FULL = Budget(fast=False, image_size=224, style_size=256, n_images=2000, steps=256,
                style_steps=200, dream_octaves=4, dream_steps=20, train_steps=2000, batch_size=32)

@@ -132,3 +132,46 @@ def test_caller_state_check_catches_changes(tiny_cnn, caller_state):
         change()
         with pytest.raises(AssertionError):
             state.assert_unchanged()
+
+
+def test_extract_features_stops_after_deepest_layer(tiny_cnn, hook_count):
+    calls = []
+    handle = tiny_cnn.fc.register_forward_hook(lambda m, i, o: calls.append(1))
+    x = torch.rand(2, 3, 8, 8)
+    feats = cs_utils.extract_features(tiny_cnn, x, ["relu", "conv"])
+    handle.remove()
+    assert list(feats) == ["relu", "conv"]
+    assert calls == [], "layers after the deepest requested one must not run"
+    assert torch.equal(feats["relu"], torch.relu(tiny_cnn.conv(x)))
+    assert hook_count(tiny_cnn) == 0
+
+
+def test_extract_features_keeps_the_graph_and_runs_fully_without_stop(tiny_cnn, hook_count):
+    x = torch.rand(1, 3, 8, 8, requires_grad=True)
+    feats = cs_utils.extract_features(tiny_cnn, x, "fc", stop=False)
+    assert torch.allclose(feats["fc"], tiny_cnn(x))
+    feats["fc"].sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    with pytest.raises(KeyError, match="conv"):
+        cs_utils.extract_features(tiny_cnn, x, "cnov")
+    assert hook_count(tiny_cnn) == 0
+
+
+def test_extract_features_on_lite0_matches_full_forward(lite0):
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        feats = cs_utils.extract_features(lite0, x, ["blocks.4", "stem"])
+        with cs_utils.capture_activations(lite0, ["blocks.4"], detach=True) as full:
+            lite0(x)
+    assert torch.equal(feats["blocks.4"], full["blocks.4"])
+
+
+def test_evaluating_restores_each_modules_mode_also_after_an_error(tiny_cnn):
+    tiny_cnn.train()
+    tiny_cnn.conv.eval()
+    before = [m.training for m in tiny_cnn.modules()]
+    with pytest.raises(ValueError):
+        with cs_utils.evaluating(tiny_cnn):
+            assert not any(m.training for m in tiny_cnn.modules())
+            raise ValueError
+    assert [m.training for m in tiny_cnn.modules()] == before
