@@ -22,16 +22,23 @@ from .hooks import (
     layer_names,
 )
 from .image import check_image, load_image, save_image, to_numpy, to_pil
+from .losses import content_loss, gram_matrix, style_loss, tv_loss
 from .models import MODEL_NAMES, load_model
 from .runtime import Budget, budget, get_device, is_fast, seed_everything
+from .style import STYLE_NAMES, load_style, style_images
 from .viz import overlay_heatmap, show_images
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "tv_loss",
+    "style_loss",
+    "gram_matrix",
+    "content_loss",
     "DATA_DIR",
     "MODEL_NAMES",
     "Budget",
+    "STYLE_NAMES",
     "SampleImage",
     "budget",
     "capture_activations",
@@ -48,12 +55,14 @@ __all__ = [
     "layer_names",
     "load_image",
     "load_model",
+    "load_style",
     "overlay_heatmap",
     "sample_image",
     "sample_images",
     "save_image",
     "seed_everything",
     "show_images",
+    "style_images",
     "to_numpy",
     "to_pil",
 ]
