@@ -84,7 +84,7 @@ def style_loss(features: Sequence[torch.Tensor], target_grams: Sequence[torch.Te
         _check_features(f, f"features[{i}]")
         if a.shape[-2:] != (f.shape[1], f.shape[1]):
             raise ValueError(f"target_grams[{i}] has shape {tuple(a.shape)} but features[{i}] has "
-                             f"{f.shape[1]} channels; compute the targets with gram_matrix at the same layers")
+                             f"{f.shape[1]} channels; compute targets with gram_matrix at the same layers")
     ### BEGIN SOLUTION
     loss = features[0].new_zeros(())
     for f, a, w in zip(features, target_grams, weights):
