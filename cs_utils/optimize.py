@@ -1,0 +1,589 @@
+"""One image-optimisation loop for every "optimise the pixels, keep the weights" technique.
+
+Class visualization, fooling images, DeepDream, feature inversion, texture
+synthesis and style transfer differ only in what they optimise; they share
+:func:`optimize_image`, which combines small parts:
+
+* an **objective**: ``objective(x) -> scalar`` to *minimise* (return
+  ``-score`` to ascend a score);
+* a **parameterisation** of the image: raw pixels (:class:`PixelImage`) or a
+  decorrelated Fourier basis (:class:`FourierImage`, Olah et al. 2017);
+* **transforms** applied to the image before the objective sees it, drawn at
+  random each step from the ``generator`` (:class:`Jitter`, :class:`Pad`,
+  :class:`RandomScale`, :class:`RandomRotate`, :class:`Compose`);
+* **regularisers** (:class:`L2Penalty`, :class:`TVPenalty`,
+  :class:`GaussianBlur`, :class:`ClipSmallPixels`,
+  :class:`ClipSmallGradients`; Yosinski et al. 2015);
+* an **optimiser**: ``"adam"``, ``"sgd"``, ``"lbfgs"`` or
+  :class:`NormalizedGradient` (steps of fixed size along the gradient's
+  direction, as CS231n's class visualization, fooling images and DeepDream use).
+
+Gradients are taken with ``torch.autograd.grad`` with respect to the image
+parameters only, so nothing is accumulated in the model's parameters, and the
+caller's ``init`` tensor is never modified.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .losses import tv_loss
+
+__all__ = [
+    "ClipSmallGradients",
+    "ClipSmallPixels",
+    "Compose",
+    "FourierImage",
+    "GaussianBlur",
+    "History",
+    "Jitter",
+    "L2Penalty",
+    "NormalizedGradient",
+    "NormalizedGradientDescent",
+    "Pad",
+    "PixelImage",
+    "RandomRotate",
+    "RandomScale",
+    "Regularizer",
+    "TVPenalty",
+    "gaussian_blur",
+    "normalized_direction",
+    "optimize_image",
+]
+
+
+# ----------------------------------------------------------------------------- history
+
+@dataclass
+class History:
+    """What happened during an optimisation.
+
+    ``loss`` holds the total minimised value (objective plus penalties) at every
+    step (for L-BFGS: every evaluation), ``objective`` the objective alone,
+    ``extra`` any series a technique adds (e.g. ``"confidence"``).
+    """
+
+    loss: list[float] = field(default_factory=list)
+    objective: list[float] = field(default_factory=list)
+    extra: dict[str, list] = field(default_factory=dict)
+    steps: int = 0
+    stopped_early: bool = False
+    seconds: float = 0.0
+
+    def record(self, name: str, value) -> None:
+        """Append ``value`` to the series ``extra[name]``."""
+        self.extra.setdefault(name, []).append(value)
+
+    def plot(self, ax=None, *, series: str = "loss", title: str | None = None, logy: bool = False):
+        """Plot a series (``"loss"``, ``"objective"`` or an ``extra`` name); returns the Figure."""
+        import matplotlib.pyplot as plt
+
+        values = getattr(self, series) if series in ("loss", "objective") else self.extra[series]
+        if ax is None:
+            fig, ax = plt.subplots(figsize=(4.5, 3))
+        else:
+            fig = ax.figure
+        ax.plot(range(1, len(values) + 1), values)
+        ax.set_xlabel("step")
+        ax.set_ylabel(series)
+        if logy:
+            ax.set_yscale("log")
+        ax.set_title(title or f"{series} over {len(values)} steps")
+        ax.grid(alpha=0.3)
+        return fig
+
+
+# ----------------------------------------------------------------------------- parameterisations
+
+class PixelImage:
+    """The image is its own parameter: a copy of ``init`` (N, 3, H, W), optimised directly."""
+
+    def __init__(self, init: torch.Tensor):
+        if not isinstance(init, torch.Tensor) or init.dim() != 4:
+            shape = tuple(init.shape) if isinstance(init, torch.Tensor) else type(init).__name__
+            raise ValueError(f"init must be an image batch of shape (N, C, H, W), got {shape}")
+        if not init.is_floating_point():
+            raise TypeError(f"init must be a float tensor in [0, 1], got {init.dtype}")
+        self.pixels = init.detach().clone().requires_grad_(True)
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [self.pixels]
+
+    def image(self) -> torch.Tensor:
+        return self.pixels
+
+
+# Square root of the colour correlation of ImageNet photos (Olah et al. 2017, Lucid).
+_COLOR_CORRELATION_SVD_SQRT = torch.tensor([[0.26, 0.09, 0.02],
+                                            [0.27, 0.00, -0.05],
+                                            [0.27, -0.09, 0.03]])
+
+
+class FourierImage:
+    """An image parameterised by its 2-D Fourier spectrum in decorrelated colour space.
+
+    Each frequency's coefficient is scaled by ``1 / f^decay``, so plain gradient
+    steps change low frequencies more than high ones (the high-frequency noise
+    that raw-pixel ascent produces is damped); colours go through the square
+    root of ImageNet's colour correlation and a sigmoid keeps pixels in (0, 1).
+    ``scale`` multiplies the decorrelated image before the sigmoid (more
+    contrast). Random initial coefficients come from ``generator``.
+    """
+
+    def __init__(self, shape: Sequence[int], *, decay: float = 1.0, scale: float = 1.0, std: float = 0.01,
+                 generator: torch.Generator | None = None, device=None):
+        if len(shape) != 4 or shape[1] != 3:
+            raise ValueError(f"shape must be (N, 3, H, W), got {tuple(shape)}")
+        n, c, h, w = (int(s) for s in shape)
+        self.size = (h, w)
+        fy = torch.fft.fftfreq(h)[:, None]
+        fx = torch.fft.rfftfreq(w)[None, :]
+        freqs = torch.sqrt(fx ** 2 + fy ** 2)
+        self.spectrum_scale = (1.0 / freqs.clamp(min=1.0 / max(h, w)) ** decay * math.sqrt(h * w)).to(device)
+        noise = torch.randn(n, c, h, w // 2 + 1, 2, generator=generator) * std
+        self.coefficients = noise.to(device).requires_grad_(True)
+        self.scale = scale
+        correlation = _COLOR_CORRELATION_SVD_SQRT
+        self.color = (correlation / correlation.norm(dim=0).max()).to(device)
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [self.coefficients]
+
+    def image(self) -> torch.Tensor:
+        spectrum = torch.view_as_complex(self.coefficients) * self.spectrum_scale
+        decorrelated = torch.fft.irfft2(spectrum, s=self.size, norm="backward") / 4.0
+        rgb = torch.einsum("nchw,dc->ndhw", decorrelated, self.color)
+        return torch.sigmoid(self.scale * rgb)
+
+
+# ----------------------------------------------------------------------------- transforms
+
+def _randint(low: int, high: int, generator) -> int:
+    """A uniform integer in [low, high] from ``generator``."""
+    return int(torch.randint(low, high + 1, (1,), generator=generator))
+
+
+class Jitter:
+    """Shift the image by up to ``pixels`` in each direction.
+
+    ``mode="roll"`` rolls with wrap-around (DeepDream); ``mode="crop"`` takes a
+    random crop that is ``pixels`` smaller in each dimension (Lucid).
+    """
+
+    def __init__(self, pixels: int, mode: str = "roll"):
+        if pixels < 0 or mode not in ("roll", "crop"):
+            raise ValueError(f"Jitter needs pixels >= 0 and mode 'roll' or 'crop', got {pixels}, {mode!r}")
+        self.pixels, self.mode = int(pixels), mode
+
+    def __call__(self, x, generator=None):
+        if self.pixels == 0:
+            return x
+        if self.mode == "roll":
+            dy = _randint(-self.pixels, self.pixels, generator)
+            dx = _randint(-self.pixels, self.pixels, generator)
+            return torch.roll(x, shifts=(dy, dx), dims=(2, 3))
+        dy, dx = _randint(0, self.pixels, generator), _randint(0, self.pixels, generator)
+        h, w = x.shape[-2:]
+        return x[..., dy:h - self.pixels + dy, dx:w - self.pixels + dx]
+
+
+class Pad:
+    """Pad ``pixels`` on every side, with ``mode`` "constant" (``value``), "reflect" or "replicate"."""
+
+    def __init__(self, pixels: int, mode: str = "constant", value: float = 0.5):
+        self.pixels, self.mode, self.value = int(pixels), mode, value
+
+    def __call__(self, x, generator=None):
+        p = (self.pixels,) * 4
+        if self.mode == "constant":
+            return F.pad(x, p, mode="constant", value=self.value)
+        return F.pad(x, p, mode=self.mode)
+
+
+class RandomScale:
+    """Resize by a factor drawn uniformly from ``scales`` (bilinear)."""
+
+    def __init__(self, scales: Sequence[float]):
+        self.scales = [float(s) for s in scales]
+        if not self.scales or min(self.scales) <= 0:
+            raise ValueError("RandomScale needs a non-empty list of positive factors")
+
+    def __call__(self, x, generator=None):
+        scale = self.scales[_randint(0, len(self.scales) - 1, generator)]
+        if scale == 1.0:
+            return x
+        size = [max(1, round(s * scale)) for s in x.shape[-2:]]
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+class RandomRotate:
+    """Rotate about the centre by an angle (degrees) drawn uniformly from ``degrees``."""
+
+    def __init__(self, degrees: Sequence[float]):
+        self.degrees = [float(d) for d in degrees]
+        if not self.degrees:
+            raise ValueError("RandomRotate needs a non-empty list of angles")
+
+    def __call__(self, x, generator=None):
+        angle = self.degrees[_randint(0, len(self.degrees) - 1, generator)]
+        if angle == 0.0:
+            return x
+        theta = math.radians(angle)
+        c, s = math.cos(theta), math.sin(theta)
+        matrix = torch.tensor([[c, -s, 0.0], [s, c, 0.0]], dtype=x.dtype, device=x.device)
+        grid = F.affine_grid(matrix.expand(x.shape[0], 2, 3), list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+class Compose:
+    """Apply transforms in order: ``Compose(Pad(12), Jitter(8, "crop"), RandomScale([0.9, 1, 1.1]))``."""
+
+    def __init__(self, *transforms):
+        self.transforms = [t for t in transforms if t is not None]
+
+    def __call__(self, x, generator=None):
+        for t in self.transforms:
+            x = t(x, generator)
+        return x
+
+
+# ----------------------------------------------------------------------------- regularisers
+
+class Regularizer:
+    """Base class. A regulariser can add a ``penalty(x)`` to the loss, change the
+    gradient (``filter_grad``) or edit the pixels after a step (``after_step``);
+    the defaults do nothing. The last two act on raw pixels only."""
+
+    def penalty(self, x: torch.Tensor):
+        return None
+
+    def filter_grad(self, grad: torch.Tensor, x: torch.Tensor, step: int) -> torch.Tensor:
+        return grad
+
+    def after_step(self, x: torch.Tensor, step: int) -> None:
+        """Edit ``x`` in place (called under ``torch.no_grad()``)."""
+
+    @property
+    def acts_on_pixels(self) -> bool:
+        cls = type(self)
+        return cls.filter_grad is not Regularizer.filter_grad or cls.after_step is not Regularizer.after_step
+
+
+class L2Penalty(Regularizer):
+    """``weight * sum((x - center)^2)``: pulls pixels towards mid-grey (CS231n's L2 on the image)."""
+
+    def __init__(self, weight: float, center: float = 0.5):
+        self.weight, self.center = weight, center
+
+    def penalty(self, x):
+        return self.weight * (x - self.center).pow(2).sum()
+
+
+class TVPenalty(Regularizer):
+    """Total variation ``weight * tv_loss(x, beta)`` (see :func:`cs_utils.losses.tv_loss`)."""
+
+    def __init__(self, weight: float, beta: float = 2.0):
+        self.weight, self.beta = weight, beta
+
+    def penalty(self, x):
+        return tv_loss(x, weight=self.weight, beta=self.beta)
+
+
+def _gaussian_kernel(sigma: float, dtype, device) -> torch.Tensor:
+    radius = max(1, int(math.ceil(3 * sigma)))
+    t = torch.arange(-radius, radius + 1, dtype=dtype, device=device)
+    kernel = torch.exp(-0.5 * (t / sigma) ** 2)
+    return kernel / kernel.sum()
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of (N, C, H, W) with reflected borders; ``sigma`` in pixels."""
+    if sigma <= 0:
+        return x
+    kernel = _gaussian_kernel(sigma, x.dtype, x.device)
+    radius = (kernel.numel() - 1) // 2
+    c = x.shape[1]
+    pad_mode = "reflect" if min(x.shape[-2:]) > radius else "replicate"
+    out = F.pad(x, (radius, radius, 0, 0), mode=pad_mode)
+    out = F.conv2d(out, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    out = F.pad(out, (0, 0, radius, radius), mode=pad_mode)
+    return F.conv2d(out, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+class GaussianBlur(Regularizer):
+    """Blur the pixels with a Gaussian of ``sigma`` after every ``every``-th step (Yosinski et al.)."""
+
+    def __init__(self, sigma: float, every: int = 1):
+        if every < 1:
+            raise ValueError("every must be >= 1")
+        self.sigma, self.every = sigma, every
+
+    def after_step(self, x, step):
+        if (step + 1) % self.every == 0:
+            x.copy_(gaussian_blur(x, self.sigma))
+
+
+class ClipSmallPixels(Regularizer):
+    """Set pixels whose distance from ``center`` (L2 over colours) is below the ``percentile``-th
+    percentile of each image to ``center``: only strong pixels survive (Yosinski et al.)."""
+
+    def __init__(self, percentile: float, center: float = 0.5):
+        self.percentile, self.center = percentile, center
+
+    def after_step(self, x, step):
+        norms = (x - self.center).norm(dim=1, keepdim=True)                      # (N, 1, H, W)
+        threshold = torch.quantile(norms.flatten(1), self.percentile / 100, dim=1).view(-1, 1, 1, 1)
+        x.masked_fill_(norms < threshold, self.center)
+
+
+class ClipSmallGradients(Regularizer):
+    """Zero gradient entries whose magnitude is below the ``percentile``-th percentile of each image."""
+
+    def __init__(self, percentile: float):
+        self.percentile = percentile
+
+    def filter_grad(self, grad, x, step):
+        mags = grad.abs().flatten(1)
+        threshold = torch.quantile(mags, self.percentile / 100, dim=1).view(-1, *[1] * (grad.dim() - 1))
+        return torch.where(grad.abs() < threshold, torch.zeros_like(grad), grad)
+
+
+# ----------------------------------------------------------------------------- optimisers
+
+class NormalizedGradientDescent(torch.optim.Optimizer):
+    """Steps of size ``lr`` along the gradient direction, normalised per image.
+
+    ``norm="l2"``: ``x -= lr * g / ||g||_2`` (fooling images, CS231n);
+    ``"mean_abs"``: ``x -= lr * g / mean|g|`` (DeepDream);
+    ``"linf"``: ``x -= lr * g / max|g|``; ``"sign"``: ``x -= lr * sign(g)`` (FGSM).
+    The first dimension of each parameter is the batch: every image gets its own norm.
+    """
+
+    NORMS = ("l2", "mean_abs", "linf", "sign")
+
+    def __init__(self, params, lr: float = 0.01, norm: str = "l2", eps: float = 1e-12):
+        if norm not in self.NORMS:
+            raise ValueError(f"norm must be one of {self.NORMS}, got {norm!r}")
+        super().__init__(params, dict(lr=lr, norm=norm, eps=eps))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                p.sub_(group["lr"] * normalized_direction(p.grad, group["norm"], group["eps"]))
+        return loss
+
+
+def normalized_direction(grad: torch.Tensor, norm: str = "l2", eps: float = 1e-12) -> torch.Tensor:
+    """``grad`` divided by its per-image ``norm`` ("l2", "mean_abs", "linf") or its sign ("sign")."""
+    if norm == "sign":
+        return grad.sign()
+    flat = grad.reshape(grad.shape[0], -1)
+    shape = (-1,) + (1,) * (grad.dim() - 1)
+    if norm == "l2":
+        size = flat.norm(dim=1)
+    elif norm == "mean_abs":
+        size = flat.abs().mean(dim=1)
+    elif norm == "linf":
+        size = flat.abs().amax(dim=1)
+    else:
+        raise ValueError(f"norm must be one of {NormalizedGradientDescent.NORMS}, got {norm!r}")
+    return grad / (size.view(shape) + eps)
+
+
+@dataclass(frozen=True)
+class NormalizedGradient:
+    """Optimiser choice for :func:`optimize_image`: ``optimizer=NormalizedGradient(0.01, "mean_abs")``.
+
+    Calling it with the image parameters builds a :class:`NormalizedGradientDescent`.
+    """
+
+    lr: float
+    norm: str = "l2"
+
+    def __post_init__(self):
+        if self.norm not in NormalizedGradientDescent.NORMS:
+            raise ValueError(f"norm must be one of {NormalizedGradientDescent.NORMS}, got {self.norm!r}")
+
+    def __call__(self, params):
+        return NormalizedGradientDescent(params, lr=self.lr, norm=self.norm)
+
+
+_DEFAULT_LR = {"adam": 0.05, "sgd": 0.1, "lbfgs": 1.0}
+
+
+def _make_optimizer(spec, params, lr, steps):
+    if isinstance(spec, torch.optim.Optimizer):
+        raise TypeError("pass the optimiser as a name, a NormalizedGradient(...) spec or a factory "
+                        "callable params -> optimizer; the image parameters are created inside")
+    if callable(spec):
+        return spec(params)
+    if spec not in _DEFAULT_LR:
+        raise ValueError(f"optimizer must be 'adam', 'sgd', 'lbfgs', NormalizedGradient(lr, norm) "
+                         f"or a callable, got {spec!r}")
+    lr = _DEFAULT_LR[spec] if lr is None else lr
+    if spec == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    if spec == "sgd":
+        return torch.optim.SGD(params, lr=lr)
+    return torch.optim.LBFGS(params, lr=lr, max_iter=steps, max_eval=steps, tolerance_grad=1e-12,
+                             tolerance_change=1e-14, history_size=50, line_search_fn="strong_wolfe")
+
+
+# ----------------------------------------------------------------------------- the loop
+
+class _Stop(Exception):
+    pass
+
+
+def optimize_image(
+    objective: Callable[[torch.Tensor], torch.Tensor],
+    init: torch.Tensor | None = None,
+    *,
+    steps: int,
+    lr: float | None = None,
+    optimizer="adam",
+    parameterization=None,
+    transforms: Sequence[Callable] = (),
+    regularizers: Sequence[Regularizer] = (),
+    clamp: tuple[float, float] | None = (0.0, 1.0),
+    generator: torch.Generator | None = None,
+    progress: bool = True,
+    desc: str | None = None,
+    callback: Callable | None = None,
+) -> tuple[torch.Tensor, History]:
+    """Minimise ``objective(transform(image)) + penalties(image)`` over the image.
+
+    Parameters
+    ----------
+    objective : callable ``x -> scalar tensor`` to minimise (return ``-score`` to ascend).
+    init : (N, 3, H, W) starting image in [0, 1] for the raw-pixel parameterisation; not modified.
+    steps : optimiser steps (for ``"lbfgs"``: objective evaluations).
+    lr : step size; default 0.05 for Adam, 0.1 for SGD, 1 for L-BFGS.
+    optimizer : ``"adam"``, ``"sgd"``, ``"lbfgs"``, ``NormalizedGradient(lr, norm)``, or a
+        callable ``params -> torch.optim.Optimizer``.
+    parameterization : ``None`` (raw pixels of ``init``) or an object with ``parameters()`` and
+        ``image()``, such as :class:`FourierImage`.
+    transforms : callables ``t(x, generator) -> x`` applied, in order, to the image before the
+        objective sees it (random draws come from ``generator``).
+    regularizers : :class:`Regularizer` objects (penalties, gradient filters, after-step edits).
+    clamp : pixel range enforced after every step (raw pixels only); ``None`` for no clamping.
+    generator : ``torch.Generator`` for every random choice; same seed, same image.
+    progress : show a tqdm progress bar.
+    callback : ``callback(step, image, objective_value) -> bool``; return True to stop.
+
+    Returns
+    -------
+    ``(image, history)``: the final image (detached, on ``init``'s device) and a :class:`History`.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if parameterization is None:
+        if init is None:
+            raise ValueError("give an init image, or a parameterization such as FourierImage(...)")
+        parameterization = PixelImage(init)
+    elif init is not None:
+        raise ValueError("give either init (raw pixels) or a parameterization, not both")
+    pixels = isinstance(parameterization, PixelImage)
+    regularizers = list(regularizers)
+    for reg in regularizers:
+        if not isinstance(reg, Regularizer):
+            raise TypeError(f"regularizers must be Regularizer objects, got {type(reg).__name__}")
+        if reg.acts_on_pixels and not pixels:
+            raise ValueError(f"{type(reg).__name__} edits raw pixels or their gradient; it cannot be used "
+                             f"with {type(parameterization).__name__}; use a penalty or transforms instead")
+    transform = Compose(*transforms)
+    params = parameterization.parameters()
+    opt = _make_optimizer(optimizer, params, lr, steps)
+    lbfgs = isinstance(opt, torch.optim.LBFGS)
+    history = History()
+    bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False)
+    start = time.perf_counter()
+
+    def evaluate():
+        step = len(history.loss)
+        with torch.enable_grad():
+            image = parameterization.image()
+            value = objective(transform(image, generator))
+            if not isinstance(value, torch.Tensor) or value.numel() != 1:
+                raise ValueError("the objective must return a scalar tensor (sum or mean over the batch)")
+            value = value.reshape(())
+            total = value
+            for reg in regularizers:
+                penalty = reg.penalty(image)
+                if penalty is not None:
+                    total = total + penalty
+            grads = torch.autograd.grad(total, params)
+        if pixels:
+            g = grads[0]
+            for reg in regularizers:
+                g = reg.filter_grad(g, image.detach(), step)
+            grads = (g,)
+        for p, g in zip(params, grads):
+            p.grad = g
+        total, value = total.detach(), value.detach()
+        history.loss.append(float(total))
+        history.objective.append(float(value))
+        bar.update(1)
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{float(total):.4g}")
+        return total, float(value)
+
+    def finish_step(step, value):
+        if pixels:
+            with torch.no_grad():
+                for reg in regularizers:
+                    reg.after_step(parameterization.pixels, step)
+                if clamp is not None:
+                    parameterization.pixels.clamp_(*clamp)
+        if callback is not None and callback(step, parameterization.image().detach(), value):
+            raise _Stop
+
+    try:
+        if lbfgs:
+            def closure():
+                if len(history.loss) >= steps:
+                    raise _Stop
+                opt.zero_grad(set_to_none=True)
+                total, value = evaluate()
+                if callback is not None and callback(len(history.loss) - 1,
+                                                     parameterization.image().detach(), value):
+                    raise _Stop
+                return total
+            while len(history.loss) < steps:
+                before = len(history.loss)
+                opt.step(closure)
+                if len(history.loss) - before <= 1:   # converged: L-BFGS's tolerances were met
+                    break
+        else:
+            for step in range(steps):
+                opt.zero_grad(set_to_none=True)
+                _, value = evaluate()
+                opt.step()
+                finish_step(step, value)
+    except _Stop:
+        history.stopped_early = len(history.loss) < steps
+    finally:
+        bar.close()
+        for p in params:
+            p.grad = None
+    history.steps = len(history.loss)
+    history.seconds = time.perf_counter() - start
+    with torch.no_grad():
+        image = parameterization.image().detach().clone()
+        if clamp is not None:
+            image = image.clamp(*clamp)
+    if init is not None:
+        image = image.to(init.device)
+    return image, history
+
