@@ -24,6 +24,7 @@ from .hooks import (
 from .image import check_image, load_image, save_image, to_numpy, to_pil
 from .losses import content_loss, gram_matrix, style_loss, tv_loss
 from .models import MODEL_NAMES, load_model
+from .optimize import History, optimize_image
 from .runtime import Budget, budget, get_device, is_fast, seed_everything
 from .style import STYLE_NAMES, load_style, style_images
 from .viz import overlay_heatmap, show_images
@@ -38,6 +39,7 @@ __all__ = [
     "DATA_DIR",
     "MODEL_NAMES",
     "Budget",
+    "History",
     "STYLE_NAMES",
     "SampleImage",
     "budget",
@@ -56,6 +58,7 @@ __all__ = [
     "load_image",
     "load_model",
     "load_style",
+    "optimize_image",
     "overlay_heatmap",
     "sample_image",
     "sample_images",
