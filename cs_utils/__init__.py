@@ -27,6 +27,7 @@ from .models import MODEL_NAMES, load_model
 from .optimize import History, optimize_image
 from .runtime import Budget, budget, get_device, is_fast, seed_everything
 from .style import STYLE_NAMES, load_style, style_images
+from .texture import TEXTURE_NAMES, copy_fraction, efros_leung, load_texture
 from .viz import overlay_heatmap, show_images
 
 __version__ = "0.1.0"
@@ -66,6 +67,10 @@ __all__ = [
     "seed_everything",
     "show_images",
     "style_images",
+    "TEXTURE_NAMES",
+    "copy_fraction",
+    "efros_leung",
+    "load_texture",
     "to_numpy",
     "to_pil",
 ]
