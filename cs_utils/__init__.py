@@ -4,6 +4,14 @@ Importing the package does no work: nothing is downloaded, seeded, chosen or
 configured until you call a function.
 """
 
+from .adversarial import (
+    AttackHistory,
+    fgsm,
+    fooling_image,
+    fooling_step,
+    pgd,
+    quantize_8bit,
+)
 from .data import (
     DATA_DIR,
     SampleImage,
@@ -73,4 +81,10 @@ __all__ = [
     "load_texture",
     "to_numpy",
     "to_pil",
+    "AttackHistory",
+    "fgsm",
+    "fooling_image",
+    "fooling_step",
+    "pgd",
+    "quantize_8bit",
 ]
