@@ -1,5 +1,18 @@
 """Neural texture synthesis and style transfer (Gatys et al. 2015, 2016), and the style images.
 
+* :func:`synthesize_texture`: start from noise and match the Gram matrices
+  ``G_l = F_l F_l^T / (C_l H_l W_l)`` of a texture at a few layers,
+  ``L = sum_l w_l mean((G_l(x) - A_l)^2)`` (Gatys et al. 2015).
+* :func:`style_transfer`: ``L = style_weight * L_style + content_weight * L_content
+  + tv_weight * TV(x)`` with ``L_content = mean((F(x) - F(content))^2)`` at one deep
+  layer (Gatys et al. 2016).
+* :func:`style_targets` computes a style's Gram matrices once (no gradient);
+  :func:`mix_styles` blends styles by a weighted sum of their Gram matrices.
+
+Both optimisations are :func:`cs_utils.optimize_image` with an objective built from
+:mod:`cs_utils.losses`; the forward pass stops after the deepest layer used
+(:func:`cs_utils.extract_features`), so nothing after it is ever computed.
+
 The style images are the project's fixed set of four: :data:`STYLE_NAMES`, loaded by
 :func:`load_style` / :func:`style_images` with their frames and dark borders cropped
 away (a Gram loss copies a frame's straight edges into every output).
@@ -9,13 +22,28 @@ from __future__ import annotations
 
 import difflib
 import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
+from .hooks import evaluating, extract_features, get_layer
+from .image import check_image
+from .losses import content_loss, gram_matrix, style_loss
+from .optimize import History, TVPenalty, optimize_image
+
 __all__ = [
+    "CONTENT_LAYER",
+    "STYLE_LAYERS",
     "STYLE_NAMES",
+    "StyleTargets",
     "load_style",
+    "mix_styles",
+    "noise_image",
     "style_images",
+    "style_targets",
+    "style_transfer",
+    "synthesize_texture",
 ]
 
 #: The four style images, in a fixed order (the multi-style network's style index follows it).
@@ -24,7 +52,7 @@ STYLE_NAMES = ("starry_night", "hubble_deep_field", "immunohistochemistry", "ret
 # Region kept of each full-resolution image, (top, left, bottom, right) as fractions of the
 # height and width, or whole pixels for the frame of the painting.
 _CROPS = {
-    "starry_night": 14,                       # the reproduction's dark frame (~10 px) and its edge
+    "starry_night": 20,                       # the dark frame (~10 px) and the light band inside it
     "retina": (0.17, 0.17, 0.83, 0.83),       # the square inside the black disc around the fundus
 }
 
@@ -58,11 +86,11 @@ def _cropped(name: str) -> torch.Tensor:
 def load_style(name: str, size=None, *, square: bool = False) -> torch.Tensor:
     """The style image ``name`` (one of :data:`STYLE_NAMES`) as a (1, 3, H, W) tensor in [0, 1].
 
-    Frames and borders are cropped first (14 px of Starry Night's frame, the black disc
-    around the retina photo). ``size``: ``None`` keeps the cropped full resolution; an int
-    resizes the shorter side to ``size`` keeping the aspect ratio (a centre square of that
-    side with ``square=True``); a ``(height, width)`` pair resizes to exactly that.
-    Each call returns a new tensor.
+    Frames and borders are cropped first (20 px on each side of Starry Night: its dark frame
+    and the light band inside it; the black disc around the retina photo). ``size``: ``None``
+    keeps the cropped full resolution; an int resizes the shorter side to ``size`` keeping the
+    aspect ratio (a centre square of that side with ``square=True``); a ``(height, width)``
+    pair resizes to exactly that. Each call returns a new tensor.
     """
     from .image import load_image
 
@@ -75,3 +103,218 @@ def load_style(name: str, size=None, *, square: bool = False) -> torch.Tensor:
 def style_images(size=None, *, square: bool = False) -> dict[str, torch.Tensor]:
     """``{name: image}`` for every style in :data:`STYLE_NAMES`, in that order (see :func:`load_style`)."""
     return {name: load_style(name, size, square=square) for name in STYLE_NAMES}
+
+
+# ----------------------------------------------------------------------------- Gram targets
+
+#: Style layers for EfficientNet-Lite: the stem and block outputs from fine to coarse.
+STYLE_LAYERS = ("stem", "blocks.0", "blocks.2", "blocks.4", "blocks.7", "blocks.10")
+#: Content layer for EfficientNet-Lite: deep enough to let the style repaint textures and colours.
+CONTENT_LAYER = "blocks.10"
+
+
+def _check_layers(model, layers, what="layers") -> tuple[str, ...]:
+    if isinstance(layers, str):
+        layers = (layers,)
+    if not isinstance(layers, Sequence) or not layers:
+        raise ValueError(f"{what} must be a non-empty list of layer names such as {list(STYLE_LAYERS)}, "
+                         f"got {layers!r}")
+    layers = tuple(layers)
+    for name in layers:
+        get_layer(model, name)  # KeyError listing close names
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"{what} lists a layer twice: {list(layers)}")
+    return layers
+
+
+def _model_device(model) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+@dataclass(frozen=True)
+class StyleTargets:
+    """The Gram matrices ``grams[i]`` (1, C_i, C_i) of a style at ``layers[i]``, computed once."""
+
+    layers: tuple[str, ...]
+    grams: tuple[torch.Tensor, ...]
+
+    def __post_init__(self):
+        if len(self.layers) != len(self.grams):
+            raise ValueError(f"{len(self.layers)} layers but {len(self.grams)} Gram matrices")
+
+
+def style_targets(model, style: torch.Tensor, layers=STYLE_LAYERS) -> StyleTargets:
+    """The (normalised) Gram matrices of ``style`` (1, 3, H, W) at ``layers``, without gradient.
+
+    The style image may have any size: a Gram matrix is C x C whatever H and W are,
+    and resizing the style image changes which scale of its brush strokes the layers see.
+    """
+    layers = _check_layers(model, layers)
+    check_image(style, "style")
+    if style.shape[0] != 1:
+        raise ValueError(f"style must be one image (1, 3, H, W), got a batch of {style.shape[0]}; "
+                         "blend several styles with mix_styles")
+    with torch.no_grad(), evaluating(model):
+        feats = extract_features(model, style.detach().to(_model_device(model)), layers)
+    return StyleTargets(layers, tuple(gram_matrix(feats[name]) for name in layers))
+
+
+def mix_styles(targets: Sequence[StyleTargets], weights: Sequence[float]) -> StyleTargets:
+    """A blend of styles: ``sum_k weights[k] * targets[k].grams[l]`` at every layer ``l``.
+
+    Weights summing to 1 keep the blend's Gram matrices on the scale of a single style's.
+    """
+    targets, weights = list(targets), [float(w) for w in weights]
+    if not targets or len(targets) != len(weights):
+        raise ValueError(f"give one weight per style: {len(targets)} styles, {len(weights)} weights")
+    layers = targets[0].layers
+    for t in targets:
+        if not isinstance(t, StyleTargets):
+            raise TypeError(f"mix_styles takes StyleTargets from style_targets(...), got {type(t).__name__}")
+        if t.layers != layers:
+            raise ValueError(f"every style must use the same layers; got {list(layers)} and {list(t.layers)}")
+    ### BEGIN SOLUTION
+    grams = tuple(sum(w * t.grams[i] for w, t in zip(weights, targets)) for i in range(len(layers)))
+    ### END SOLUTION
+    return StyleTargets(layers, grams)
+
+
+def noise_image(shape, *, mean: float = 0.5, std: float = 0.1, generator: torch.Generator | None = None,
+                device=None) -> torch.Tensor:
+    """Grey Gaussian noise ``mean + std * randn`` clamped to [0, 1]: the start of a texture synthesis."""
+    return (mean + std * torch.randn(*shape, generator=generator)).clamp(0, 1).to(device)
+
+
+# ----------------------------------------------------------------------------- optimisations
+
+def _as_targets(model, style, layers) -> StyleTargets:
+    if isinstance(style, StyleTargets):
+        if layers is not None and tuple(layers) != style.layers:
+            raise ValueError(f"the style targets were computed at {list(style.layers)}, not at "
+                             f"{list(layers)}; compute them with style_targets(model, image, layers)")
+        _check_layers(model, style.layers, "style layers")
+        return style
+    return style_targets(model, style, STYLE_LAYERS if layers is None else layers)
+
+
+def _features_objective(model, layers, grams, layer_weights, style_weight, content_target,
+                        content_layer, content_weight, parts):
+    """``x -> style_weight * style_loss + content_weight * content loss`` with the feature
+    pass stopped after the deepest layer; the pieces are appended to ``parts``."""
+    names = list(layers) + ([content_layer] if content_layer and content_layer not in layers else [])
+
+    def objective(x):
+        # L-BFGS moves pixels freely between evaluations; the network sees them in [0, 1].
+        feats = extract_features(model, x.clamp(0, 1), names)
+        s = style_loss([feats[name] for name in layers], grams, layer_weights)
+        total = style_weight * s
+        c = None
+        if content_target is not None:
+            f = feats[content_layer]
+            c = content_loss(f, content_target, weight=1.0 / f.numel())
+            total = total + content_weight * c
+        parts["style"].append(float(s.detach()))
+        parts["content"].append(float("nan") if c is None else float(c.detach()))
+        return total
+
+    return objective
+
+
+def _run(model, objective, init, parts, *, steps, optimizer, lr, tv_weight, generator, progress, desc,
+         callback) -> tuple[torch.Tensor, History]:
+    regularizers = [TVPenalty(tv_weight)] if tv_weight else []
+    with evaluating(model):
+        image, history = optimize_image(objective, init, steps=steps, optimizer=optimizer, lr=lr,
+                                        regularizers=regularizers, generator=generator,
+                                        progress=progress, desc=desc, callback=callback)
+    history.extra.update(parts)
+    return image, history
+
+
+def synthesize_texture(model, texture: torch.Tensor, layers=None, *, size=None, steps: int = 300,
+                       optimizer="lbfgs", lr: float | None = None, tv_weight: float = 0.001,
+                       layer_weights: float | Sequence[float] = 1.0, init: torch.Tensor | None = None,
+                       generator: torch.Generator | None = None, progress: bool = True, callback=None
+                       ) -> tuple[torch.Tensor, History]:
+    """Gram-matrix texture synthesis (Gatys et al. 2015): optimise noise until its Gram
+    matrices at ``layers`` match the texture's.
+
+    ``texture``: (1, 3, H, W) in [0, 1], or :class:`StyleTargets` (e.g. a :func:`mix_styles`
+    blend). ``layers``: default :data:`STYLE_LAYERS` (or the precomputed targets' layers).
+    ``size``: output side or ``(height, width)``; default the texture's size.
+    ``init``: starting image (default grey noise drawn from ``generator``).
+    ``steps``: optimiser steps (objective evaluations for ``"lbfgs"``).
+    Returns ``(image, history)``; ``history.extra["style"]`` holds the Gram loss per evaluation.
+    """
+    device = _model_device(model)
+    targets = _as_targets(model, texture, layers)
+    if init is None:
+        if size is None:
+            if isinstance(texture, StyleTargets):
+                raise ValueError("give size= when the texture is given as StyleTargets")
+            size = tuple(texture.shape[-2:])
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        init = noise_image((1, 3, *size), generator=generator, device=device)
+        out_device = texture.device if isinstance(texture, torch.Tensor) else device
+    else:
+        check_image(init, "init")
+        out_device = init.device
+    parts = {"style": [], "content": []}
+    objective = _features_objective(model, targets.layers, list(targets.grams), layer_weights, 1.0,
+                                    None, None, 0.0, parts)
+    image, history = _run(model, objective, init.to(device), parts, steps=steps, optimizer=optimizer,
+                          lr=lr, tv_weight=tv_weight, generator=generator, progress=progress,
+                          desc="texture", callback=callback)
+    del history.extra["content"]
+    return image.to(out_device), history
+
+
+def style_transfer(model, content: torch.Tensor, style, *, style_layers=None,
+                   content_layer: str = CONTENT_LAYER, style_weight: float = 100.0,
+                   content_weight: float = 1.0, tv_weight: float = 0.03,
+                   layer_weights: float | Sequence[float] = 1.0, steps: int = 200, optimizer="lbfgs",
+                   lr: float | None = None, init="content", generator: torch.Generator | None = None,
+                   progress: bool = True, callback=None) -> tuple[torch.Tensor, History]:
+    """Neural style transfer (Gatys et al. 2016): repaint ``content`` in the style of ``style``.
+
+    Minimises ``style_weight * sum_l w_l mean((G_l(x) - A_l)^2) + content_weight *
+    mean((F(x) - F(content))^2) + tv_weight * TV(x)``.
+
+    ``content``: (N, 3, H, W) in [0, 1]. ``style``: a (1, 3, h, w) image of any size, or
+    :class:`StyleTargets` (precomputed, or a :func:`mix_styles` blend), Gram matrices
+    computed once either way. ``style_layers``: default :data:`STYLE_LAYERS` (or the
+    precomputed targets' layers). ``init``: ``"content"`` (default, converges fastest),
+    ``"noise"`` (grey noise from ``generator``; needs a larger ``content_weight``) or an image.
+    ``optimizer``: ``"lbfgs"`` (``steps`` counts evaluations) or ``"adam"`` (e.g. ``lr=0.02``).
+    Returns ``(image, history)``: ``history.extra`` has ``"style"`` and ``"content"`` per evaluation.
+    """
+    check_image(content, "content")
+    device = _model_device(model)
+    if not isinstance(content_layer, str):
+        raise TypeError(f"content_layer must be one layer name such as {CONTENT_LAYER!r}, "
+                        f"got {content_layer!r}")
+    get_layer(model, content_layer)
+    targets = _as_targets(model, style, style_layers)
+    content_dev = content.detach().to(device)
+    with torch.no_grad(), evaluating(model):
+        content_target = extract_features(model, content_dev, [content_layer])[content_layer]
+    if isinstance(init, str):
+        if init == "content":
+            init = content_dev
+        elif init == "noise":
+            init = noise_image(content.shape, generator=generator, device=device)
+        else:
+            raise ValueError(f"init must be 'content', 'noise' or an image tensor, got {init!r}")
+    else:
+        check_image(init, "init")
+        if init.shape != content.shape:
+            raise ValueError(f"init has shape {tuple(init.shape)} but content has {tuple(content.shape)}")
+        init = init.detach().to(device)
+    parts = {"style": [], "content": []}
+    objective = _features_objective(model, targets.layers, list(targets.grams), layer_weights, style_weight,
+                                    content_target, content_layer, content_weight, parts)
+    image, history = _run(model, objective, init, parts, steps=steps, optimizer=optimizer, lr=lr,
+                          tv_weight=tv_weight, generator=generator, progress=progress,
+                          desc="style transfer", callback=callback)
+    return image.to(content.device), history

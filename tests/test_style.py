@@ -1,0 +1,229 @@
+"""Texture synthesis, style transfer, Gram targets and the style images."""
+
+import pytest
+import torch
+from torch import nn
+
+import cs_utils
+from cs_utils.style import (
+    CONTENT_LAYER,
+    STYLE_LAYERS,
+    STYLE_NAMES,
+    StyleTargets,
+    load_style,
+    mix_styles,
+    style_images,
+    style_targets,
+    style_transfer,
+    synthesize_texture,
+)
+
+
+def images(seed=0, size=12):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(1, 3, size, size, generator=g), torch.rand(1, 3, size + 4, size + 2, generator=g)
+
+
+class Bomb(nn.Module):
+    """Identity that raises on its ``after``-th call: an error in the middle of an optimisation."""
+
+    def __init__(self, after):
+        super().__init__()
+        self.after, self.calls = after, 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls >= self.after:
+            raise RuntimeError("boom")
+        return x
+
+
+# ----------------------------------------------------------------------------- Gram targets
+
+def test_style_targets_are_hand_computed_grams(tiny_cnn):
+    _, style = images()
+    targets = style_targets(tiny_cnn, style, ["conv", "relu"])
+    f = tiny_cnn.conv(style)                                    # (1, 4, 16, 14)
+    for feats, gram in zip([f, f.relu()], targets.grams):
+        flat = feats.reshape(4, -1)
+        expected = (flat @ flat.T / (4 * 16 * 14))[None]
+        torch.testing.assert_close(gram, expected)
+        assert not gram.requires_grad
+    assert targets.layers == ("conv", "relu")
+
+
+def test_mix_styles_is_the_weighted_sum_of_grams(tiny_cnn):
+    a, b = images(1)
+    ta, tb = style_targets(tiny_cnn, a, ["conv", "relu"]), style_targets(tiny_cnn, b, ["conv", "relu"])
+    mixed = mix_styles([ta, tb], [0.25, 0.75])
+    for i, name in enumerate(["conv", "relu"]):
+        fa = tiny_cnn.conv(a) if name == "conv" else tiny_cnn.conv(a).relu()
+        fb = tiny_cnn.conv(b) if name == "conv" else tiny_cnn.conv(b).relu()
+        ga = torch.einsum("chw,dhw->cd", fa[0], fa[0]) / fa[0].numel()
+        gb = torch.einsum("chw,dhw->cd", fb[0], fb[0]) / fb[0].numel()
+        torch.testing.assert_close(mixed.grams[i][0], 0.25 * ga + 0.75 * gb)
+    torch.testing.assert_close(mix_styles([ta], [1.0]).grams[1], ta.grams[1])
+    with pytest.raises(ValueError, match="one weight per style"):
+        mix_styles([ta, tb], [1.0])
+    with pytest.raises(ValueError, match="same layers"):
+        mix_styles([ta, style_targets(tiny_cnn, b, ["conv"])], [0.5, 0.5])
+
+
+# ----------------------------------------------------------------------------- optimisations
+
+@pytest.mark.parametrize("optimizer, lr", [("lbfgs", None), ("adam", 0.05)])
+def test_style_transfer_lowers_its_loss_in_a_few_steps(tiny_cnn, optimizer, lr):
+    content, style = images(2)
+    image, history = style_transfer(tiny_cnn, content, style, style_layers=["conv", "relu"],
+                                    content_layer="relu", steps=6, optimizer=optimizer, lr=lr,
+                                    progress=False)
+    assert history.steps == 6 and len(history.extra["style"]) == 6
+    assert history.loss[-1] < 0.9 * history.loss[0]
+    assert history.extra["content"][0] == 0.0          # starts from the content image
+    assert image.shape == content.shape and not image.requires_grad
+    assert 0 <= image.min() and image.max() <= 1
+
+
+def test_style_transfer_objective_is_the_documented_sum(tiny_cnn):
+    content, style = images(3)
+    _, history = style_transfer(tiny_cnn, content, style, style_layers=["conv"], content_layer="relu",
+                                style_weight=7.0, content_weight=3.0, tv_weight=0.5, steps=1,
+                                optimizer="adam", init="noise", generator=torch.Generator().manual_seed(0),
+                                progress=False)
+    x = (0.5 + 0.1 * torch.randn(1, 3, 12, 12, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    with torch.no_grad():
+        gram = cs_utils.gram_matrix(tiny_cnn.conv(x))
+        style_part = (gram - cs_utils.gram_matrix(tiny_cnn.conv(style))).pow(2).mean()
+        content_part = (tiny_cnn.conv(x).relu() - tiny_cnn.conv(content).relu()).pow(2).mean()
+        expected = 7.0 * style_part + 3.0 * content_part + cs_utils.tv_loss(x, 0.5)
+    assert history.loss[0] == pytest.approx(float(expected), rel=1e-5)
+    assert history.extra["style"][0] == pytest.approx(float(style_part), rel=1e-5)
+    assert history.extra["content"][0] == pytest.approx(float(content_part), rel=1e-5)
+
+
+def test_synthesize_texture_lowers_the_gram_loss(tiny_cnn):
+    _, texture = images(4)
+    kwargs = dict(size=10, steps=8, tv_weight=0.0, progress=False)
+    image, history = synthesize_texture(tiny_cnn, texture, ["conv", "relu"],
+                                        generator=torch.Generator().manual_seed(0), **kwargs)
+    assert image.shape == (1, 3, 10, 10)
+    assert history.extra["style"][-1] < 0.5 * history.extra["style"][0]
+    again, _ = synthesize_texture(tiny_cnn, texture, ["conv", "relu"],
+                                  generator=torch.Generator().manual_seed(0), **kwargs)
+    assert torch.equal(image, again)
+
+
+def test_synthesize_texture_from_mixed_targets(tiny_cnn):
+    a, b = images(5)
+    mixed = mix_styles([style_targets(tiny_cnn, a, ["relu"]), style_targets(tiny_cnn, b, ["relu"])],
+                       [0.5, 0.5])
+    image, history = synthesize_texture(tiny_cnn, mixed, size=(8, 9), steps=5, progress=False,
+                                        generator=torch.Generator().manual_seed(0))
+    assert image.shape == (1, 3, 8, 9) and history.loss[-1] < history.loss[0]
+    with pytest.raises(ValueError, match="size="):
+        synthesize_texture(tiny_cnn, mixed, steps=2, progress=False)
+
+
+def test_style_transfer_on_the_pretrained_model_lowers_both_losses(lite0):
+    content = cs_utils.load_image("chelsea", 64)
+    style = load_style("starry_night", 64)
+    image, history = style_transfer(lite0, content, style, steps=10, progress=False)
+    assert history.loss[-1] < 0.7 * history.loss[0]
+    assert history.extra["style"][-1] < 0.7 * history.extra["style"][0]
+    assert (image - content).abs().mean() > 0.01
+
+
+# ----------------------------------------------------------------------------- contract
+
+def test_nothing_of_the_callers_changes(tiny_cnn, caller_state):
+    content, style = images(6)
+    tiny_cnn.train()
+    state = caller_state(tiny_cnn, content, style)
+    style_transfer(tiny_cnn, content, style, style_layers=["conv"], content_layer="relu", steps=3,
+                   progress=False)
+    synthesize_texture(tiny_cnn, style, ["conv", "relu"], steps=3, progress=False)
+    state.assert_unchanged()
+    assert all(p.grad is None for p in tiny_cnn.parameters())
+
+
+def test_nothing_changes_after_an_exception_mid_optimisation(caller_state):
+    torch.manual_seed(0)
+    model = nn.Sequential()
+    model.add_module("conv", nn.Conv2d(3, 4, 3, padding=1))
+    model.add_module("bomb", Bomb(after=4))
+    model.add_module("relu", nn.ReLU())
+    model.train()
+    content, style = images(7)
+    state = caller_state(model, content, style)
+    with pytest.raises(RuntimeError, match="boom"):
+        style_transfer(model, content, style, style_layers=["conv", "relu"], content_layer="relu",
+                       steps=10, progress=False)
+    assert model.bomb.calls == 4        # it failed inside the optimisation, not before
+    state.assert_unchanged()
+
+
+def test_bad_layer_names_are_explained(tiny_cnn, caller_state):
+    content, style = images(8)
+    state = caller_state(tiny_cnn, content, style)
+    with pytest.raises(KeyError, match="Closest valid names: 'relu'"):
+        style_transfer(tiny_cnn, content, style, style_layers=["conv", "rleu"], content_layer="relu")
+    with pytest.raises(KeyError, match="has no layer 'blocks.10'"):
+        style_transfer(tiny_cnn, content, style, style_layers=["conv"])   # default content layer
+    with pytest.raises(KeyError, match="Closest valid names"):
+        synthesize_texture(tiny_cnn, style, ["cnov"])
+    with pytest.raises(ValueError, match="non-empty list of layer names"):
+        style_targets(tiny_cnn, style, [])
+    with pytest.raises(ValueError, match="twice"):
+        style_targets(tiny_cnn, style, ["conv", "conv"])
+    state.assert_unchanged()
+
+
+def test_bad_arguments_are_explained(tiny_cnn):
+    content, style = images(9)
+    kwargs = dict(style_layers=["conv"], content_layer="relu", progress=False, steps=2)
+    with pytest.raises(ValueError, match="'content', 'noise'"):
+        style_transfer(tiny_cnn, content, style, init="zeros", **kwargs)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        style_transfer(tiny_cnn, content * 255, style, **kwargs)
+    with pytest.raises(ValueError, match="one image"):
+        style_transfer(tiny_cnn, content, style.expand(2, -1, -1, -1), **kwargs)
+    targets = style_targets(tiny_cnn, style, ["conv"])
+    with pytest.raises(ValueError, match="computed at"):
+        style_transfer(tiny_cnn, content, targets, style_layers=["relu"], content_layer="relu")
+
+
+def test_precomputed_targets_give_the_same_result(tiny_cnn):
+    content, style = images(10)
+    kwargs = dict(style_layers=["conv", "relu"], content_layer="relu", steps=4, progress=False)
+    a, _ = style_transfer(tiny_cnn, content, style, **kwargs)
+    b, _ = style_transfer(tiny_cnn, content, style_targets(tiny_cnn, style, ["conv", "relu"]), **kwargs)
+    assert torch.equal(a, b)
+
+
+# ----------------------------------------------------------------------------- style images
+
+def test_style_images():
+    assert STYLE_NAMES == ("starry_night", "hubble_deep_field", "immunohistochemistry", "retina")
+    full = load_style("starry_night")
+    assert full.shape == (1, 3, 600 - 40, 752 - 40)           # the frame is cropped away
+    raw = cs_utils.load_image("starry_night")
+    assert torch.equal(full, raw[..., 20:-20, 20:-20])
+    styles = style_images(64)
+    assert list(styles) == list(STYLE_NAMES)
+    for image in styles.values():
+        assert min(image.shape[-2:]) == 64 and 0 <= image.min() and image.max() <= 1
+    assert styles["starry_night"].shape == (1, 3, 64, 81)     # aspect ratio kept
+    assert style_images(32, square=True)["hubble_deep_field"].shape == (1, 3, 32, 32)
+    assert load_style("retina", (20, 30)).shape == (1, 3, 20, 30)
+    # The retina crop keeps only the fundus, not the black disc around it.
+    assert load_style("retina").mean(1).min() > 0.1
+    load_style("retina").zero_()                               # a copy: the cache is untouched
+    assert load_style("retina").mean() > 0.1
+    with pytest.raises(KeyError, match="Did you mean 'starry_night'"):
+        load_style("stary_night")
+
+
+def test_defaults_name_real_layers(lite0):
+    for name in STYLE_LAYERS + (CONTENT_LAYER,):
+        cs_utils.get_layer(lite0, name)
+    assert isinstance(style_targets(lite0, load_style("retina", 32), STYLE_LAYERS), StyleTargets)
