@@ -34,7 +34,19 @@ from .losses import content_loss, gram_matrix, style_loss, tv_loss
 from .models import MODEL_NAMES, load_model
 from .optimize import History, optimize_image
 from .runtime import Budget, budget, get_device, is_fast, seed_everything
-from .style import STYLE_NAMES, load_style, style_images
+from .style import (
+    CONTENT_LAYER,
+    STYLE_LAYERS,
+    STYLE_NAMES,
+    StyleTargets,
+    load_style,
+    mix_styles,
+    noise_image,
+    style_images,
+    style_targets,
+    style_transfer,
+    synthesize_texture,
+)
 from .texture import TEXTURE_NAMES, copy_fraction, efros_leung, load_texture
 from .viz import overlay_heatmap, show_images
 
@@ -75,6 +87,14 @@ __all__ = [
     "seed_everything",
     "show_images",
     "style_images",
+    "CONTENT_LAYER",
+    "STYLE_LAYERS",
+    "StyleTargets",
+    "mix_styles",
+    "noise_image",
+    "style_targets",
+    "style_transfer",
+    "synthesize_texture",
     "TEXTURE_NAMES",
     "copy_fraction",
     "efros_leung",
