@@ -71,7 +71,9 @@ def rel_error(x, y) -> float:
         raise ValueError(f"shapes differ: {x.shape} and {y.shape}")
     if x.size == 0:
         return 0.0
-    err = np.abs(x - y) / np.maximum(1e-8, np.abs(x) + np.abs(y))
+    with np.errstate(invalid="ignore", over="ignore"):
+        err = np.abs(x - y) / np.maximum(1e-8, np.abs(x) + np.abs(y))
+    err = np.where(x == y, 0.0, err)  # equal infinities agree
     if np.isnan(err).any():
         return math.inf
     return float(err.max())
@@ -110,6 +112,7 @@ class Exercise:
     mistakes: tuple[Mistake, ...] = ()
     points: int = 1
     uses_model: bool = False
+    vectorize_hint: str = "vectorise: process the inputs in batches, not one at a time"
 
     @property
     def path(self) -> str:
@@ -145,10 +148,10 @@ def get_exercise(name: str) -> Exercise:
 class Context:
     """What ``run`` may need besides the inputs: a fresh pretrained model per call."""
 
-    def model(self) -> torch.nn.Module:
+    def model(self, dtype=torch.float64) -> torch.nn.Module:
         from .models import load_model
 
-        return load_model("efficientnet_lite0").double()
+        return load_model("efficientnet_lite0").to(dtype)
 
 
 def _rng(seed: int) -> np.random.Generator:
@@ -165,10 +168,6 @@ def _photo(name: str, size: int) -> np.ndarray:
 
     x = load_image(name, size)[0]
     return np.round(x.numpy() * 255).astype(np.uint8)
-
-
-def _image(array) -> torch.Tensor:
-    return (torch.from_numpy(np.array(array)).double() / 255.0).unsqueeze(0)
 
 
 def _generator(seed) -> torch.Generator:
@@ -337,6 +336,500 @@ _register(Exercise(
 ))
 
 
+# ---- model-based exercises: real photos through the pretrained EfficientNet-Lite0 in float64
+
+PHOTO_SIZE = 48
+
+
+def _photos(*names, size=PHOTO_SIZE):
+    return np.stack([_photo(name, size) for name in names])
+
+
+def _images(array, dtype=torch.float64) -> torch.Tensor:
+    return torch.as_tensor(array).to(dtype) / 255.0
+
+
+def _accepted(fn, **kwargs) -> dict:
+    """The keyword arguments ``fn`` accepts (e.g. ``progress``, which a student's version may lack)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return kwargs
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return kwargs
+    return {k: v for k, v in kwargs.items() if k in params}
+
+
+def _input_grad(model, x, target, kind="score"):
+    """d(objective)/dx for a batch, with the objective of a correct or a typical wrong version."""
+    x = x.detach().clone().requires_grad_(True)
+    scores = model(x)
+    target = torch.as_tensor(target).reshape(-1).expand(x.shape[0])
+    if kind == "score":
+        objective = scores.gather(1, target[:, None]).sum()
+    elif kind == "probability":
+        objective = scores.softmax(dim=1).gather(1, target[:, None]).sum()
+    else:  # "loss": the cross-entropy of the target class
+        objective = torch.nn.functional.cross_entropy(scores, target, reduction="sum")
+    (grad,) = torch.autograd.grad(objective, [x])
+    return grad
+
+
+def _saliency_inputs():
+    return {"images": _photos("coffee", "imagenet_00"), "target": np.array([967, 243])}
+
+
+def _saliency_run(fn, t, ctx):
+    return {"saliency": fn(ctx.model(), _images(t["images"]), t["target"])}
+
+
+def _saliency_variant(kind):
+    def wrong(model, x, target):
+        grad = _input_grad(model, x, target, "score" if kind in ("no_abs", "sum") else kind)
+        if kind == "no_abs":
+            return grad.amax(dim=1)
+        if kind == "sum":
+            return grad.abs().sum(dim=1)
+        return grad.abs().amax(dim=1)
+    return wrong
+
+
+_register(Exercise(
+    name="saliency_map", module="saliency", function="saliency_map",
+    make_inputs=_saliency_inputs, run=_saliency_run, tolerance=1e-6, uses_model=True,
+    hint="saliency = max over the 3 colour channels of |d score_target / d x|, with the unnormalised "
+         "score (before the softmax), one gradient for the whole batch: result (N, H, W)",
+    mistakes=(
+        Mistake("no_abs", "forgot abs: take the absolute value of the gradient before the max over channels",
+                _saliency_variant("no_abs")),
+        Mistake("sum", "sum over the channels instead of the max over channels", _saliency_variant("sum")),
+        Mistake("probability", "the gradient of the softmax probability; use the unnormalised class score",
+                _saliency_variant("probability")),
+        Mistake("loss", "the gradient of the cross-entropy loss; use the unnormalised class score",
+                _saliency_variant("loss")),
+    ),
+))
+
+
+def _occlusion_inputs():
+    # The model's top class for this photo at 48 px (p = 0.76): large drops, a well-conditioned map.
+    return {"image": _photos("imagenet_05"), "target": np.array(488), "window": np.array(16),
+            "stride": np.array(8), "batch_size": np.array(8), "grey": np.array(0.5)}
+
+
+class _ForwardCounter:
+    """Counts the forward passes of a model (a forward pre-hook, removed on exit)."""
+
+    def __init__(self, model):
+        self.model, self.calls = model, 0
+
+    def __enter__(self):
+        self.handle = self.model.register_forward_pre_hook(self._count)
+        return self
+
+    def _count(self, module, args):
+        self.calls += 1
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+
+def _occlusion_run(fn, t, ctx):
+    # float32: the reference keeps its drops in float32 buffers, so float64 inputs gain nothing
+    model = ctx.model(torch.float32)
+    x, target = _images(t["image"], torch.float32), int(t["target"])
+    kwargs = dict(window=int(t["window"]), stride=int(t["stride"]), batch_size=int(t["batch_size"]))
+    with _ForwardCounter(model) as counter:
+        mean_fill = fn(model, x, target, **_accepted(fn, **kwargs, progress=False))
+    grey = fn(model, x, target, **_accepted(fn, **kwargs, fill=float(t["grey"]), progress=False))
+    return {"mean_fill": mean_fill, "grey_fill": grey, "calls_forward": counter.calls}
+
+
+def _occlusion_variant(kind):
+    def wrong(model, x, target, *, window=32, stride=8, fill=None, batch_size=32, progress=True):
+        from .saliency import occlusion_windows
+
+        n, _, height, width = x.shape
+        colour = x.mean(dim=(2, 3)) if fill is None else torch.full((n, 3), float(fill), dtype=x.dtype)
+        window = window if isinstance(window, int) else window[0]
+        if kind == "black":
+            colour = torch.zeros_like(colour)
+        with torch.no_grad():
+            def score(images):
+                out = model(images)
+                return (out if kind == "score" else out.softmax(dim=1))[:, target]
+            base = score(x)
+            heat = torch.zeros(n, height, width, dtype=x.dtype)
+            covered = torch.zeros(height, width, dtype=x.dtype)
+            for top, left in occlusion_windows(height, width, window, stride):
+                occluded = x.clone()
+                occluded[:, :, top:top + window, left:left + window] = colour[:, :, None, None]
+                drop = score(occluded) - base if kind == "sign" else base - score(occluded)
+                heat[:, top:top + window, left:left + window] += drop[:, None, None]
+                covered[top:top + window, left:left + window] += 1
+        return heat if kind == "sum" else heat / covered
+    return wrong
+
+
+_register(Exercise(
+    name="occlusion_map", module="saliency", function="occlusion_map",
+    make_inputs=_occlusion_inputs, run=_occlusion_run, tolerance=1e-3, uses_model=True,
+    vectorize_hint="run the occluded copies through the model batch_size at a time (one batched forward "
+                   "pass per batch), not one forward pass per window",
+    hint="for every window position: drop = p(target | x) - p(target | x with the patch filled), softmax "
+         "probabilities; each pixel gets the mean drop over the windows that cover it (occlusion_windows "
+         "gives the positions; fill=None means each image's mean colour)",
+    mistakes=(
+        Mistake("score", "the drop of the unnormalised score; use the softmax probability",
+                _occlusion_variant("score")),
+        Mistake("sum", "the drops are summed; each pixel gets the mean over the windows covering it",
+                _occlusion_variant("sum")),
+        Mistake("sign", "the sign is flipped: drop = p(original) - p(occluded)", _occlusion_variant("sign")),
+        Mistake("black", "fill=None means each image's mean colour, not black", _occlusion_variant("black")),
+    ),
+))
+
+
+def _guided_inputs():
+    rng = _rng(4)
+    return {"grad_output": rng.standard_normal((2, 3, 4, 5)),
+            "activation": np.clip(rng.standard_normal((2, 3, 4, 5)) * 5, 0, 6)}
+
+
+def _guided_run(fn, t, ctx):
+    return {"relu": fn(t["grad_output"], t["activation"]),
+            "relu6": fn(t["grad_output"], t["activation"], upper=6.0)}
+
+
+def _guided_variant(kind):
+    def wrong(grad_output, activation, upper=None):
+        if kind == "backprop":
+            return grad_output * (activation > 0)
+        if kind == "deconvnet":
+            return grad_output.clamp(min=0)
+        return grad_output.clamp(min=0) * (activation > 0)  # "upper" ignored
+    return wrong
+
+
+_register(Exercise(
+    name="guided_relu_grad", module="saliency", function="guided_relu_grad",
+    make_inputs=_guided_inputs, run=_guided_run, tolerance=1e-9,
+    hint="guided backprop passes grad_output only where grad_output > 0 AND the unit was active "
+         "(0 < activation, and activation < upper for a ReLU6)",
+    mistakes=(
+        Mistake("backprop", "that is plain backprop (mask by activation only): also zero the negative "
+                "gradients", _guided_variant("backprop")),
+        Mistake("deconvnet", "that is the deconvnet rule (positive gradients only): also zero where the unit "
+                "was inactive (activation <= 0)", _guided_variant("deconvnet")),
+        Mistake("upper", "for a ReLU6 (upper=6) a saturated unit (activation == upper) passes no gradient",
+                _guided_variant("upper")),
+    ),
+))
+
+
+def _fooling_inputs():
+    return {"images": _photos("imagenet_01", "imagenet_02"), "target": np.array([6, 130]),
+            "step_size": np.array(0.5)}
+
+
+def _fooling_run(fn, t, ctx):
+    x = _images(t["images"])
+    out = fn(ctx.model(), x, t["target"].tolist(), step_size=float(t["step_size"]))
+    return {"step": out - x}
+
+
+def _fooling_variant(kind):
+    def wrong(model, x, target, *, step_size=0.25):
+        grad = _input_grad(model, x, target, "loss" if kind == "loss" else "score")
+        if kind == "loss":
+            grad = -grad
+        if kind == "sign":
+            return x + step_size * grad.sign()
+        if kind == "batch_norm":
+            return x + step_size * grad / grad.norm()
+        if kind == "no_norm":
+            return x + step_size * grad
+        norms = grad.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+        return x + step_size * grad / norms
+    return wrong
+
+
+_register(Exercise(
+    name="fooling_step", module="adversarial", function="fooling_step",
+    make_inputs=_fooling_inputs, run=_fooling_run, tolerance=1e-6, uses_model=True,
+    hint="x + step_size * g / ||g||_2 with g = d score_target / d x (unnormalised score), one L2 norm per "
+         "image, no clamping",
+    mistakes=(
+        Mistake("sign", "that is the sign of the gradient (FGSM); divide g by its L2 norm instead",
+                _fooling_variant("sign")),
+        Mistake("batch_norm", "one norm for the whole batch; normalise each image's gradient by its own "
+                "L2 norm (g.flatten(1).norm(dim=1))", _fooling_variant("batch_norm")),
+        Mistake("no_norm", "the gradient is not normalised: divide by its L2 norm",
+                _fooling_variant("no_norm")),
+        Mistake("loss", "descending the cross-entropy is not the same step: ascend the unnormalised score",
+                _fooling_variant("loss")),
+    ),
+))
+
+
+def _dream_inputs():
+    return {"image": _photos("imagenet_05"), "step_size": np.array(0.05), "jitter": np.array(6),
+            "seed": np.array(3)}
+
+
+DREAM_LAYER = "blocks.4"
+
+
+def _dream_run(fn, t, ctx):
+    x = _images(t["image"])
+    out = fn(ctx.model(), x, DREAM_LAYER, step_size=float(t["step_size"]), jitter=int(t["jitter"]),
+             generator=_generator(t["seed"]))
+    return {"step": out - x}
+
+
+def _dream_variant(kind):
+    def wrong(model, x, layer, *, step_size=0.01, jitter=32, generator=None):
+        from .dream import roll_offsets
+        from .hooks import extract_features
+
+        dy, dx = roll_offsets(jitter, generator)
+        rolled = torch.roll(x.detach(), shifts=(dy, dx), dims=(2, 3)).requires_grad_(True)
+        activation = extract_features(model, rolled, [layer])[layer]
+        objective = activation.mean() if kind == "mean" else 0.5 * activation.pow(2).sum()
+        (grad,) = torch.autograd.grad(objective, [rolled])
+        if kind == "l2":
+            grad = grad / grad.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+        else:
+            grad = grad / grad.abs().mean(dim=(1, 2, 3), keepdim=True)
+        stepped = rolled.detach() + step_size * grad
+        if kind == "no_roll_back":
+            return stepped.clamp(0, 1)
+        stepped = torch.roll(stepped, shifts=(-dy, -dx), dims=(2, 3))
+        return stepped if kind == "no_clamp" else stepped.clamp(0, 1)
+    return wrong
+
+
+_register(Exercise(
+    name="deepdream_step", module="dream", function="deepdream_step",
+    make_inputs=_dream_inputs, run=_dream_run, tolerance=1e-6, uses_model=True,
+    hint="roll x by roll_offsets(jitter, generator), take the gradient of 0.5 * ||activation||^2 at the "
+         "layer, divide it by its mean absolute value (per image), step uphill, roll back, clip to [0, 1]",
+    mistakes=(
+        Mistake("no_roll_back", "the image is not rolled back by (-dy, -dx) after the step",
+                _dream_variant("no_roll_back")),
+        Mistake("l2", "normalise the gradient by its mean absolute value, not its L2 norm",
+                _dream_variant("l2")),
+        Mistake("mean", "the objective is 0.5 * ||activation||^2 (its gradient at the layer is the "
+                "activation "
+                "itself), not the mean activation", _dream_variant("mean")),
+        Mistake("no_clamp", "the pixels are not clipped to [0, 1] after the step",
+                _dream_variant("no_clamp")),
+    ),
+))
+
+
+# ---- feature-space exercises
+
+
+RF_LAYERS = ("stem", "blocks.1", "blocks.5")
+
+
+def _dilated_net():
+    """A small network with padding, a dilated convolution and a pool: what receptive fields compose."""
+    from torch import nn
+
+    net = nn.Sequential()
+    net.add_module("conv1", nn.Conv2d(3, 4, 3, padding=1))
+    net.add_module("pool", nn.MaxPool2d(2))
+    net.add_module("conv2", nn.Conv2d(4, 4, 3, dilation=2, padding=2))
+    net.add_module("conv3", nn.Conv2d(4, 4, 5, stride=2, padding=1))
+    return net.eval()
+
+
+def _rf_inputs():
+    return {"input_size": np.array(64)}
+
+
+def _rf_run(fn, t, ctx):
+    model, size = ctx.model(), int(t["input_size"])
+    outputs = {}
+    for model_name, net, layers in (("lite0", model, RF_LAYERS), ("dilated", _dilated_net(), ("conv3",))):
+        for layer in layers:
+            field_ = fn(net, layer, size)
+            outputs[f"{model_name}_{layer}"] = np.array([field_.size, field_.stride, field_.offset],
+                                                        dtype=np.float64)
+    return outputs
+
+
+def _rf_variant(kind):
+    def wrong(model, layer, input_size):
+        from .features import ReceptiveField, _spatial_ops_before
+
+        input_size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+        ops, output_size = _spatial_ops_before(model, layer, input_size)
+        size, stride, offset = [1, 1], [1, 1], [0, 0]
+        for kernel, step, dilation, pad in ops:
+            for d in range(2):
+                if kind == "stride_first":
+                    stride[d] *= step[d]
+                size[d] += (kernel[d] - 1) * (1 if kind == "no_dilation" else dilation[d]) * stride[d]
+                offset[d] -= 0 if kind == "no_padding" else pad[d] * stride[d]
+                if kind != "stride_first":
+                    stride[d] *= step[d]
+        return ReceptiveField(tuple(size), tuple(stride), tuple(offset), input_size, tuple(output_size))
+    return wrong
+
+
+_register(Exercise(
+    name="receptive_field", module="features", function="receptive_field",
+    make_inputs=_rf_inputs, run=_rf_run, tolerance=0.0, uses_model=True,
+    hint="walk the operations in order with j = the input distance between neighbouring units (product "
+         "of the strides so far): size += (k - 1) * d * j; offset -= p * j; then j *= s",
+    mistakes=(
+        Mistake("stride_first", "j (the product of strides) is updated before it is used: grow size and "
+                "offset with the strides of the layers *before* this one", _rf_variant("stride_first")),
+        Mistake("no_dilation", "the dilation is missing: a dilated kernel spans (k - 1) * d + 1 inputs",
+                _rf_variant("no_dilation")),
+        Mistake("no_padding", "the padding is missing from the offset: offset -= p * j",
+                _rf_variant("no_padding")),
+    ),
+))
+
+
+def _nn_inputs():
+    rng = _rng(5)
+    queries = rng.standard_normal((4, 3, 2, 2))
+    gallery = np.concatenate([rng.standard_normal((5, 3, 2, 2)), queries, rng.standard_normal((3, 3, 2, 2))])
+    # queries 0, 2 and 3 skip themselves (gallery items 5, 7, 8): the usual leave-one-out query
+    return {"queries": queries, "gallery": gallery, "k": np.array(3), "exclude": np.array([5, -1, 7, 8])}
+
+
+def _nn_run(fn, t, ctx):
+    k = int(t["k"])
+    d, i = fn(t["queries"], t["gallery"], k)
+    d_ex, i_ex = fn(t["queries"], t["gallery"], k, exclude=t["exclude"])
+    return {"distances": d, "indices": i, "distances_exclude": d_ex, "indices_exclude": i_ex}
+
+
+def _nn_variant(kind):
+    def wrong(queries, gallery, k, *, exclude=None):
+        q, g = queries.reshape(len(queries), -1), gallery.reshape(len(gallery), -1)
+        distances = torch.cdist(q, g)
+        if kind == "squared":
+            distances = distances.pow(2)
+        if exclude is not None and kind != "no_exclude":
+            for row, col in enumerate(torch.as_tensor(exclude).tolist()):
+                if col >= 0:
+                    distances[row, col] = math.inf
+        values, order = torch.sort(distances, dim=1, descending=kind == "farthest")
+        return values[:, :k], order[:, :k]
+    return wrong
+
+
+_register(Exercise(
+    name="nearest_neighbours", module="features", function="nearest_neighbours",
+    make_inputs=_nn_inputs, run=_nn_run, tolerance=1e-9,
+    hint="Euclidean distances between the flattened queries and gallery items (torch.cdist, no loop over "
+         "pairs), excluded items set to inf, the k smallest per query, nearest first",
+    mistakes=(
+        Mistake("squared", "squared distances; return the Euclidean distance (the square root)",
+                _nn_variant("squared")),
+        Mistake("no_exclude", "exclude is ignored: set the excluded gallery item's distance to inf",
+                _nn_variant("no_exclude")),
+        Mistake("farthest", "sorted farthest first; the nearest come first", _nn_variant("farthest")),
+    ),
+))
+
+
+# ---- style exercises
+
+
+def _norm_inputs():
+    rng = _rng(6)
+    return {"x": rng.standard_normal((2, 3, 5, 4)) * 3 + 1, "eps": np.array(0.1)}
+
+
+def _norm_run(fn, t, ctx):
+    return {"default_eps": fn(t["x"]), "eps": fn(t["x"], eps=float(t["eps"]))}
+
+
+def _norm_variant(kind):
+    def wrong(x, eps=1e-5):
+        dims = {"layer": (1, 2, 3), "batch": (0, 2, 3)}.get(kind, (2, 3))
+        mean = x.mean(dim=dims, keepdim=True)
+        var = x.var(dim=dims, keepdim=True, unbiased=kind == "unbiased")
+        if kind == "eps_outside":
+            return (x - mean) / (var.sqrt() + eps)
+        return (x - mean) / torch.sqrt(var + eps)
+    return wrong
+
+
+_register(Exercise(
+    name="instance_norm", module="fast_style", function="instance_norm",
+    make_inputs=_norm_inputs, run=_norm_run, tolerance=1e-6,
+    hint="for each image and channel: (x - mean) / sqrt(var + eps) over its H*W pixels, biased variance",
+    mistakes=(
+        Mistake("unbiased", "the unbiased variance (divide by H*W - 1); instance norm uses the biased one "
+                "(divide by H*W)", _norm_variant("unbiased")),
+        Mistake("eps_outside", "eps goes inside the square root: sqrt(var + eps)",
+                _norm_variant("eps_outside")),
+        Mistake("layer", "statistics over (C, H, W) is layer norm; use each channel's own H x W pixels",
+                _norm_variant("layer")),
+        Mistake("batch", "statistics over (N, H, W) is batch norm; use each image's own pixels",
+                _norm_variant("batch")),
+    ),
+))
+
+
+def _mix_inputs():
+    rng = _rng(7)
+    return {"a_0": rng.standard_normal((1, 3, 3)), "a_1": rng.standard_normal((1, 4, 4)),
+            "b_0": rng.standard_normal((1, 3, 3)), "b_1": rng.standard_normal((1, 4, 4)),
+            "weights": np.array([0.25, 0.75])}
+
+
+def _style_targets_class(fn):
+    module = sys.modules.get(getattr(fn, "__module__", ""), None)
+    cls = getattr(module, "StyleTargets", None)
+    if cls is None:
+        from .style import StyleTargets as cls
+    return cls
+
+
+def _mix_run(fn, t, ctx):
+    targets_cls = _style_targets_class(fn)
+    layers = ("blocks.0", "blocks.2")
+    a = targets_cls(layers, (t["a_0"], t["a_1"]))
+    b = targets_cls(layers, (t["b_0"], t["b_1"]))
+    mixed = fn([a, b], [float(w) for w in t["weights"]])
+    return {"gram_0": mixed.grams[0], "gram_1": mixed.grams[1]}
+
+
+def _mix_variant(kind):
+    def wrong(targets, weights):
+        cls = type(targets[0])
+        if kind == "mean":
+            weights = [1.0 / len(targets)] * len(targets)
+        else:  # "reversed"
+            weights = list(reversed(weights))
+        layers = range(len(targets[0].layers))
+        grams = tuple(sum(w * t.grams[i] for w, t in zip(weights, targets)) for i in layers)
+        return cls(targets[0].layers, grams)
+    return wrong
+
+
+_register(Exercise(
+    name="mix_styles", module="style", function="mix_styles",
+    make_inputs=_mix_inputs, run=_mix_run, tolerance=1e-9,
+    hint="at every layer l: sum over styles k of weights[k] * targets[k].grams[l], returned as StyleTargets",
+    mistakes=(
+        Mistake("mean", "the weights are ignored (a plain mean)", _mix_variant("mean")),
+        Mistake("reversed", "the weights are paired with the wrong styles: weights[k] goes with targets[k]",
+                _mix_variant("reversed")),
+    ),
+))
+
+
 # --------------------------------------------------------------------------- golden files
 
 
@@ -398,7 +891,8 @@ def generate(names=None, out_dir: Path | None = None, *, verbose: bool = True) -
             arrays.update({f"outputs/{k}": v for k, v in right.items()})
             for mistake in exercise.mistakes:
                 wrong = _outputs(exercise, mistake.fn, inputs, ctx)
-                arrays.update({f"mistakes/{mistake.key}/{k}": v for k, v in wrong.items()})
+                arrays.update({f"mistakes/{mistake.key}/{k}": v.astype(np.float32) for k, v in wrong.items()
+                               if not k.startswith("calls_")})
             path = out_dir / f"{name}.npz"
             write_npz(path, arrays)
             paths.append(path)
@@ -490,8 +984,8 @@ class _WatchedContext(Context):
     def __init__(self):
         self.models = []
 
-    def model(self):
-        model = super().model()
+    def model(self, dtype=torch.float64):
+        model = super().model(dtype)
         self.models.append((model, _hooks_and_modes(model)))
         return model
 
@@ -541,6 +1035,9 @@ def evaluate(name: str, fn: Callable | None = None, *, checks_dir: Path | None =
         if flags != before[2]:
             return fail("requires_grad of the model's parameters changed; differentiate with respect to the "
                         "image only (torch.autograd.grad(loss, [x]))")
+    calls = {k: (int(got.pop(k, v)), int(v)) for k, v in list(expected.items()) if k.startswith("calls_")}
+    for key in calls:
+        del expected[key]
     for key, want in expected.items():
         if key not in got:
             return fail(f"no output {key!r}")
@@ -549,6 +1046,10 @@ def evaluate(name: str, fn: Callable | None = None, *, checks_dir: Path | None =
                         f"{tuple(want.shape)}. {exercise.hint}")
     err = max(rel_error(got[k], expected[k]) for k in expected)
     if err <= exercise.tolerance:
+        for made, enough in calls.values():
+            if made > enough:
+                return fail(f"right values, but {made} forward passes where {enough} are enough: "
+                            f"{exercise.vectorize_hint}", err)
         return CheckResult(name, "pass", err, "", seconds)
     by_mistake = {m.key: m for m in exercise.mistakes}
     for key, wrong in mistakes.items():
