@@ -21,6 +21,14 @@ from .data import (
     sample_image,
     sample_images,
 )
+from .dream import (
+    deepdream,
+    deepdream_step,
+    dream_octaves,
+    invert_features,
+    octave_sizes,
+    relative_feature_error,
+)
 from .hooks import (
     capture_activations,
     capture_gradients,
@@ -107,4 +115,10 @@ __all__ = [
     "fooling_step",
     "pgd",
     "quantize_8bit",
+    "deepdream",
+    "deepdream_step",
+    "dream_octaves",
+    "invert_features",
+    "octave_sizes",
+    "relative_feature_error",
 ]
