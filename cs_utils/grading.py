@@ -572,6 +572,55 @@ _register(Exercise(
 ))
 
 
+def _class_viz_inputs():
+    rng = _rng(8)
+    noise = np.clip(0.5 + 0.1 * rng.standard_normal((2, 3, PHOTO_SIZE, PHOTO_SIZE)), 0, 1)
+    return {"image": np.round(noise * 255).astype(np.uint8), "target": np.array([76, 1]),
+            "learning_rate": np.array(3.0),
+            "l2_reg": np.array(0.05)}
+
+
+def _class_viz_run(fn, t, ctx):
+    x = _images(t["image"])
+    out = fn(ctx.model(), x, t["target"].tolist(), learning_rate=float(t["learning_rate"]),
+             l2_reg=float(t["l2_reg"]))
+    return {"step": out - x}
+
+
+def _class_viz_variant(kind):
+    def wrong(model, img, target, *, learning_rate=3.0, l2_reg=4e-3):
+        x = img.detach().clone().requires_grad_(True)
+        targets = torch.as_tensor(target).reshape(-1).expand(x.shape[0])
+        scores = model(x)
+        if kind == "probability":
+            scores = scores.softmax(dim=1)
+        score = scores.gather(1, targets[:, None]).sum()
+        centre = 0.0 if kind == "around_zero" else 0.5
+        penalty = 0.0 if kind == "no_l2" else l2_reg * (x - centre).pow(2).sum()
+        objective = score + penalty if kind == "sign" else score - penalty
+        (grad,) = torch.autograd.grad(objective, [x])
+        return (x + learning_rate * grad).detach()
+    return wrong
+
+
+_register(Exercise(
+    name="class_visualization_step", module="class_viz", function="class_visualization_step",
+    make_inputs=_class_viz_inputs, run=_class_viz_run, tolerance=1e-6, uses_model=True,
+    hint="img + learning_rate * d/d img [score_target(img) - l2_reg * ||img - 0.5||^2] with the "
+         "unnormalised score, a plain (not normalised) gradient step, no clamping",
+    mistakes=(
+        Mistake("no_l2", "the L2 penalty is missing: subtract l2_reg * ||img - 0.5||^2 from the score",
+                _class_viz_variant("no_l2")),
+        Mistake("around_zero", "the L2 penalty pulls towards 0.5 (mid-grey, the zero of the network's "
+                "input), not towards 0: use ||img - 0.5||^2", _class_viz_variant("around_zero")),
+        Mistake("sign", "the L2 penalty has the wrong sign: ascend score - l2_reg * ||img - 0.5||^2",
+                _class_viz_variant("sign")),
+        Mistake("probability", "the gradient of the softmax probability; use the unnormalised class score",
+                _class_viz_variant("probability")),
+    ),
+))
+
+
 def _dream_inputs():
     return {"image": _photos("imagenet_05"), "step_size": np.array(0.05), "jitter": np.array(6),
             "seed": np.array(3)}
@@ -855,6 +904,17 @@ def _to_numpy(value, what: str) -> np.ndarray:
     raise TypeError(f"{what} is a {type(value).__name__}, expected a tensor")
 
 
+MISTAKE_SAMPLES = 256
+
+
+def _sample(array: np.ndarray) -> np.ndarray:
+    """A fixed spread of at most MISTAKE_SAMPLES elements: enough to recognise a mistake, small to store."""
+    flat = np.asarray(array, dtype=np.float64).ravel()
+    if flat.size <= MISTAKE_SAMPLES:
+        return flat
+    return flat[np.linspace(0, flat.size - 1, MISTAKE_SAMPLES).round().astype(np.int64)]
+
+
 def _outputs(exercise: Exercise, fn: Callable, inputs: dict, ctx: Context) -> dict[str, np.ndarray]:
     tensors = {k: _t(v) for k, v in inputs.items()}
     raw = exercise.run(fn, tensors, ctx)
@@ -888,10 +948,13 @@ def generate(names=None, out_dir: Path | None = None, *, verbose: bool = True) -
             inputs = exercise.make_inputs()
             arrays = {f"inputs/{k}": np.asarray(v) for k, v in inputs.items()}
             right = _outputs(exercise, exercise.reference(), inputs, ctx)
-            arrays.update({f"outputs/{k}": v for k, v in right.items()})
+            # float32 keeps every element within 6e-8 relative error: enough for tolerances >= 1e-6
+            stored = np.float32 if exercise.tolerance >= 1e-6 else np.float64
+            arrays.update({f"outputs/{k}": v if k.startswith("calls_") else v.astype(stored)
+                           for k, v in right.items()})
             for mistake in exercise.mistakes:
                 wrong = _outputs(exercise, mistake.fn, inputs, ctx)
-                arrays.update({f"mistakes/{mistake.key}/{k}": v.astype(np.float32) for k, v in wrong.items()
+                arrays.update({f"mistakes/{mistake.key}/{k}": _sample(v) for k, v in wrong.items()
                                if not k.startswith("calls_")})
             path = out_dir / f"{name}.npz"
             write_npz(path, arrays)
@@ -1053,8 +1116,9 @@ def evaluate(name: str, fn: Callable | None = None, *, checks_dir: Path | None =
         return CheckResult(name, "pass", err, "", seconds)
     by_mistake = {m.key: m for m in exercise.mistakes}
     for key, wrong in mistakes.items():
-        if key in by_mistake and all(k in got and got[k].shape == v.shape for k, v in wrong.items()):
-            if max(rel_error(got[k], v) for k, v in wrong.items()) <= max(exercise.tolerance * 10, 1e-5):
+        if key in by_mistake and all(k in got and _sample(got[k]).shape == v.shape for k, v in wrong.items()):
+            distance = max(rel_error(_sample(got[k]), v) for k, v in wrong.items())
+            if distance <= max(exercise.tolerance * 10, 1e-5):
                 return fail(f"{by_mistake[key].hint}.", err)
     if err < 1e-3:
         return fail(f"close, but not within {exercise.tolerance:.0e}: keep the inputs' dtype (float64; "
