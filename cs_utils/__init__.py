@@ -29,6 +29,29 @@ from .dream import (
     octave_sizes,
     relative_feature_error,
 )
+from .features import (
+    FASHION_MNIST_CLASSES,
+    FASHION_MNIST_DIR,
+    Gallery,
+    LabelledImages,
+    ReceptiveField,
+    SmallCNN,
+    TopActivations,
+    TrainingHistory,
+    classifier_accuracy,
+    compute_features,
+    crop_patches,
+    embed_2d,
+    filter_images,
+    gallery_with_copies,
+    knn_accuracy,
+    load_labelled_images,
+    nearest_neighbours,
+    random_crops,
+    receptive_field,
+    top_activations,
+    train_classifier,
+)
 from .hooks import (
     capture_activations,
     capture_gradients,
@@ -56,7 +79,16 @@ from .style import (
     synthesize_texture,
 )
 from .texture import TEXTURE_NAMES, copy_fraction, efros_leung, load_texture
-from .viz import overlay_heatmap, show_images
+from .viz import (
+    filter_montage,
+    overlay_heatmap,
+    plot_embedding,
+    show_filters,
+    show_image_rows,
+    show_images,
+    show_thumbnails,
+    thumbnail_canvas,
+)
 
 __version__ = "0.1.0"
 
@@ -121,4 +153,31 @@ __all__ = [
     "invert_features",
     "octave_sizes",
     "relative_feature_error",
+    "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_DIR",
+    "Gallery",
+    "LabelledImages",
+    "ReceptiveField",
+    "SmallCNN",
+    "TopActivations",
+    "TrainingHistory",
+    "classifier_accuracy",
+    "compute_features",
+    "crop_patches",
+    "embed_2d",
+    "filter_images",
+    "gallery_with_copies",
+    "knn_accuracy",
+    "load_labelled_images",
+    "nearest_neighbours",
+    "random_crops",
+    "receptive_field",
+    "top_activations",
+    "train_classifier",
+    "filter_montage",
+    "plot_embedding",
+    "show_filters",
+    "show_image_rows",
+    "show_thumbnails",
+    "thumbnail_canvas",
 ]

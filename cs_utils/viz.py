@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["overlay_heatmap", "show_images"]
+__all__ = ["filter_montage", "overlay_heatmap", "plot_embedding", "show_filters", "show_image_rows",
+           "show_images", "show_thumbnails", "thumbnail_canvas"]
 
 
 def _image_list(images) -> list[np.ndarray]:
@@ -160,4 +161,165 @@ def overlay_heatmap(image, heatmap, *, alpha: float = 0.6, cmap: str = "jet", no
         axis.set_title(title, fontsize=9)
     if colorbar:
         fig.colorbar(shown, ax=axis, fraction=0.046, pad=0.04)
+    return _finish(fig, save)
+
+
+# --------------------------------------------------------------------------- filters, embeddings, patches
+
+def filter_montage(weight, *, ncols: int | None = None, pad: int = 1, pad_value: float = 1.0) -> np.ndarray:
+    """Conv filters tiled into one image: (H, W, 3) for RGB filters, (H, W) for one input channel.
+
+    Each filter is rescaled on its own to [0, 1] (:func:`cs_utils.filter_images`);
+    ``pad`` pixels of ``pad_value`` separate them; ``ncols`` filters per row
+    (default: about square).
+    """
+    from .features import filter_images
+
+    tiles = filter_images(weight)
+    n, c, kh, kw = tiles.shape
+    if c not in (1, 3):
+        raise ValueError(f"filters with {c} input channels cannot be drawn as images; "
+                         "pass a first layer (1 or 3 input channels)")
+    ncols = ncols or math.ceil(math.sqrt(n))
+    if ncols <= 0:
+        raise ValueError(f"ncols must be positive, got {ncols}")
+    nrows = math.ceil(n / ncols)
+    canvas = np.full((nrows * (kh + pad) + pad, ncols * (kw + pad) + pad, c), pad_value, dtype=np.float32)
+    for i in range(n):
+        r, col = divmod(i, ncols)
+        top, left = pad + r * (kh + pad), pad + col * (kw + pad)
+        canvas[top:top + kh, left:left + kw] = tiles[i].permute(1, 2, 0).cpu().numpy()
+    return canvas[..., 0] if c == 1 else canvas
+
+
+def show_filters(weight, *, ncols: int | None = None, title: str | None = None, ax=None,
+                 panel_size: float = 4.0, save=None):
+    """Draw first-layer filters as a grid of small images (each rescaled on its own); returns the Figure.
+
+    ``weight``: a conv layer or its weight (C_out, 1 or 3, kH, kW). RGB filters
+    are drawn in colour, one-channel filters in grey; pixels are drawn as blocks.
+    """
+    montage = filter_montage(weight, ncols=ncols)
+    fig, axes = _axes_for(1, ax, 1, panel_size)
+    axis = axes[0]
+    axis.imshow(montage, cmap="gray" if montage.ndim == 2 else None, vmin=0, vmax=1,
+                interpolation="nearest")
+    axis.set_xticks([])
+    axis.set_yticks([])
+    if title:
+        axis.set_title(title, fontsize=10)
+    return _finish(fig, save)
+
+
+def plot_embedding(points, labels, class_names=None, *, title: str | None = None, ax=None,
+                   marker_size: float = 6.0, save=None):
+    """Scatter 2-D points (N, 2) coloured by class, with a legend; returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    p = points.detach().cpu().numpy() if isinstance(points, torch.Tensor) else np.asarray(points)
+    y = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    if p.ndim != 2 or p.shape[1] != 2:
+        raise ValueError(f"points must be (N, 2), got shape {p.shape}")
+    if y.shape != (len(p),):
+        raise ValueError(f"need one label per point: {len(p)} points, labels of shape {y.shape}")
+    classes = np.unique(y)
+    if class_names is not None and len(class_names) <= classes.max():
+        raise ValueError(f"class_names has {len(class_names)} names but labels go up to {classes.max()}")
+    fig, axes = _axes_for(1, ax, 1, 5.0)
+    axis = axes[0]
+    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+    for i, c in enumerate(classes):
+        keep = y == c
+        name = class_names[c] if class_names is not None else str(c)
+        axis.scatter(p[keep, 0], p[keep, 1], s=marker_size, color=cmap(i % cmap.N), label=name, alpha=0.8,
+                     linewidths=0)
+    axis.set_xticks([])
+    axis.set_yticks([])
+    axis.legend(fontsize=7, markerscale=2, loc="best", framealpha=0.8)
+    if title:
+        axis.set_title(title, fontsize=10)
+    return _finish(fig, save)
+
+
+def thumbnail_canvas(points, images, *, canvas_size: int = 1200, thumb_size: int = 28,
+                     background: float = 1.0) -> np.ndarray:
+    """Each image drawn at its 2-D position: an (S, S, 3) float array in [0, 1].
+
+    ``points`` (N, 2) are scaled to fill the canvas (keeping the aspect ratio, y
+    up); ``images`` (N, C, h, w) in [0, 1] (C = 1 or 3) are resized to
+    ``thumb_size`` pixels. Later images are drawn over earlier ones.
+    """
+    p = points.detach().cpu().numpy() if isinstance(points, torch.Tensor) else np.asarray(points, float)
+    if p.ndim != 2 or p.shape[1] != 2:
+        raise ValueError(f"points must be (N, 2), got shape {p.shape}")
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] not in (1, 3):
+        raise ValueError("images must be a tensor (N, 1 or 3, h, w) in [0, 1]")
+    if len(images) != len(p):
+        raise ValueError(f"got {len(p)} points for {len(images)} images")
+    if thumb_size >= canvas_size:
+        raise ValueError(f"thumb_size ({thumb_size}) must be smaller than canvas_size ({canvas_size})")
+    thumbs = torch.nn.functional.interpolate(images.detach().float().cpu(), size=(thumb_size, thumb_size),
+                                             mode="bilinear", align_corners=False, antialias=True)
+    thumbs = thumbs.clamp(0, 1).expand(-1, 3, -1, -1).permute(0, 2, 3, 1).numpy()
+    lo = p.min(0)
+    span = float((p.max(0) - lo).max()) or 1.0
+    room = canvas_size - thumb_size
+    canvas = np.full((canvas_size, canvas_size, 3), background, dtype=np.float32)
+    for (x, y), thumb in zip(p, thumbs):
+        left = int(round((x - lo[0]) / span * room))
+        top = int(round(room - (y - lo[1]) / span * room))
+        canvas[top:top + thumb_size, left:left + thumb_size] = thumb
+    return canvas
+
+
+def show_thumbnails(points, images, *, canvas_size: int = 1200, thumb_size: int = 28,
+                    title: str | None = None, ax=None, panel_size: float = 8.0, save=None):
+    """Draw :func:`thumbnail_canvas` (each image at its 2-D position); returns the Figure."""
+    canvas = thumbnail_canvas(points, images, canvas_size=canvas_size, thumb_size=thumb_size)
+    fig, axes = _axes_for(1, ax, 1, panel_size)
+    axes[0].imshow(canvas)
+    axes[0].axis("off")
+    if title:
+        axes[0].set_title(title, fontsize=10)
+    return _finish(fig, save)
+
+
+def show_image_rows(rows, row_titles=None, titles=None, *, panel_size: float = 1.6,
+                    suptitle: str | None = None, save=None):
+    """A grid with one row per entry of ``rows`` (each a batch (k, 3, H, W) or list of images).
+
+    ``row_titles``: one label per row, written left of the row; ``titles``: per
+    row, a list of per-image titles. Used for nearest neighbours (query, then
+    its neighbours) and for maximally activating patches (one row per channel).
+    Returns the Figure.
+    """
+    import matplotlib.pyplot as plt
+
+    arrays = [_image_list(r) for r in rows]
+    if not arrays:
+        raise ValueError("no rows to show")
+    if row_titles is not None and len(row_titles) != len(arrays):
+        raise ValueError(f"got {len(row_titles)} row titles for {len(arrays)} rows")
+    if titles is not None and (len(titles) != len(arrays)
+                               or any(len(t) != len(a) for t, a in zip(titles, arrays))):
+        raise ValueError("titles must hold one list of titles per row, one title per image")
+    ncols = max(len(a) for a in arrays)
+    fig, grid = plt.subplots(len(arrays), ncols, figsize=(panel_size * ncols, panel_size * len(arrays) + 0.4),
+                             squeeze=False)
+    for r, row in enumerate(arrays):
+        for c in range(ncols):
+            axis = grid[r, c]
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if c >= len(row):
+                axis.axis("off")
+                continue
+            a = row[c]
+            axis.imshow(np.clip(a, 0, 1), cmap="gray" if a.ndim == 2 else None, vmin=0, vmax=1)
+            if titles is not None:
+                axis.set_title(titles[r][c], fontsize=7)
+        if row_titles is not None:
+            grid[r, 0].set_ylabel(row_titles[r], fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle)
     return _finish(fig, save)

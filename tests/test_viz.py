@@ -78,3 +78,75 @@ def test_overlay_percentile_saturates_outliers():
     shown = np.asarray(fig.axes[0].images[1].get_array())
     assert shown.max() == pytest.approx(1.0) and np.median(shown) > 0.4
     assert fig.axes[0].images[1].get_alpha() == 0.6
+
+
+def test_filter_montage_tiles_rescaled_filters():
+    weight = torch.zeros(3, 3, 2, 2)
+    weight[0, 0, 0, 0] = 5.0                      # filter 0: one bright red pixel
+    weight[1] = torch.arange(12.0).reshape(3, 2, 2)
+    weight[2] = -1.0                              # constant: mid-grey
+    montage = cs_utils.filter_montage(weight, ncols=2, pad=1)
+    assert montage.shape == (2 * 3 + 1, 2 * 3 + 1, 3)
+    np.testing.assert_allclose(montage[1:3, 1:3, 0], [[1, 0], [0, 0]])
+    np.testing.assert_allclose(montage[1:3, 4:6, 2], [[8 / 11, 9 / 11], [10 / 11, 1]])
+    np.testing.assert_allclose(montage[4:6, 1:3], 0.5)
+    assert montage[0].min() == 1.0 and np.all(montage[4:6, 4:6] == 1.0)  # padding and the empty tile
+    grey = cs_utils.filter_montage(torch.randn(4, 1, 5, 5))
+    assert grey.shape == (13, 13)
+    with pytest.raises(ValueError, match="input channels"):
+        cs_utils.filter_montage(torch.randn(4, 8, 3, 3))
+
+
+def test_show_filters_draws_colour_or_grey(tmp_path):
+    fig = cs_utils.show_filters(torch.nn.Conv2d(3, 8, 3), title="stem", save=tmp_path / "f.png")
+    ax = fig.axes[0]
+    assert ax.get_title() == "stem" and ax.images[0].get_array().shape[-1] == 3
+    assert (tmp_path / "f.png").stat().st_size > 0
+    fig, axes = plt.subplots(1, 2)
+    assert cs_utils.show_filters(torch.randn(4, 1, 7, 7), ax=axes[1]) is fig
+    assert axes[1].images[0].get_cmap().name == "gray"
+
+
+def test_plot_embedding_colours_by_class():
+    points = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 0.5]])
+    fig = cs_utils.plot_embedding(points, torch.tensor([0, 2, 2]), ["zero", "one", "two"], title="t-SNE")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["zero", "two"]
+    assert [len(c.get_offsets()) for c in ax.collections] == [1, 2]
+    np.testing.assert_allclose(ax.collections[1].get_offsets(), points[1:])
+    with pytest.raises(ValueError, match=r"\(N, 2\)"):
+        cs_utils.plot_embedding(np.zeros((3, 3)), [0, 1, 2])
+    with pytest.raises(ValueError, match="one label per point"):
+        cs_utils.plot_embedding(points, [0, 1])
+    with pytest.raises(ValueError, match="class_names"):
+        cs_utils.plot_embedding(points, [0, 1, 5], ["a", "b"])
+
+
+def test_thumbnail_canvas_places_images_at_their_points():
+    images = torch.zeros(2, 1, 4, 4)
+    images[1] = 0.5
+    points = np.array([[0.0, 0.0], [1.0, 1.0]])  # bottom-left and top-right corners
+    canvas = cs_utils.thumbnail_canvas(points, images, canvas_size=20, thumb_size=4)
+    assert canvas.shape == (20, 20, 3)
+    assert np.all(canvas[16:, :4] == 0) and np.all(canvas[:4, 16:] == 0.5)
+    assert np.all(canvas[5:15, 5:15] == 1.0)      # background elsewhere
+    with pytest.raises(ValueError, match="points for"):
+        cs_utils.thumbnail_canvas(points[:1], images)
+    with pytest.raises(ValueError, match="smaller"):
+        cs_utils.thumbnail_canvas(points, images, canvas_size=4, thumb_size=4)
+    fig = cs_utils.show_thumbnails(points, images, canvas_size=20, thumb_size=4, title="map")
+    assert fig.axes[0].get_title() == "map" and fig.axes[0].images[0].get_array().shape == (20, 20, 3)
+
+
+def test_show_image_rows_layout_and_errors():
+    rows = [torch.rand(3, 3, 5, 5), torch.rand(2, 3, 5, 5)]
+    fig = cs_utils.show_image_rows(rows, ["query a", "query b"], [["a", "b", "c"], ["d", "e"]])
+    drawn = [ax for ax in fig.axes if ax.images]
+    assert len(fig.axes) == 6 and len(drawn) == 5
+    assert fig.axes[0].get_ylabel() == "query a" and fig.axes[3].get_ylabel() == "query b"
+    assert fig.axes[4].get_title() == "e" and not fig.axes[5].axison
+    np.testing.assert_allclose(fig.axes[1].images[0].get_array(), rows[0][1].permute(1, 2, 0).numpy())
+    with pytest.raises(ValueError, match="row titles"):
+        cs_utils.show_image_rows(rows, ["only one"])
+    with pytest.raises(ValueError, match="one title per image"):
+        cs_utils.show_image_rows(rows, titles=[["a"], ["b"]])
