@@ -445,7 +445,7 @@ def _occlusion_run(fn, t, ctx):
     return {"mean_fill": mean_fill, "grey_fill": grey, "calls_forward": counter.calls}
 
 
-def _occlusion_variant(kind):
+def _occlusion_variant(kind, batched=True):
     def wrong(model, x, target, *, window=32, stride=8, fill=None, batch_size=32, progress=True):
         from .saliency import occlusion_windows
 
@@ -461,10 +461,16 @@ def _occlusion_variant(kind):
             base = score(x)
             heat = torch.zeros(n, height, width, dtype=x.dtype)
             covered = torch.zeros(height, width, dtype=x.dtype)
-            for top, left in occlusion_windows(height, width, window, stride):
-                occluded = x.clone()
-                occluded[:, :, top:top + window, left:left + window] = colour[:, :, None, None]
-                drop = score(occluded) - base if kind == "sign" else base - score(occluded)
+            windows = occlusion_windows(height, width, window, stride)
+            copies = x.repeat_interleave(len(windows), dim=0).reshape(n, len(windows), *x.shape[1:])
+            for j, (top, left) in enumerate(windows):
+                copies[:, j, :, top:top + window, left:left + window] = colour[:, :, None, None]
+            if batched:
+                scores = score(copies.flatten(0, 1)).reshape(n, len(windows))
+            else:
+                scores = torch.stack([score(copies[:, j]) for j in range(len(windows))], dim=1)
+            for j, (top, left) in enumerate(windows):
+                drop = scores[:, j] - base if kind == "sign" else base - scores[:, j]
                 heat[:, top:top + window, left:left + window] += drop[:, None, None]
                 covered[top:top + window, left:left + window] += 1
         return heat if kind == "sum" else heat / covered
