@@ -12,7 +12,7 @@ NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 TEST_ENV  := CS_UTILS_FAST=1 MPLBACKEND=Agg IPYTHONDIR=$(CURDIR)/tests/ipython
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test unit notebooks lint run lab strip clean
+.PHONY: help setup test unit notebooks lint run lab strip clean weights checks student
 
 help:
 	@echo "make run     set up, execute every notebook at the full budget, render build/index.html"
@@ -22,6 +22,9 @@ help:
 	@echo "make lint    ruff over cs_utils, tests and notebooks"
 	@echo "make lab     open JupyterLab on notebooks/"
 	@echo "make strip   remove outputs from notebooks/*.ipynb before committing"
+	@echo "make weights train the fast-style networks of notebook 06 again into data/fast_style/ (slow)"
+	@echo "make checks  regenerate the golden files data/checks/*.npz of the exercises from the solutions"
+	@echo "make student write the student release (solutions replaced by TODOs) into build/student/"
 	@echo "make clean   remove build/ and caches (keeps .venv/)"
 
 setup: $(STAMP)
@@ -53,6 +56,16 @@ lab: setup
 
 strip: setup
 	$(VENV)/bin/jupyter nbconvert --clear-output --inplace $(NOTEBOOKS)
+
+# The fast-style networks of notebook 06, one after another on one thread (resumes an interrupted run).
+weights: setup
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m cs_utils.train_weights
+
+checks: setup
+	OMP_NUM_THREADS=1 $(PY) -m cs_utils.grading --generate
+
+student: setup
+	$(PY) -m cs_utils.release --out build/student
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache

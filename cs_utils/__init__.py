@@ -29,6 +29,15 @@ from .dream import (
     octave_sizes,
     relative_feature_error,
 )
+from .fast_style import (
+    ConditionalInstanceNorm,
+    FastStyleHistory,
+    TransformerNet,
+    instance_norm,
+    load_fast_style,
+    stylize,
+    train_fast_style,
+)
 from .features import (
     FASHION_MNIST_CLASSES,
     FASHION_MNIST_DIR,
@@ -180,4 +189,11 @@ __all__ = [
     "show_image_rows",
     "show_thumbnails",
     "thumbnail_canvas",
+    "ConditionalInstanceNorm",
+    "FastStyleHistory",
+    "TransformerNet",
+    "instance_norm",
+    "load_fast_style",
+    "stylize",
+    "train_fast_style",
 ]
