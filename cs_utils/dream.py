@@ -69,7 +69,8 @@ def deepdream_step(model: nn.Module, x: torch.Tensor, layer: str, *, step_size: 
                    jitter: int = 32, generator: torch.Generator | None = None) -> torch.Tensor:
     """One DeepDream update of ``x`` (N, 3, H, W) in [0, 1] that amplifies ``layer``'s activation.
 
-    1. roll ``x`` by a random shift ``(dy, dx) = roll_offsets(jitter, generator)``;
+    1. roll ``x`` by the random shift ``(dy, dx) = roll_offsets(jitter, generator)`` (``torch.roll``
+       over the height and width dimensions);
     2. run the model up to ``layer`` (``extract_features``) to get the activation ``a``;
     3. backpropagate ``0.5 * ||a||^2``: its gradient with respect to ``a`` is ``a`` itself,
        so pass ``a`` as the upstream gradient (``torch.autograd.grad(..., grad_outputs=...)``);
@@ -81,8 +82,8 @@ def deepdream_step(model: nn.Module, x: torch.Tensor, layer: str, *, step_size: 
     """
     x = check_image(x)
     get_layer(model, layer)  # a clear error for a wrong name, before any work
-    dy, dx = roll_offsets(_check_jitter(jitter), generator)
-    image = x.detach().to(_model_device(model))
+    dy, dx = roll_offsets(_check_jitter(jitter), generator)   # the random shift, drawn for you
+    image = x.detach().to(_model_device(model))                # a detached copy on the model's device
     with evaluating(model):
         ### BEGIN SOLUTION
         rolled = torch.roll(image, shifts=(dy, dx), dims=(2, 3)).requires_grad_(True)
@@ -90,9 +91,8 @@ def deepdream_step(model: nn.Module, x: torch.Tensor, layer: str, *, step_size: 
         (grad,) = torch.autograd.grad(activation, [rolled], grad_outputs=activation.detach())
         grad = grad / (grad.abs().mean(dim=(1, 2, 3), keepdim=True) + 1e-12)
         stepped = rolled.detach() + step_size * grad
-        new_image = torch.roll(stepped, shifts=(-dy, -dx), dims=(2, 3)).clamp(0.0, 1.0)
+        return torch.roll(stepped, shifts=(-dy, -dx), dims=(2, 3)).clamp(0.0, 1.0).to(x.device)
         ### END SOLUTION
-    return new_image.to(x.device)
 
 
 def octave_sizes(height: int, width: int, octaves: int, octave_scale: float,
