@@ -10,8 +10,9 @@ one at a time, with a time limit and a memory limit (``RLIMIT_AS``: the address
 space the process already has after importing torch, plus ``--memory`` MB). The
 submission's modules are imported there under the package name ``submission``
 (its ``__init__.py`` is not run), so a module with a syntax error only costs the
-exercises that live in it or import it. The golden files and the checking code
-are the grader's own, never the submission's.
+exercises that live in it or import it. The golden files, the checking code and
+the foundation modules (models, images, hooks, data, runtime) are the grader's
+own, never the submission's.
 
 A broken submission never stops the grader: a syntax or import error, an
 exception, an infinite loop, a huge allocation or a crash of the process each
@@ -35,6 +36,7 @@ import importlib
 import json
 import math
 import multiprocessing
+import multiprocessing.connection
 import os
 import sys
 import tempfile
@@ -49,8 +51,12 @@ from . import grading
 __all__ = ["ExerciseScore", "find_package", "grade", "main", "render_table"]
 
 ALIAS = "submission"
+#: Modules without exercises that the checks themselves use (the model, images, hooks):
+#: taken from the grader, not from the submission.
+FOUNDATION = ("data", "hooks", "image", "models", "runtime")
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_MEMORY_MB = 2048
+STARTUP_TIMEOUT = 300.0  # for the process server to import torch once, on a busy machine
 
 
 @dataclass
@@ -102,13 +108,18 @@ def _limit_memory(extra_bytes: int) -> None:
 
 
 def _import_submission_module(package_dir: str, module: str):
-    """Import ``<package_dir>/<module>.py`` as ``submission.<module>`` without running ``__init__.py``."""
+    """Import ``<package_dir>/<module>.py`` as ``submission.<module>`` without running ``__init__.py``.
+
+    The foundation modules (:data:`FOUNDATION`) are the grader's own: the model the checks
+    build and the submission's code then share their classes (e.g. ``Conv2dSame``)."""
     if ALIAS not in sys.modules:
         package = types.ModuleType(ALIAS)
         package.__path__ = [package_dir]
         package.__package__ = ALIAS
         package.__file__ = None
         sys.modules[ALIAS] = package
+        for name in FOUNDATION:
+            sys.modules[f"{ALIAS}.{name}"] = importlib.import_module(f"{grading.PACKAGE}.{name}")
     return importlib.import_module(f"{ALIAS}.{module}")
 
 
@@ -124,6 +135,7 @@ def _describe_import_error(exc: BaseException, exercise: grading.Exercise) -> st
 
 def _child(conn, package_dir: str, name: str, memory_bytes: int, log_path: str) -> None:
     """Runs in the grading process of one exercise: import, check, send the result back."""
+    conn.send("started")  # the time limit counts from here, not from the start of the process server
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.dup2(log, 1)
     os.dup2(log, 2)
@@ -168,6 +180,20 @@ def _is_memory_error(message: str) -> bool:
         "DefaultCPUAllocator" in message
 
 
+def _wait(receiver, process, timeout: float) -> str:
+    """"message" once ``receiver`` has one, "ended" if the process ended without one, else "timeout"."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return "timeout"
+        ready = multiprocessing.connection.wait([receiver, process.sentinel], left)
+        if receiver in ready:
+            return "message"
+        if process.sentinel in ready:
+            return "message" if receiver.poll(0) else "ended"
+
+
 def grade_exercise(package_dir: Path, name: str, *, timeout: float = DEFAULT_TIMEOUT,
                    memory_mb: int = DEFAULT_MEMORY_MB, mp_context=None) -> ExerciseScore:
     """Grade one exercise of the submission in a fresh process with time and memory limits."""
@@ -178,17 +204,22 @@ def grade_exercise(package_dir: Path, name: str, *, timeout: float = DEFAULT_TIM
         log_path = os.path.join(tmp, "output.log")
         args = (sender, str(package_dir), name, memory_mb * 2**20, log_path)
         process = ctx.Process(target=_child, args=args, daemon=True)
-        start = time.perf_counter()
         process.start()
         sender.close()
         result = None
+        start = time.perf_counter()
         try:
-            if receiver.poll(timeout):
-                result = receiver.recv()
+            state = _wait(receiver, process, STARTUP_TIMEOUT)
+            if state == "message":
+                receiver.recv()  # "started"
+                start = time.perf_counter()
+                state = _wait(receiver, process, timeout)
+                if state == "message":
+                    result = receiver.recv()
         except (EOFError, OSError):
-            result = None
+            state = "ended"
         elapsed = time.perf_counter() - start
-        if result is None and process.is_alive():
+        if result is None and state == "timeout":
             process.kill()
             process.join()
             result = {"status": "timeout", "rel_error": None, "seconds": elapsed,
