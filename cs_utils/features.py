@@ -45,10 +45,12 @@ __all__ = [
     "crop_patches",
     "embed_2d",
     "filter_images",
+    "filter_smoothness",
     "gallery_with_copies",
     "knn_accuracy",
     "load_labelled_images",
     "nearest_neighbours",
+    "place_randomly",
     "random_crops",
     "receptive_field",
     "top_activations",
@@ -230,6 +232,25 @@ class TrainingHistory:
     def steps(self) -> int:
         return len(self.loss)
 
+    def plot(self, ax=None, *, smooth: int = 10):
+        """Loss and batch accuracy per step (running mean over ``smooth`` steps); returns the Figure."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            fig, ax = plt.subplots(figsize=(5, 3))
+        fig = ax.figure
+        window = max(1, min(int(smooth), len(self.loss)))
+        kernel = np.ones(window) / window
+        steps = np.arange(window, len(self.loss) + 1)
+        ax.plot(steps, np.convolve(self.loss, kernel, mode="valid"), color="C0", label="loss")
+        ax.set_xlabel("step")
+        ax.set_ylabel("cross-entropy", color="C0")
+        twin = ax.twinx()
+        twin.plot(steps, np.convolve(self.accuracy, kernel, mode="valid"), color="C1", label="accuracy")
+        twin.set_ylabel("batch accuracy", color="C1")
+        twin.set_ylim(0, 1)
+        return fig
+
 
 def _check_labelled(images: torch.Tensor, labels: torch.Tensor) -> None:
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or not images.is_floating_point():
@@ -332,6 +353,21 @@ def filter_images(weight) -> torch.Tensor:
     span = flat.max(1, keepdim=True).values - lo
     scaled = torch.where(span > 0, (flat - lo) / span.clamp_min(1e-12), torch.full_like(flat, 0.5))
     return scaled.reshape(w.shape).clone()
+
+
+def filter_smoothness(weight) -> torch.Tensor:
+    """How smooth each filter is: the correlation between horizontally and vertically
+    neighbouring weights (after removing each filter's mean), one value per filter.
+
+    About 0 for random (white-noise) filters, near 1 for smooth edges and blobs;
+    negative for checkerboards. ``weight``: a conv layer or (C_out, C_in, kH, kW).
+    """
+    w = filter_images(weight) * 2 - 1  # the same tensor, any scale: correlation ignores it
+    w = w - w.mean((1, 2, 3), keepdim=True)
+    pairs = (w[..., 1:, :] * w[..., :-1, :]).sum((1, 2, 3)) + (w[..., :, 1:] * w[..., :, :-1]).sum((1, 2, 3))
+    energy = ((w[..., 1:, :] ** 2 + w[..., :-1, :] ** 2).sum((1, 2, 3))
+              + (w[..., :, 1:] ** 2 + w[..., :, :-1] ** 2).sum((1, 2, 3))) / 2
+    return torch.where(energy > 0, pairs / energy.clamp_min(1e-12), torch.zeros_like(energy))
 
 
 # --------------------------------------------------------------------------- features and neighbours
@@ -484,6 +520,28 @@ def random_crops(images, n: int, size: int, *, scale=(0.4, 1.0),
                                      antialias=True).clamp(0, 1))
             source.append(index)
     return torch.cat(out), torch.tensor(source)
+
+
+def place_randomly(images: torch.Tensor, canvas_size: int, *, background: float = 0.0,
+                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Paste each image (N, C, h, w) at a random position on a ``canvas_size`` square canvas.
+
+    The same objects, moved: what a translation does to distances in pixel space.
+    Positions are uniform over all places where the image fits, drawn with
+    ``generator``. Returns ``(canvases (N, C, S, S), offsets (N, 2) as (top, left))``.
+    """
+    if not isinstance(images, torch.Tensor) or images.dim() != 4:
+        raise ValueError("images must be a tensor (N, C, h, w)")
+    canvas_size = _check_positive_int(canvas_size, "canvas_size")
+    n, c, h, w = images.shape
+    if h > canvas_size or w > canvas_size:
+        raise ValueError(f"images of {h}x{w} do not fit on a {canvas_size}x{canvas_size} canvas")
+    tops = torch.randint(0, canvas_size - h + 1, (n,), generator=generator)
+    lefts = torch.randint(0, canvas_size - w + 1, (n,), generator=generator)
+    out = torch.full((n, c, canvas_size, canvas_size), float(background), dtype=images.dtype)
+    for i in range(n):
+        out[i, :, tops[i]:tops[i] + h, lefts[i]:lefts[i] + w] = images[i].detach().cpu()
+    return out.to(images.device), torch.stack([tops, lefts], 1)
 
 
 # --------------------------------------------------------------------------- 2-D embeddings

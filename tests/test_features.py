@@ -502,3 +502,39 @@ def test_patches_of_lite0_depend_only_on_their_receptive_field(lite0):
         a = cs_utils.extract_features(lite0, x, ["blocks.4"])["blocks.4"][0, 3, top.row, top.col]
         c = cs_utils.extract_features(lite0, noisy, ["blocks.4"])["blocks.4"][0, 3, top.row, top.col]
     assert torch.allclose(a, top.value[0], atol=1e-5) and torch.allclose(a, c, atol=1e-4)
+
+
+def test_place_randomly_moves_each_image_intact():
+    images = torch.rand(5, 1, 3, 4)
+    copy_ = images.clone()
+    canvases, offsets = cs_utils.place_randomly(images, 10, background=0.25,
+                                                generator=torch.Generator().manual_seed(0))
+    assert canvases.shape == (5, 1, 10, 10) and torch.equal(images, copy_)
+    for i, (top, left) in enumerate(offsets.tolist()):
+        assert 0 <= top <= 7 and 0 <= left <= 6
+        assert torch.equal(canvases[i, :, top:top + 3, left:left + 4], images[i])
+        assert (canvases[i] == 0.25).sum() == 100 - 12
+    assert len(set(map(tuple, offsets.tolist()))) > 1
+    again, _ = cs_utils.place_randomly(images, 10, background=0.25,
+                                       generator=torch.Generator().manual_seed(0))
+    assert torch.equal(again, canvases)
+    with pytest.raises(ValueError, match="do not fit"):
+        cs_utils.place_randomly(images, 3)
+
+
+def test_filter_smoothness_by_hand():
+    ramp = torch.arange(4.0).repeat(4, 1)[None, None]                # smooth: neighbours alike
+    checker = (torch.arange(4)[:, None] + torch.arange(4)[None]) % 2  # neighbours always differ
+    flat = torch.ones(1, 1, 4, 4)
+    values = cs_utils.filter_smoothness(torch.cat([ramp, checker[None, None].float(), flat]))
+    # ramp minus its mean: columns -1.5, -0.5, 0.5, 1.5. Horizontal products per row 0.75 - 0.25 + 0.75,
+    # x 4 rows = 5; vertical: 3 pairs per column of v^2, 3 * (2.25 + 0.25 + 0.25 + 2.25) = 15 -> 20.
+    # Energy (a^2 + b^2) / 2 per pair: horizontal 4 * (1.25 + 0.25 + 1.25) = 11, vertical 15 -> 26.
+    assert values[0].item() == pytest.approx(20 / 26)
+    assert values[1].item() == pytest.approx(-1.0)
+    assert values[2].item() == 0.0
+    noise = cs_utils.filter_smoothness(torch.randn(200, 1, 7, 7, generator=torch.Generator().manual_seed(0)))
+    assert abs(noise.mean().item()) < 0.05
+    history = cs_utils.TrainingHistory(loss=[2.0, 1.0, 0.5], accuracy=[0.1, 0.5, 0.9])
+    fig = history.plot(smooth=2)
+    np.testing.assert_allclose(fig.axes[0].lines[0].get_ydata(), [1.5, 0.75])
