@@ -76,6 +76,20 @@ from .losses import content_loss, gram_matrix, style_loss, tv_loss
 from .models import MODEL_NAMES, load_model
 from .optimize import History, optimize_image
 from .runtime import Budget, budget, get_device, is_fast, seed_everything
+from .saliency import (
+    DeletionCurve,
+    cascading_randomization,
+    deletion_curve,
+    guided_backprop,
+    guided_relu_grad,
+    occlusion_map,
+    occlusion_windows,
+    randomized_copy,
+    rank_correlation,
+    saliency_map,
+    target_scores,
+)
+from .segmentation import grabcut_from_saliency, saliency_seeds
 from .style import (
     CONTENT_LAYER,
     STYLE_LAYERS,
@@ -200,4 +214,17 @@ __all__ = [
     "load_fast_style",
     "stylize",
     "train_fast_style",
+    "DeletionCurve",
+    "cascading_randomization",
+    "deletion_curve",
+    "guided_backprop",
+    "guided_relu_grad",
+    "occlusion_map",
+    "occlusion_windows",
+    "randomized_copy",
+    "rank_correlation",
+    "saliency_map",
+    "target_scores",
+    "grabcut_from_saliency",
+    "saliency_seeds",
 ]

@@ -1,0 +1,509 @@
+"""Which pixels matter? Gradient saliency, occlusion, guided backprop, and checks of the maps.
+
+* :func:`saliency_map`: |d score_c / d x|, max over RGB (Simonyan et al. 2014).
+* :func:`occlusion_map`: the drop of the class probability when a patch is hidden
+  (Zeiler & Fergus 2014).
+* :func:`guided_backprop`: backprop that lets only positive gradients through each
+  ReLU/ReLU6, and only where the unit was active (Springenberg et al. 2015);
+  :func:`guided_relu_grad` is the rule at one activation.
+* Are the maps telling the truth? :func:`cascading_randomization` (model
+  randomisation, Adebayo et al. 2018) and :func:`deletion_curve` (Petsiuk et al. 2018).
+
+Every function leaves the caller's model and tensors as it found them: the
+image gradient comes from ``torch.autograd.grad`` (nothing is written into
+``.grad``), modes are restored by :func:`cs_utils.evaluating`, and the guided
+activations live only inside a ``with`` block.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.overrides import TorchFunctionMode
+
+from .hooks import evaluating, extract_features, get_layer
+from .image import check_image
+
+__all__ = [
+    "DeletionCurve",
+    "cascading_randomization",
+    "deletion_curve",
+    "guided_backprop",
+    "guided_relu_grad",
+    "occlusion_map",
+    "occlusion_windows",
+    "randomized_copy",
+    "rank_correlation",
+    "saliency_map",
+    "target_scores",
+]
+
+
+# --------------------------------------------------------------------------- shared checks
+
+def _model_device(model: nn.Module) -> torch.device:
+    tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
+
+
+def _targets(target, n: int) -> torch.Tensor:
+    """``target`` (an int, or N ints) as a LongTensor of shape (N,) on the CPU; clear errors otherwise."""
+    hint = "pass a class index (int) or a tensor/list of one class index per image"
+    if isinstance(target, bool) or isinstance(target, (float, str)):
+        raise TypeError(f"target must be a class index (int), got {target!r}; {hint}")
+    if isinstance(target, (int, np.integer)):
+        t = torch.full((n,), int(target), dtype=torch.long)
+    else:
+        try:
+            t = torch.as_tensor(target).detach().cpu()
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError(f"target must be a class index or a sequence of them, got "
+                            f"{type(target).__name__}; {hint}") from err
+        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+            raise TypeError(f"target must hold integer class indices, got dtype {t.dtype}; {hint}")
+        if t.dim() == 0:
+            t = t.expand(n)
+        if t.dim() != 1 or t.shape[0] != n:
+            raise ValueError(f"target must be one int or {n} ints (one per image), got shape "
+                             f"{tuple(t.shape)}")
+        t = t.long()
+    if n and t.min() < 0:
+        raise IndexError(f"class index {t.min().item()} is negative; class indices start at 0")
+    return t
+
+
+def target_scores(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``scores[i, target[i]]`` for each row: the (N,) scores of the target classes.
+
+    ``scores`` is (N, num_classes); ``target`` a LongTensor (N,). A class index
+    outside ``0 .. num_classes - 1`` raises an ``IndexError`` that says the range.
+    """
+    if scores.dim() != 2:
+        raise ValueError(f"expected class scores of shape (N, num_classes), got {tuple(scores.shape)}")
+    target = target.to(scores.device)
+    if target.numel() and target.max() >= scores.shape[1]:
+        raise IndexError(f"class index {target.max().item()} is out of range: the model has "
+                         f"{scores.shape[1]} classes (0..{scores.shape[1] - 1})")
+    return scores.gather(1, target[:, None])[:, 0]
+
+
+def _prepare(model: nn.Module, x: torch.Tensor, target):
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_image(x)
+    device = _model_device(model)
+    return x.detach().to(device), _targets(target, x.shape[0]).to(device)
+
+
+# --------------------------------------------------------------------------- saliency
+
+def saliency_map(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
+    """Gradient saliency (Simonyan et al. 2014): ``max_c |d S_target / d x_c|`` for each pixel.
+
+    ``x``: images (N, 3, H, W) in [0, 1]. ``target``: a class index, or one per
+    image. ``S_target`` is the unnormalised class score (before the softmax), so
+    the map does not depend on how confident the model is about the other
+    classes. Returns a detached (N, H, W) tensor on ``x``'s device. One forward
+    and one backward pass for the whole batch; the model runs in eval mode.
+    """
+    xd, target = _prepare(model, x, target)
+    with evaluating(model), torch.enable_grad():
+        ### BEGIN SOLUTION
+        xd = xd.requires_grad_(True)
+        scores = target_scores(model(xd), target)
+        (grad,) = torch.autograd.grad(scores.sum(), [xd])
+        saliency = grad.abs().amax(dim=1)
+        ### END SOLUTION
+    return saliency.detach().to(x.device)
+
+
+# --------------------------------------------------------------------------- occlusion
+
+def _pair(value, name: str) -> tuple[int, int]:
+    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in pair):
+        raise TypeError(f"{name} must be an int or a pair of ints (height, width), got {value!r}")
+    if min(pair) < 1:
+        raise ValueError(f"{name} must be at least 1 pixel, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def _starts(size: int, window: int, stride: int) -> list[int]:
+    starts = list(range(0, size - window + 1, stride))
+    if starts[-1] != size - window:  # one more window flush with the edge: every pixel is covered
+        starts.append(size - window)
+    return starts
+
+
+def occlusion_windows(height: int, width: int, window, stride) -> list[tuple[int, int]]:
+    """The (top, left) corners of the occluding patches for an image of ``height`` x ``width``.
+
+    Patches of ``window`` pixels (int or (h, w)) step by ``stride``; a last row
+    and column of patches flush with the bottom and right edges is added when the
+    stride does not land there, so every pixel is hidden at least once.
+    ``len(occlusion_windows(...))`` forward passes are needed per image.
+    """
+    wh, ww = _pair(window, "window")
+    sh, sw = _pair(stride, "stride")
+    if wh > height or ww > width:
+        raise ValueError(f"window {wh}x{ww} is larger than the {height}x{width} image; use a smaller window")
+    return [(t, left) for t in _starts(height, wh, sh) for left in _starts(width, ww, sw)]
+
+
+def _fill_colours(x: torch.Tensor, fill) -> torch.Tensor:
+    """(N, 3) patch colours: each image's mean colour, or ``fill`` (a float or 3 floats in [0, 1])."""
+    if fill is None:
+        return x.mean(dim=(2, 3))
+    colour = torch.as_tensor(fill, dtype=x.dtype, device=x.device).flatten()
+    if colour.numel() == 1:
+        colour = colour.expand(3)
+    if colour.numel() != 3 or colour.min() < 0 or colour.max() > 1:
+        raise ValueError(f"fill must be None (the image's mean colour), one grey value or 3 RGB values "
+                         f"in [0, 1], got {fill!r}")
+    return colour.expand(x.shape[0], 3)
+
+
+def occlusion_map(model: nn.Module, x: torch.Tensor, target, *, window=32, stride=8, fill=None,
+                  batch_size: int = 32, progress: bool = True) -> torch.Tensor:
+    """Occlusion sensitivity (Zeiler & Fergus 2014): how much hiding each region lowers p(target).
+
+    A ``window`` x ``window`` patch (int or (h, w)) filled with the image's mean
+    colour (or ``fill``: one grey value or 3 RGB values in [0, 1]) slides over
+    each image in steps of ``stride`` (see :func:`occlusion_windows`). For every
+    position the drop ``p(target | x) - p(target | occluded x)`` of the softmax
+    probability is recorded; each pixel gets the mean drop over the patches that
+    covered it. Positive values: hiding the region hurts the prediction.
+
+    The ``N * len(occlusion_windows(H, W, window, stride))`` occluded copies run
+    through the model ``batch_size`` at a time (plus one pass over the N
+    originals), without building a graph; the progress bar shows the total
+    before the first batch. Returns a detached (N, H, W) tensor on ``x``'s device.
+    """
+    xd, target = _prepare(model, x, target)
+    n, _, height, width = xd.shape
+    windows = occlusion_windows(height, width, window, stride)
+    wh, ww = _pair(window, "window")
+    colours = _fill_colours(xd, fill)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    with evaluating(model), torch.inference_mode():
+        ### BEGIN SOLUTION
+        from tqdm.auto import tqdm
+
+        base = target_scores(model(xd).softmax(dim=1), target)            # (N,)
+        total = n * len(windows)
+        jobs = [(i, j) for i in range(n) for j in range(len(windows))]   # (image, window) per copy
+        drops = torch.empty(n, len(windows), device=xd.device)
+        with tqdm(total=total, disable=not progress, unit="img", leave=False,
+                  desc=f"occlusion: {total} copies in {math.ceil(total / batch_size)} batches") as bar:
+            for start in range(0, total, batch_size):
+                chunk = jobs[start:start + batch_size]
+                images = torch.tensor([i for i, _ in chunk], device=xd.device)
+                batch = xd.index_select(0, images)                       # a new tensor: x is untouched
+                for row, (i, j) in enumerate(chunk):
+                    top, left = windows[j]
+                    batch[row, :, top:top + wh, left:left + ww] = colours[i, :, None, None]
+                probs = target_scores(model(batch).softmax(dim=1), target[images])
+                drops[images, [j for _, j in chunk]] = base[images] - probs
+                bar.update(len(chunk))
+        heat = torch.zeros(n, height, width, device=xd.device)
+        covered = torch.zeros(height, width, device=xd.device)
+        for j, (top, left) in enumerate(windows):
+            heat[:, top:top + wh, left:left + ww] += drops[:, j, None, None]
+            covered[top:top + wh, left:left + ww] += 1
+        heat /= covered
+        ### END SOLUTION
+    return heat.to(x.device)
+
+
+# --------------------------------------------------------------------------- guided backprop
+
+def guided_relu_grad(grad_output: torch.Tensor, activation: torch.Tensor,
+                     upper: float | None = None) -> torch.Tensor:
+    """The guided-backprop rule at one ReLU: the gradient passed on to the ReLU's input.
+
+    ``grad_output``: the gradient arriving at the ReLU's output; ``activation``:
+    the ReLU's forward output (same shape). A unit passes its gradient only where
+    the gradient is positive *and* the unit was active, ``0 < activation``
+    (Springenberg et al. 2015: backprop's mask combined with the deconvnet's)::
+
+        grad_input = grad_output * (grad_output > 0) * (activation > 0)
+
+    For a ReLU6 (``upper=6``) the unit is also silent where it saturated,
+    ``activation == upper``: there the true local derivative of ``min(max(x, 0), 6)``
+    is 0, just as below 0, so the backprop half of the rule zeros it too.
+    """
+    ### BEGIN SOLUTION
+    active = activation > 0
+    if upper is not None:
+        active &= activation < upper
+    return torch.where(active, grad_output.clamp(min=0), 0.0)
+    ### END SOLUTION
+
+
+class _GuidedReLU(torch.autograd.Function):
+    """``min(max(x, 0), upper)`` forward (in place if asked); :func:`guided_relu_grad` backward."""
+
+    @staticmethod
+    def forward(ctx, x, upper, inplace):
+        if inplace:
+            out = x.clamp_(min=0, max=upper)
+            ctx.mark_dirty(x)
+        else:
+            out = x.clamp(min=0, max=upper)
+        ctx.upper = upper
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (activation,) = ctx.saved_tensors
+        return guided_relu_grad(grad_output, activation, ctx.upper), None, None
+
+
+_RELU = (F.relu, torch.relu, torch.Tensor.relu)
+_RELU_INPLACE = (torch.relu_, torch.Tensor.relu_, getattr(F, "relu_", torch.relu_))
+
+
+def _relu_call(func, args, kwargs):
+    """``(input, upper, inplace)`` when ``func(*args, **kwargs)`` is a ReLU or a ReLU6, else None."""
+    def arg(i, name, default):
+        return args[i] if len(args) > i else kwargs.get(name, default)
+
+    if func in _RELU:
+        return arg(0, "input", None), None, func is F.relu and bool(arg(1, "inplace", False))
+    if func in _RELU_INPLACE:
+        return arg(0, "input", None), None, True
+    if func is F.relu6:
+        return arg(0, "input", None), 6.0, bool(arg(1, "inplace", False))
+    if func in (F.hardtanh, F.hardtanh_):  # nn.ReLU6 is a Hardtanh(0, 6)
+        low, high = arg(1, "min_val", -1.0), arg(2, "max_val", 1.0)
+        if low == 0 and high > 0:
+            return arg(0, "input", None), float(high), func is F.hardtanh_ or bool(arg(3, "inplace", False))
+    return None
+
+
+class _GuidedActivations(TorchFunctionMode):
+    """Inside ``with``: every ReLU/ReLU6 (module, functional or tensor method, in place or not)
+    runs as :class:`_GuidedReLU`; ``count`` says how many ran. Nothing of the model is touched."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        spec = _relu_call(func, args, kwargs)
+        if spec is None or not isinstance(spec[0], torch.Tensor) or not torch.is_grad_enabled():
+            return func(*args, **kwargs)
+        x, upper, inplace = spec
+        self.count += 1
+        return _GuidedReLU.apply(x, upper, bool(inplace))
+
+
+def _layer_target(model: nn.Module, target):
+    """``(layer_name, channel)`` validated, or None when ``target`` is a class index."""
+    if not isinstance(target, tuple):
+        return None
+    if len(target) != 2 or not isinstance(target[0], str) or isinstance(target[1], bool) or \
+            not isinstance(target[1], (int, np.integer)):
+        raise TypeError(f"an intermediate target is a pair (layer_name, channel) such as ('blocks.10', 5), "
+                        f"got {target!r}")
+    get_layer(model, target[0])  # unknown names raise a KeyError listing close ones
+    if target[1] < 0:
+        raise IndexError(f"channel {target[1]} is negative; channels start at 0")
+    return target[0], int(target[1])
+
+
+def guided_backprop(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
+    """Guided backpropagation (Springenberg et al. 2015) of a class score or a neuron to the pixels.
+
+    ``target``: a class index (or one per image), whose unnormalised score is
+    differentiated; or ``(layer_name, channel)``, whose activation summed over
+    the spatial positions is (the forward pass stops after that layer). At
+    every ReLU and ReLU6 the backward pass applies :func:`guided_relu_grad`.
+    Returns the signed (N, 3, H, W) gradient, detached, on ``x``'s device.
+
+    The activations are found wherever they run: ``nn.ReLU``/``nn.ReLU6``
+    modules, ``F.relu``/``F.relu6``/``F.hardtanh(x, 0, t)``/``torch.relu``/
+    ``x.relu()`` calls, in place or not (in-place ones still modify their input,
+    as the model expects). They are swapped for the guided rule only inside this
+    call, by a torch-function mode that is always exited (also on an exception);
+    no hook stays on the model. If no ReLU ran (e.g. activations written as
+    ``x.clamp(min=0)`` or ``torch.maximum``), a ``RuntimeError`` says so instead
+    of returning a plain gradient.
+    """
+    layer = _layer_target(model, target)
+    xd, classes = _prepare(model, x, 0 if layer is not None else target)
+    guided = _GuidedActivations()
+    with evaluating(model), torch.enable_grad():
+        xd = xd.requires_grad_(True)
+        with guided:
+            if layer is None:
+                objective = target_scores(model(xd), classes)
+            else:
+                name, channel = layer
+                act = extract_features(model, xd, [name])[name]
+                if act.dim() < 2 or channel >= act.shape[1]:
+                    raise IndexError(f"channel {channel} is out of range: layer {name!r} has "
+                                     f"{act.shape[1] if act.dim() >= 2 else 0} channels (shape "
+                                     f"{tuple(act.shape)})")
+                objective = act[:, channel].reshape(act.shape[0], -1).sum(dim=1)
+        if guided.count == 0:
+            raise RuntimeError(
+                "guided backprop found no ReLU/ReLU6 in the forward pass, so it would return the plain "
+                "gradient. It recognises nn.ReLU/nn.ReLU6 modules and F.relu, F.relu6, torch.relu, "
+                "x.relu() calls; rewrite activations such as x.clamp(min=0) or torch.maximum(x, 0) with "
+                "one of those. If the target layer comes before the first activation, guided backprop "
+                "equals the gradient: use saliency_map or a deeper layer.")
+        (grad,) = torch.autograd.grad(objective.sum(), [xd])
+    return grad.detach().to(x.device)
+
+
+# --------------------------------------------------------------------------- sanity checks
+
+def randomized_copy(model: nn.Module, layer_names: Sequence[str], *,
+                    generator: torch.Generator | None = None) -> nn.Module:
+    """A deep copy of ``model`` whose named layers have random weights; ``model`` is not touched.
+
+    Every parameter of the named layers (and their sublayers) is redrawn from a
+    normal distribution with that tensor's own mean and standard deviation, so
+    scales stay plausible while everything learned is gone (Adebayo et al.
+    2018). Buffers (batch-norm statistics) are kept.
+    """
+    if isinstance(layer_names, str):
+        layer_names = [layer_names]
+    for name in layer_names:
+        get_layer(model, name)  # validate on the original: a clear KeyError
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    clone = copy.deepcopy(model)
+    with torch.no_grad():
+        for name in layer_names:
+            for param in get_layer(clone, name).parameters():
+                mean = param.float().mean().item()
+                std = param.float().std().item() if param.numel() > 1 else 0.0
+                noise = torch.randn(param.shape, generator=generator, dtype=torch.float32)
+                param.copy_((noise * std + mean).to(param))
+    return clone
+
+
+def rank_correlation(maps_a: torch.Tensor, maps_b: torch.Tensor) -> torch.Tensor:
+    """Spearman rank correlation between corresponding maps: (N, ...) and (N, ...) -> (N,).
+
+    1 means the pixels are ranked identically, 0 unrelated. Ties get average
+    ranks (``scipy.stats.spearmanr``).
+    """
+    from scipy.stats import spearmanr
+
+    if maps_a.shape != maps_b.shape or maps_a.dim() < 2:
+        raise ValueError(f"expected two batches of maps of the same shape (N, ...), got "
+                         f"{tuple(maps_a.shape)} and {tuple(maps_b.shape)}")
+    a = maps_a.detach().double().flatten(1).cpu().numpy()
+    b = maps_b.detach().double().flatten(1).cpu().numpy()
+    return torch.tensor([spearmanr(u, v).statistic for u, v in zip(a, b)], dtype=torch.float64)
+
+
+def cascading_randomization(model: nn.Module, x: torch.Tensor, target, layer_names: Sequence[str], *,
+                            explain: Callable = saliency_map,
+                            generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """Model-randomisation sanity check (Adebayo et al. 2018), cascading from the top.
+
+    ``layer_names`` from the output towards the input, e.g. ``["fc", "head",
+    "blocks.15"]``. Step k randomises the first k + 1 of them in a copy of the
+    model (:func:`randomized_copy`; ``model`` itself is never changed) and
+    compares ``explain(copy, x, target)`` with ``explain(model, x, target)``.
+    Maps are compared as magnitudes (``abs``, then max over channels for
+    (N, 3, H, W) maps). Returns ``{last randomised layer: (N,) Spearman rank
+    correlations}`` in order: a map that explains the model must change,
+    i.e. correlations near 0.
+    """
+    if isinstance(layer_names, str):
+        layer_names = [layer_names]
+    if not layer_names:
+        raise ValueError("name at least one layer to randomise, e.g. ['fc']")
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+
+    def magnitude(maps):
+        maps = maps.abs()
+        return maps.amax(dim=1) if maps.dim() == 4 else maps
+
+    trained = magnitude(explain(model, x, target))
+    results = {}
+    for k in range(len(layer_names)):
+        randomized = randomized_copy(model, layer_names[:k + 1], generator=generator)
+        results[layer_names[k]] = rank_correlation(trained, magnitude(explain(randomized, x, target)))
+    return results
+
+
+class DeletionCurve(NamedTuple):
+    """``probabilities[i, k]``: p(target) of image i with a ``fractions[k]`` share of its pixels deleted."""
+
+    fractions: torch.Tensor      # (steps + 1,) from 0 to 1
+    probabilities: torch.Tensor  # (N, steps + 1)
+    auc: torch.Tensor            # (N,) area under each curve (trapezoid rule)
+
+
+def deletion_curve(model: nn.Module, x: torch.Tensor, target, saliency: torch.Tensor | None, *,
+                   steps: int = 20, cell: int = 8, fill=None, batch_size: int = 32,
+                   generator: torch.Generator | None = None) -> DeletionCurve:
+    """The deletion metric (Petsiuk et al. 2018): delete pixels in order, watch p(target) fall.
+
+    The image is cut into ``cell`` x ``cell`` squares. With ``saliency``
+    (N, H, W) the squares of largest total saliency go first; with
+    ``saliency=None`` a random order (from ``generator``) is the baseline.
+    Deleted squares take the image's mean colour (or ``fill``). Squares rather
+    than single pixels: deleting scattered single pixels adds noise that alone
+    destroys the prediction, whatever the order, and hides the difference
+    between orders. ``cell=1`` deletes pixel by pixel. The curve has ``steps + 1``
+    points, 0 to 100 % deleted; a map that finds the evidence the model relies
+    on gives a fast drop, i.e. a small ``auc``.
+    """
+    xd, target = _prepare(model, x, target)
+    n, _, height, width = xd.shape
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    if isinstance(cell, bool) or not isinstance(cell, int) or not 1 <= cell <= min(height, width):
+        raise ValueError(f"cell must be an int from 1 to the image side {min(height, width)}, got {cell!r}")
+    rows, cols = math.ceil(height / cell), math.ceil(width / cell)
+    if saliency is None:
+        generator = generator if generator is not None else torch.Generator().manual_seed(0)
+        order = torch.stack([torch.randperm(rows * cols, generator=generator) for _ in range(n)])
+    else:
+        if saliency.shape != (n, height, width):
+            raise ValueError(f"saliency must have shape (N, H, W) = {(n, height, width)}, got "
+                             f"{tuple(saliency.shape)}")
+        totals = F.avg_pool2d(saliency.detach().float().cpu()[:, None], cell, ceil_mode=True)
+        order = totals.flatten(1).argsort(dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(rows * cols).expand(n, -1))   # rank[i, square]
+    rank = rank.view(n, 1, rows, cols).repeat_interleave(cell, 2).repeat_interleave(cell, 3)
+    rank = rank[:, :, :height, :width].to(xd.device)
+    fractions = torch.linspace(0, 1, steps + 1)
+    deleted = (fractions * rows * cols).round().long().tolist()
+    if isinstance(fill, torch.Tensor) and fill.dim() == 4:
+        if fill.shape != xd.shape:
+            raise ValueError(f"a fill image must have the shape of x, {tuple(xd.shape)}, "
+                             f"got {tuple(fill.shape)}")
+        colours = fill.detach().to(xd.device, xd.dtype)
+    else:
+        colours = _fill_colours(xd, fill)[:, :, None, None]
+    jobs = [(i, k) for i in range(n) for k in range(steps + 1)]
+    probabilities = torch.empty(n, steps + 1)
+    with evaluating(model), torch.inference_mode():
+        for start in range(0, len(jobs), batch_size):
+            chunk = jobs[start:start + batch_size]
+            images = torch.tensor([i for i, _ in chunk], device=xd.device)
+            limits = torch.tensor([deleted[k] for _, k in chunk], device=xd.device).view(-1, 1, 1, 1)
+            batch = torch.where(rank[images] < limits, colours[images], xd[images])
+            probs = target_scores(model(batch).softmax(dim=1), target[images]).float().cpu()
+            probabilities[[i for i, _ in chunk], [k for _, k in chunk]] = probs
+    auc = torch.trapezoid(probabilities, fractions, dim=1)
+    return DeletionCurve(fractions, probabilities, auc)
