@@ -12,6 +12,15 @@ from .adversarial import (
     pgd,
     quantize_8bit,
 )
+from .class_viz import (
+    Objective,
+    channel_objective,
+    class_score_objective,
+    class_visualization,
+    class_visualization_step,
+    neuron_objective,
+    representation_objective,
+)
 from .data import (
     DATA_DIR,
     SampleImage,
@@ -227,4 +236,11 @@ __all__ = [
     "target_scores",
     "grabcut_from_saliency",
     "saliency_seeds",
+    "Objective",
+    "channel_objective",
+    "class_score_objective",
+    "class_visualization",
+    "class_visualization_step",
+    "neuron_objective",
+    "representation_objective",
 ]

@@ -1,0 +1,148 @@
+import pytest
+import torch
+from torch import nn
+
+import cs_utils
+from cs_utils.class_viz import (
+    Objective,
+    channel_objective,
+    class_score_objective,
+    class_visualization,
+    class_visualization_step,
+    neuron_objective,
+    representation_objective,
+)
+from cs_utils.optimize import L2Penalty, optimize_image
+
+SMALL_FOURIER = dict(recipe="fourier", pad=2, jitter=1, final_jitter=1, degrees=(-5, 0, 5))
+
+
+@pytest.mark.parametrize("recipe", [dict(recipe="cs231n", lr=100.0, l2=1e-4, jitter=2),
+                                    dict(SMALL_FOURIER, lr=0.5)])
+def test_class_score_improves_over_a_few_steps(tiny_cnn, recipe):
+    image, history = class_visualization(tiny_cnn, 0, steps=8, image_size=12, progress=False,
+                                         generator=torch.Generator().manual_seed(0), **recipe)
+    assert image.shape == (1, 3, 12, 12) and 0 <= image.min() and image.max() <= 1
+    assert history.steps == 8 and len(history.objective) == 8
+    # the objective is -score; the first value is the score of the starting image
+    start_score = -history.objective[0]
+    assert tiny_cnn(image)[0, 0].item() > start_score + 0.05
+
+
+def test_pretrained_class_visualization_reaches_its_class(lite0):
+    goldfish = cs_utils.imagenet_index("goldfish")
+    image, history = class_visualization(lite0, goldfish, steps=12, image_size=64, recipe="fourier",
+                                         pad=4, jitter=4, final_jitter=2, progress=False,
+                                         generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        scores = lite0(image)
+    assert scores.argmax(1).item() == goldfish
+    assert history.objective[-1] < history.objective[0]
+
+
+def test_same_seed_same_image(tiny_cnn):
+    def run(seed, recipe):
+        return class_visualization(tiny_cnn, 1, steps=3, image_size=10, progress=False,
+                                   generator=torch.Generator().manual_seed(seed), **recipe)[0]
+    for recipe in (dict(recipe="cs231n"), SMALL_FOURIER):
+        assert torch.equal(run(0, recipe), run(0, recipe))
+        assert not torch.equal(run(0, recipe), run(1, recipe))
+
+
+def linear_model(weight, bias):
+    fc = nn.Linear(weight.shape[1], weight.shape[0])
+    with torch.no_grad():
+        fc.weight.copy_(weight)
+        fc.bias.copy_(bias)
+    return nn.Sequential(nn.Flatten(), fc).eval()
+
+
+def test_class_visualization_step_by_hand_on_linear_model():
+    torch.manual_seed(0)
+    weight = torch.randn(4, 12)
+    model = linear_model(weight, torch.zeros(4))
+    x = torch.rand(1, 3, 2, 2)
+    out = class_visualization_step(model, x, 2, learning_rate=0.5, l2_reg=0.1)
+    # d/dx [w_2 . x - 0.1 * ||x - 0.5||^2] = w_2 - 0.2 (x - 0.5)
+    expected = x + 0.5 * (weight[2].view_as(x) - 0.2 * (x - 0.5))
+    torch.testing.assert_close(out, expected)
+    assert not out.requires_grad
+
+
+def test_class_visualization_step_is_one_sgd_step_of_the_shared_loop(tiny_cnn):
+    x = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    step = class_visualization_step(tiny_cnn, x, 4, learning_rate=2.0, l2_reg=0.01)
+    loop, _ = optimize_image(class_score_objective(tiny_cnn, 4), x, steps=1, optimizer="sgd", lr=2.0,
+                             regularizers=[L2Penalty(0.01)], clamp=None, progress=False)
+    torch.testing.assert_close(step, loop)
+
+
+def test_objectives_by_hand(tiny_cnn):
+    x = torch.rand(2, 3, 6, 6, generator=torch.Generator().manual_seed(2))
+    relu = tiny_cnn.relu(tiny_cnn.conv(x))
+    torch.testing.assert_close(channel_objective(tiny_cnn, "relu", 1)(x), -relu[:, 1].mean(dim=(1, 2)).sum())
+    torch.testing.assert_close(neuron_objective(tiny_cnn, "conv", 2)(x), -tiny_cnn.conv(x)[:, 2, 3, 3].sum())
+    torch.testing.assert_close(neuron_objective(tiny_cnn, "conv", 2, position=(0, 5))(x),
+                               -tiny_cnn.conv(x)[:, 2, 0, 5].sum())
+    features = relu.mean(dim=(2, 3))  # the "flat" layer: the 4-d penultimate representation
+    direction = torch.tensor([1.0, -2.0, 0.5, 0.0])
+    torch.testing.assert_close(representation_objective(tiny_cnn, direction, "flat")(x),
+                               -(features @ direction).sum())
+    cos = nn.functional.cosine_similarity(features, direction[None], dim=1)
+    torch.testing.assert_close(representation_objective(tiny_cnn, direction, "flat", cosine_power=1)(x),
+                               -((features @ direction) * cos.clamp_min(1e-4)).sum())
+    scores = tiny_cnn(x)
+    torch.testing.assert_close(class_score_objective(tiny_cnn, 3)(x), -scores[:, 3].sum())
+    combined = class_score_objective(tiny_cnn, 3) + 0.5 * channel_objective(tiny_cnn, "relu", 1)
+    assert isinstance(combined, Objective)
+    torch.testing.assert_close(combined(x), -scores[:, 3].sum() - 0.5 * relu[:, 1].mean(dim=(1, 2)).sum())
+
+
+@pytest.mark.parametrize("objective", ["channel", "neuron", "representation"])
+def test_other_objectives_improve(tiny_cnn, objective):
+    make = {"channel": lambda: channel_objective(tiny_cnn, "conv", 0),
+            "neuron": lambda: neuron_objective(tiny_cnn, "relu", 2),
+            "representation": lambda: representation_objective(tiny_cnn, torch.ones(4), "flat")}[objective]
+    _, history = class_visualization(tiny_cnn, make(), steps=6, image_size=8, recipe="cs231n", lr=30.0,
+                                     jitter=0, progress=False, generator=torch.Generator().manual_seed(0))
+    assert history.objective[-1] < history.objective[0]
+
+
+def test_contract_and_clear_errors(tiny_cnn, caller_state, hook_count):
+    tiny_cnn.train()
+    tiny_cnn.fc.weight.requires_grad_(False)
+    state = caller_state(tiny_cnn)
+    class_visualization(tiny_cnn, 0, steps=2, image_size=8, progress=False)
+    class_visualization(tiny_cnn, channel_objective(tiny_cnn, "conv", 1), steps=2, image_size=8,
+                        recipe="fourier", pad=1, jitter=1, final_jitter=0, progress=False)
+    state.assert_unchanged()
+    assert all(p.grad is None for p in tiny_cnn.parameters())
+    with pytest.raises(IndexError, match="out of range: the model's classes are 0..4"):
+        class_visualization(tiny_cnn, 5, steps=2, image_size=8, progress=False)
+    with pytest.raises(KeyError, match="'conv'"):
+        channel_objective(tiny_cnn, "cnov", 0)
+    # errors raised inside the loop, after the forward hooks were placed
+    with pytest.raises(IndexError, match="layer 'conv' has 4 channels"):
+        class_visualization(tiny_cnn, channel_objective(tiny_cnn, "conv", 9), steps=2, image_size=8,
+                            progress=False)
+    with pytest.raises(ValueError, match="direction has 3 values"):
+        class_visualization(tiny_cnn, representation_objective(tiny_cnn, torch.ones(3), "flat"), steps=2,
+                            image_size=8, progress=False)
+    with pytest.raises(IndexError, match="outside the 8x8 feature map"):
+        class_visualization(tiny_cnn, neuron_objective(tiny_cnn, "conv", 0, position=(8, 0)), steps=2,
+                            image_size=8, progress=False)
+    with pytest.raises(ValueError, match="unknown recipe 'lucid'"):
+        class_visualization(tiny_cnn, 0, steps=2, recipe="lucid")
+    state.assert_unchanged()
+    assert hook_count(tiny_cnn) == 0
+
+
+def test_class_visualization_step_checks_input(tiny_cnn, caller_state):
+    x = torch.rand(1, 3, 8, 8, requires_grad=True)
+    state = caller_state(tiny_cnn, x)
+    class_visualization_step(tiny_cnn, x, 1)
+    state.assert_unchanged()
+    with pytest.raises(IndexError, match="class index 7"):
+        class_visualization_step(tiny_cnn, x, 7)
+    with pytest.raises(ValueError, match=r"shape \(N, 3, H, W\)"):
+        class_visualization_step(tiny_cnn, x[0], 1)
