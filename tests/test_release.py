@@ -1,0 +1,166 @@
+"""The student release: solutions gone, every check FAILs naming the function, notebooks run up to it."""
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from cs_utils import grading
+from cs_utils.release import BEGIN, END, build_release, marked_regions, project_files, strip_solutions
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "CS_UTILS_FAST": "1",
+       "MPLBACKEND": "Agg"}
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("release") / "student"
+    build_release(out, ROOT)
+    return out
+
+
+def _sources(path: Path) -> list[str]:
+    """The code of a .py file, or each code cell of a notebook."""
+    if path.suffix == ".ipynb":
+        cells = json.loads(path.read_text())["cells"]
+        return ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+    return [path.read_text()]
+
+
+def _solution_files() -> list[Path]:
+    return [p for p in project_files(ROOT) if p.suffix in (".py", ".ipynb")
+            and any(marked_regions(s.splitlines()) for s in _sources(ROOT / p))]
+
+
+def test_strip_solutions_keeps_signature_and_docstring():
+    source = "\n".join([
+        "def double(x):",
+        '    """Twice x."""',
+        "    check(x)",
+        "    " + BEGIN,
+        "    y = x * 2",
+        "    return y",
+        "    " + END,
+        "",
+    ])
+    assert strip_solutions(source, "cs_utils/m.py") == "\n".join([
+        "def double(x):",
+        '    """Twice x."""',
+        "    check(x)",
+        "    # TODO: implement double: Twice x.",
+        '    raise NotImplementedError("double (cs_utils/m.py): write this function\'s body")',
+        "",
+    ])
+    with pytest.raises(ValueError, match="without"):
+        strip_solutions("    " + BEGIN + "\nx = 1\n", "m.py")
+
+
+def test_release_has_the_project_without_build_or_venv(release):
+    files = {p.relative_to(release).as_posix() for p in release.rglob("*") if p.is_file()}
+    assert {"Makefile", "README.md", "cs_utils/__init__.py", "cs_utils/grading.py"} <= files
+    assert {f"data/checks/{name}.npz" for name in grading.EXERCISES} <= files
+    assert not [f for f in files if f.startswith((".venv/", "build/", ".git/")) or "__pycache__" in f]
+
+
+def test_no_solution_line_survives(release):
+    solution_files = _solution_files()
+    assert {Path("cs_utils/losses.py"), Path("cs_utils/saliency.py")} <= set(solution_files)
+    for rel in solution_files:
+        for solution, student in zip(_sources(ROOT / rel), _sources(release / rel)):
+            lines = solution.splitlines()
+            inside = set()
+            for region in marked_regions(lines, str(rel)):
+                inside.update(range(region.begin, region.end + 1))
+            elsewhere = Counter(line.strip() for i, line in enumerate(lines) if i not in inside)
+            in_release = Counter(line.strip() for line in student.splitlines())
+            for i in sorted(inside):
+                line = lines[i].strip()
+                if line:
+                    assert in_release[line] <= elsewhere[line], f"{rel}: solution line survives: {line!r}"
+            assert not {BEGIN, END} & {line.strip() for line in student.splitlines()}
+            assert student.count("raise NotImplementedError(") >= len(marked_regions(lines, str(rel)))
+
+
+def test_notebooks_change_only_in_marked_cells(release):
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        solution = json.loads(path.read_text())
+        student = json.loads((release / "notebooks" / path.name).read_text())
+        assert len(solution["cells"]) == len(student["cells"])
+        for a, b in zip(solution["cells"], student["cells"]):
+            if not marked_regions("".join(a["source"]).splitlines()):
+                assert a == b
+
+
+def test_every_check_fails_in_the_release_and_names_the_function(release):
+    """The notebooks' check cells, run against the release's own cs_utils."""
+    code = (
+        "import cs_utils, cs_utils.grading as g\n"
+        "print(cs_utils.__file__)\n"
+        "for name in g.exercise_names():\n"
+        "    try:\n"
+        "        g.check(name)\n"
+        "    except AssertionError:\n"
+        "        print('raised', name)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**ENV, "PYTHONPATH": str(release)}, cwd=release)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert Path(lines[0]).resolve() == (release / "cs_utils" / "__init__.py").resolve()
+    for name in grading.exercise_names():
+        exercise = grading.get_exercise(name)
+        fail = [line for line in lines if line.startswith(f"FAIL {name} ")]
+        assert len(fail) == 1, (name, lines)
+        assert fail[0].startswith(f"FAIL {name} (not implemented): ")
+        assert f"write {exercise.function} in {exercise.path}" in fail[0]
+        assert f"raised {name}" in lines
+
+
+EXERCISE_NAMES = sorted({e.function for e in grading.EXERCISES.values()} | {"grading.check"})
+
+
+def _first_exercise_cell(cells: list[str]) -> int:
+    for i, source in enumerate(cells):
+        if any(name in source for name in EXERCISE_NAMES):
+            return i
+    return len(cells) - 1
+
+
+def test_release_notebooks_run_up_to_the_first_exercise(release):
+    """One kernel for all notebooks (a fresh namespace each): every cell before the first one that
+    calls an exercise runs; that cell, or an earlier one, may only fail with NotImplementedError."""
+    from jupyter_client.manager import start_new_kernel
+
+    notebooks = sorted((release / "notebooks").glob("*.ipynb"))
+    assert notebooks
+    env = {**ENV, "PYTHONPATH": str(release), "IPYTHONDIR": str(ROOT / "tests" / "ipython")}
+    manager, client = start_new_kernel(kernel_name="python3", env=env, cwd=str(release / "notebooks"))
+    try:
+        for path in notebooks:
+            cells = _sources(path)
+            client.execute_interactive("%reset -f", timeout=60)
+            last = _first_exercise_cell(cells)
+            for i, source in enumerate(cells[:last + 1]):
+                errors = []
+
+                def keep_error(msg, errors=errors):
+                    if msg["msg_type"] == "error":
+                        errors.append(msg["content"])
+
+                reply = client.execute_interactive(source, timeout=300, output_hook=keep_error)
+                if reply["content"]["status"] == "error":
+                    error = reply["content"]
+                    assert error["ename"] in ("NotImplementedError", "AssertionError"), \
+                        f"{path.name} cell {i}: {error['ename']}: {error['evalue']}"
+                    assert "write this function's body" in error["evalue"] or \
+                        "not implemented" in error["evalue"] or "not done yet" in error["evalue"], \
+                        f"{path.name} cell {i}: {error['ename']}: {error['evalue']}"
+                    break
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
