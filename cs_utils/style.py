@@ -40,6 +40,7 @@ __all__ = [
     "load_style",
     "mix_styles",
     "noise_image",
+    "style_distance",
     "style_images",
     "style_targets",
     "style_transfer",
@@ -180,6 +181,21 @@ def mix_styles(targets: Sequence[StyleTargets], weights: Sequence[float]) -> Sty
     return StyleTargets(layers, grams)
 
 
+def style_distance(model, image: torch.Tensor, targets: StyleTargets,
+                   layer_weights: float | Sequence[float] = 1.0) -> float:
+    """How far ``image``'s Gram matrices are from ``targets``: the style loss, without gradient.
+
+    Measures results against a style on the same scale as the optimisation's Gram loss,
+    e.g. to compare outputs made with different layers or style weights.
+    """
+    check_image(image, "image")
+    if not isinstance(targets, StyleTargets):
+        raise TypeError(f"targets must be StyleTargets from style_targets(...), got {type(targets).__name__}")
+    with torch.no_grad(), evaluating(model):
+        feats = extract_features(model, image.detach().to(_model_device(model)), list(targets.layers))
+        return float(style_loss([feats[name] for name in targets.layers], list(targets.grams), layer_weights))
+
+
 def noise_image(shape, *, mean: float = 0.5, std: float = 0.1, generator: torch.Generator | None = None,
                 device=None) -> torch.Tensor:
     """Grey Gaussian noise ``mean + std * randn`` clamped to [0, 1]: the start of a texture synthesis."""
@@ -199,14 +215,14 @@ def _as_targets(model, style, layers) -> StyleTargets:
 
 
 def _features_objective(model, layers, grams, layer_weights, style_weight, content_target,
-                        content_layer, content_weight, parts):
+                        content_layer, content_weight, parts, pad=0):
     """``x -> style_weight * style_loss + content_weight * content loss`` with the feature
     pass stopped after the deepest layer; the pieces are appended to ``parts``."""
     names = list(layers) + ([content_layer] if content_layer and content_layer not in layers else [])
 
     def objective(x):
         # L-BFGS moves pixels freely between evaluations; the network sees them in [0, 1].
-        feats = extract_features(model, x.clamp(0, 1), names)
+        feats = extract_features(model, _reflect(x.clamp(0, 1), pad), names)
         s = style_loss([feats[name] for name in layers], grams, layer_weights)
         total = style_weight * s
         c = None
@@ -221,6 +237,11 @@ def _features_objective(model, layers, grams, layer_weights, style_weight, conte
     return objective
 
 
+def _reflect(x: torch.Tensor, pad: int) -> torch.Tensor:
+    """Mirror ``pad`` pixels at every border, so that border pixels are seen like inner ones."""
+    return torch.nn.functional.pad(x, (pad,) * 4, mode="reflect") if pad else x
+
+
 def _run(model, objective, init, parts, *, steps, optimizer, lr, tv_weight, generator, progress, desc,
          callback) -> tuple[torch.Tensor, History]:
     regularizers = [TVPenalty(tv_weight)] if tv_weight else []
@@ -233,7 +254,7 @@ def _run(model, objective, init, parts, *, steps, optimizer, lr, tv_weight, gene
 
 
 def synthesize_texture(model, texture: torch.Tensor, layers=None, *, size=None, steps: int = 300,
-                       optimizer="lbfgs", lr: float | None = None, tv_weight: float = 0.001,
+                       optimizer="lbfgs", lr: float | None = None, tv_weight: float = 1e-5,
                        layer_weights: float | Sequence[float] = 1.0, init: torch.Tensor | None = None,
                        generator: torch.Generator | None = None, progress: bool = True, callback=None
                        ) -> tuple[torch.Tensor, History]:

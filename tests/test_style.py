@@ -227,3 +227,17 @@ def test_defaults_name_real_layers(lite0):
     for name in STYLE_LAYERS + (CONTENT_LAYER,):
         cs_utils.get_layer(lite0, name)
     assert isinstance(style_targets(lite0, load_style("retina", 32), STYLE_LAYERS), StyleTargets)
+
+
+def test_style_distance_is_the_style_loss_of_the_image(tiny_cnn, caller_state):
+    image, style = images(11)
+    targets = style_targets(tiny_cnn, style, ["conv", "relu"])
+    state = caller_state(tiny_cnn, image)
+    distance = cs_utils.style_distance(tiny_cnn, image, targets)
+    state.assert_unchanged()
+    with torch.no_grad():
+        f = tiny_cnn.conv(image)
+        expected = sum((cs_utils.gram_matrix(a) - g).pow(2).mean()
+                       for a, g in zip([f, f.relu()], targets.grams))
+    assert distance == pytest.approx(float(expected), rel=1e-6)
+    assert cs_utils.style_distance(tiny_cnn, style, targets) == pytest.approx(0.0, abs=1e-12)
