@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -96,9 +94,34 @@ def test_notebooks_change_only_in_marked_cells(release):
                 assert a == b
 
 
-def test_every_check_fails_in_the_release_and_names_the_function(release):
+@pytest.fixture(scope="module")
+def kernel(release):
+    """One Jupyter kernel on the release's cs_utils (fast budget, network blocked), shared by the tests."""
+    from jupyter_client.manager import start_new_kernel
+
+    env = {**ENV, "PYTHONPATH": str(release), "IPYTHONDIR": str(ROOT / "tests" / "ipython")}
+    manager, client = start_new_kernel(kernel_name="python3", env=env, cwd=str(release / "notebooks"))
+    yield client
+    client.stop_channels()
+    manager.shutdown_kernel(now=True)
+
+
+def _run(client, source: str) -> tuple[dict, str]:
+    """Execute ``source``; return the reply's content and the printed text."""
+    printed = []
+
+    def keep(msg):
+        if msg["msg_type"] == "stream" and msg["content"]["name"] == "stdout":
+            printed.append(msg["content"]["text"])
+
+    reply = client.execute_interactive(source, timeout=300, output_hook=keep)
+    return reply["content"], "".join(printed)
+
+
+def test_every_check_fails_in_the_release_and_names_the_function(release, kernel):
     """The notebooks' check cells, run against the release's own cs_utils."""
     code = (
+        "%reset -f\n"
         "import cs_utils, cs_utils.grading as g\n"
         "print(cs_utils.__file__)\n"
         "for name in g.exercise_names():\n"
@@ -107,10 +130,9 @@ def test_every_check_fails_in_the_release_and_names_the_function(release):
         "    except AssertionError:\n"
         "        print('raised', name)\n"
     )
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                         env={**ENV, "PYTHONPATH": str(release)}, cwd=release)
-    assert run.returncode == 0, run.stderr
-    lines = run.stdout.splitlines()
+    reply, printed = _run(kernel, code)
+    assert reply["status"] == "ok", reply
+    lines = printed.splitlines()
     assert Path(lines[0]).resolve() == (release / "cs_utils" / "__init__.py").resolve()
     for name in grading.exercise_names():
         exercise = grading.get_exercise(name)
@@ -131,36 +153,20 @@ def _first_exercise_cell(cells: list[str]) -> int:
     return len(cells) - 1
 
 
-def test_release_notebooks_run_up_to_the_first_exercise(release):
-    """One kernel for all notebooks (a fresh namespace each): every cell before the first one that
-    calls an exercise runs; that cell, or an earlier one, may only fail with NotImplementedError."""
-    from jupyter_client.manager import start_new_kernel
-
+def test_release_notebooks_run_up_to_the_first_exercise(release, kernel):
+    """Every cell before the first one that calls an exercise runs (a fresh namespace per notebook);
+    that cell, or an earlier one that uses an exercise inside cs_utils, may only fail with the
+    NotImplementedError of a marked function (or the FAIL of its check)."""
     notebooks = sorted((release / "notebooks").glob("*.ipynb"))
     assert notebooks
-    env = {**ENV, "PYTHONPATH": str(release), "IPYTHONDIR": str(ROOT / "tests" / "ipython")}
-    manager, client = start_new_kernel(kernel_name="python3", env=env, cwd=str(release / "notebooks"))
-    try:
-        for path in notebooks:
-            cells = _sources(path)
-            client.execute_interactive("%reset -f", timeout=60)
-            last = _first_exercise_cell(cells)
-            for i, source in enumerate(cells[:last + 1]):
-                errors = []
-
-                def keep_error(msg, errors=errors):
-                    if msg["msg_type"] == "error":
-                        errors.append(msg["content"])
-
-                reply = client.execute_interactive(source, timeout=300, output_hook=keep_error)
-                if reply["content"]["status"] == "error":
-                    error = reply["content"]
-                    assert error["ename"] in ("NotImplementedError", "AssertionError"), \
-                        f"{path.name} cell {i}: {error['ename']}: {error['evalue']}"
-                    assert "write this function's body" in error["evalue"] or \
-                        "not implemented" in error["evalue"] or "not done yet" in error["evalue"], \
-                        f"{path.name} cell {i}: {error['ename']}: {error['evalue']}"
-                    break
-    finally:
-        client.stop_channels()
-        manager.shutdown_kernel(now=True)
+    for path in notebooks:
+        cells = _sources(path)
+        assert _run(kernel, "%reset -f")[0]["status"] == "ok"
+        for i, source in enumerate(cells[:_first_exercise_cell(cells) + 1]):
+            reply, _ = _run(kernel, source)
+            if reply["status"] == "error":
+                where = f"{path.name} cell {i}: {reply['ename']}: {reply['evalue']}"
+                assert reply["ename"] in ("NotImplementedError", "AssertionError"), where
+                assert "write this function's body" in reply["evalue"] or "not implemented" in \
+                    reply["evalue"] or "not done yet" in reply["evalue"], where
+                break
