@@ -4,7 +4,6 @@ Importing the package does no work: nothing is downloaded, seeded, chosen or
 configured until you call a function.
 """
 
-from . import grading  # cs_utils.grading.check(name): the exercises' golden checks
 from .adversarial import (
     AttackHistory,
     fgsm,
@@ -90,6 +89,7 @@ from .saliency import (
     DeletionCurve,
     cascading_randomization,
     deletion_curve,
+    gradient_image,
     guided_backprop,
     guided_relu_grad,
     occlusion_map,
@@ -97,6 +97,7 @@ from .saliency import (
     randomized_copy,
     rank_correlation,
     saliency_map,
+    show_maps,
     target_scores,
 )
 from .segmentation import grabcut_from_saliency, saliency_seeds
@@ -246,5 +247,6 @@ __all__ = [
     "class_visualization_step",
     "neuron_objective",
     "representation_objective",
-    "grading",
+    "gradient_image",
+    "show_maps",
 ]

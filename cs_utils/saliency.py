@@ -36,6 +36,7 @@ __all__ = [
     "DeletionCurve",
     "cascading_randomization",
     "deletion_curve",
+    "gradient_image",
     "guided_backprop",
     "guided_relu_grad",
     "occlusion_map",
@@ -43,6 +44,7 @@ __all__ = [
     "randomized_copy",
     "rank_correlation",
     "saliency_map",
+    "show_maps",
     "target_scores",
 ]
 
@@ -368,6 +370,57 @@ def guided_backprop(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
     return grad.detach().to(x.device)
 
 
+def gradient_image(grad: torch.Tensor, *, percentile: float = 99.0) -> torch.Tensor:
+    """Signed image gradients (N, 3, H, W) as images in [0, 1] for display: grey is 0.
+
+    Each image is divided by its own ``percentile`` of absolute values (so a few
+    extreme pixels do not make the rest invisible), then mapped to
+    ``0.5 + 0.5 * value`` and clipped: positive gradients brighter, negative darker.
+    """
+    if not isinstance(grad, torch.Tensor) or grad.dim() != 4 or grad.shape[1] != 3:
+        raise ValueError(f"expected gradients of shape (N, 3, H, W), got {getattr(grad, 'shape', grad)}")
+    if not 0 < percentile <= 100:
+        raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+    g = grad.detach().float()
+    scale = g.abs().flatten(1).quantile(percentile / 100, dim=1).clamp(min=1e-12).view(-1, 1, 1, 1)
+    return (0.5 + 0.5 * g / scale).clamp(0, 1)
+
+
+def show_maps(x: torch.Tensor, rows: dict, titles=None, *, percentile: float | None = 99.0,
+              panel_size: float = 2.2, save=None):
+    """One column per image: the photos on top, then one row per entry of ``rows``; returns the Figure.
+
+    ``rows`` maps a row label to (N, H, W) maps, drawn over the photo with
+    :func:`cs_utils.overlay_heatmap` (values above ``percentile`` saturate), or
+    to (N, 3, H, W) images in [0, 1] (e.g. :func:`gradient_image`, a cut-out),
+    drawn as they are. ``titles``: one per column.
+    """
+    import matplotlib.pyplot as plt
+
+    from .viz import overlay_heatmap, show_images
+
+    n = x.shape[0]
+    for label, maps in rows.items():
+        if maps.shape[0] != n or maps.dim() not in (3, 4):
+            raise ValueError(f"row {label!r}: expected {n} maps (N, H, W) or images (N, 3, H, W), got "
+                             f"shape {tuple(maps.shape)}")
+    fig, axes = plt.subplots(len(rows) + 1, n, figsize=(panel_size * n, panel_size * (len(rows) + 1)),
+                             squeeze=False)
+    show_images(x.detach().cpu(), titles, ax=list(axes[0]))
+    for r, (label, maps) in enumerate(rows.items(), start=1):
+        maps = maps.detach().cpu()
+        for i in range(n):
+            if maps.dim() == 3:
+                overlay_heatmap(x[i].detach().cpu(), maps[i], percentile=percentile, ax=axes[r, i])
+            else:
+                show_images(maps[i], ax=axes[r, i])
+        axes[r, 0].set_ylabel(label, fontsize=10)
+    fig.tight_layout()
+    if save is not None:
+        fig.savefig(save, bbox_inches="tight", dpi=120)
+    return fig
+
+
 # --------------------------------------------------------------------------- sanity checks
 
 def randomized_copy(model: nn.Module, layer_names: Sequence[str], *,
@@ -452,7 +505,7 @@ class DeletionCurve(NamedTuple):
 
 
 def deletion_curve(model: nn.Module, x: torch.Tensor, target, saliency: torch.Tensor | None, *,
-                   steps: int = 20, cell: int = 8, fill=None, batch_size: int = 32,
+                   steps: int = 20, until: float = 1.0, cell: int = 8, fill=None, batch_size: int = 32,
                    generator: torch.Generator | None = None) -> DeletionCurve:
     """The deletion metric (Petsiuk et al. 2018): delete pixels in order, watch p(target) fall.
 
@@ -486,7 +539,10 @@ def deletion_curve(model: nn.Module, x: torch.Tensor, target, saliency: torch.Te
     rank.scatter_(1, order, torch.arange(rows * cols).expand(n, -1))   # rank[i, square]
     rank = rank.view(n, 1, rows, cols).repeat_interleave(cell, 2).repeat_interleave(cell, 3)
     rank = rank[:, :, :height, :width].to(xd.device)
-    fractions = torch.linspace(0, 1, steps + 1)
+    if not 0 < until <= 1:
+        raise ValueError(f"until (the share of the image deleted at the end) must be in (0, 1], "
+                         f"got {until!r}")
+    fractions = torch.linspace(0, until, steps + 1)
     deleted = (fractions * rows * cols).round().long().tolist()
     if isinstance(fill, torch.Tensor) and fill.dim() == 4:
         if fill.shape != xd.shape:
@@ -505,5 +561,5 @@ def deletion_curve(model: nn.Module, x: torch.Tensor, target, saliency: torch.Te
             batch = torch.where(rank[images] < limits, colours[images], xd[images])
             probs = target_scores(model(batch).softmax(dim=1), target[images]).float().cpu()
             probabilities[[i for i, _ in chunk], [k for _, k in chunk]] = probs
-    auc = torch.trapezoid(probabilities, fractions, dim=1)
+    auc = torch.trapezoid(probabilities, fractions, dim=1) / until
     return DeletionCurve(fractions, probabilities, auc)

@@ -420,3 +420,24 @@ def test_deletion_curve_is_batch_size_invariant_and_validates(tiny_cnn):
         cs_utils.deletion_curve(tiny_cnn, x, 2, saliency[:2], steps=5)
     with pytest.raises(ValueError, match="cell"):
         cs_utils.deletion_curve(tiny_cnn, x, 2, saliency, cell=9)
+
+
+def test_gradient_image_maps_zero_to_grey_by_hand():
+    grad = torch.zeros(1, 3, 2, 2)
+    grad[0, 0, 0, 0], grad[0, 1, 0, 1], grad[0, 2, 1, 1] = 2.0, -1.0, 4.0
+    shown = cs_utils.gradient_image(grad, percentile=100)     # scale = largest |value| = 4
+    torch.testing.assert_close(shown[0, 0, 0, 0], torch.tensor(0.75))
+    torch.testing.assert_close(shown[0, 1, 0, 1], torch.tensor(0.375))
+    torch.testing.assert_close(shown[0, 2, 1, 1], torch.tensor(1.0))
+    torch.testing.assert_close(shown[0, 0, 1, 0], torch.tensor(0.5))
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
+        cs_utils.gradient_image(grad[0])
+
+
+def test_show_maps_draws_one_row_per_map_and_checks_shapes():
+    x = torch.rand(2, 3, 8, 8)
+    fig = cs_utils.show_maps(x, {"map": torch.rand(2, 8, 8), "image": torch.rand(2, 3, 8, 8)}, ["a", "b"])
+    assert len(fig.axes) == 6 and fig.axes[0].get_title() == "a"
+    assert fig.axes[2].get_ylabel() == "map"
+    with pytest.raises(ValueError, match="row 'map'"):
+        cs_utils.show_maps(x, {"map": torch.rand(3, 8, 8)})
