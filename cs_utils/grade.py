@@ -124,6 +124,8 @@ def _import_submission_module(package_dir: str, module: str):
 
 
 def _describe_import_error(exc: BaseException, exercise: grading.Exercise) -> str:
+    if isinstance(exc, ModuleNotFoundError) and exc.name == f"{ALIAS}.{exercise.module}":
+        return f"{exercise.path} is missing from the submission"
     if isinstance(exc, SyntaxError):
         where = f"{Path(exc.filename or '?').name} line {exc.lineno}"
         return f"cannot import {exercise.path}: SyntaxError in {where}: {exc.msg}"
