@@ -4,6 +4,7 @@ Importing the package does no work: nothing is downloaded, seeded, chosen or
 configured until you call a function.
 """
 
+from . import grading  # cs_utils.grading.check(name): the exercises' golden checks
 from .adversarial import (
     AttackHistory,
     fgsm,
@@ -247,6 +248,7 @@ __all__ = [
     "class_visualization_step",
     "neuron_objective",
     "representation_objective",
+    "grading",
     "gradient_image",
     "show_maps",
 ]
