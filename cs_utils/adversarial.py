@@ -26,7 +26,8 @@ from torch import nn
 from .hooks import evaluating
 from .image import check_image
 
-__all__ = ["AttackHistory", "fgsm", "fooling_image", "fooling_step", "pgd", "quantize_8bit"]
+__all__ = ["AttackHistory", "difference_image", "fgsm", "fooling_image", "fooling_step", "pgd",
+           "quantize_8bit", "reload_as_png"]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -85,6 +86,24 @@ def _check_epsilon(epsilon, name: str = "epsilon") -> float:
 def quantize_8bit(x: torch.Tensor) -> torch.Tensor:
     """``x`` rounded to the 256 levels an 8-bit file stores (what saving as PNG keeps)."""
     return torch.round(x.clamp(0, 1) * 255) / 255
+
+
+def reload_as_png(x: torch.Tensor) -> torch.Tensor:
+    """Each image of ``x`` saved as an 8-bit PNG file and loaded back (what a file on disk keeps)."""
+    import tempfile
+    from pathlib import Path
+
+    from .image import load_image, save_image
+
+    check_image(x)
+    with tempfile.TemporaryDirectory() as folder:
+        images = [load_image(save_image(x[i:i + 1], Path(folder) / f"{i}.png")) for i in range(x.shape[0])]
+    return torch.cat(images).to(x.device)
+
+
+def difference_image(x: torch.Tensor, changed: torch.Tensor, *, magnify: float = 10.0) -> torch.Tensor:
+    """``0.5 + magnify * (changed - x)``, clamped to [0, 1]: mid-grey where nothing changed."""
+    return (0.5 + magnify * (changed.detach() - x.detach())).clamp(0, 1)
 
 
 def _project(x: torch.Tensor, center: torch.Tensor, epsilon: float | None) -> torch.Tensor:

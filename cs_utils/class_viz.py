@@ -42,6 +42,7 @@ __all__ = [
     "Objective",
     "RECIPES",
     "channel_objective",
+    "class_ranks",
     "class_score_objective",
     "class_visualization",
     "class_visualization_step",
@@ -160,7 +161,7 @@ def representation_objective(model: nn.Module, direction: torch.Tensor, layer: s
 # --------------------------------------------------------------------------- the CS231n step (exercise)
 
 def class_visualization_step(model: nn.Module, img: torch.Tensor, target: int, *,
-                             learning_rate: float = 1.0, l2_reg: float = 1e-2) -> torch.Tensor:
+                             learning_rate: float = 0.1, l2_reg: float = 3e-2) -> torch.Tensor:
     """One gradient-ascent step of CS231n's class visualization, returned as a new image.
 
     Ascends ``s_target(img) - l2_reg * ||img - 0.5||^2`` (the L2 penalty pulls pixels to
@@ -181,7 +182,7 @@ def class_visualization_step(model: nn.Module, img: torch.Tensor, target: int, *
 
 # --------------------------------------------------------------------------- recipes
 
-def _cs231n(shape, generator, device, *, lr=1.0, l2=1e-2, blur_sigma=0.5, blur_every=10, jitter=16,
+def _cs231n(shape, generator, device, *, lr=0.1, l2=3e-2, blur_sigma=0.5, blur_every=10, jitter=16,
             noise=0.05):
     """Settings of CS231n's assignment, translated to images in [0, 1]: plain gradient ascent
     (SGD) with an L2 penalty, a Gaussian blur every few steps and random jitter, from grey noise."""
@@ -243,3 +244,19 @@ def class_visualization(model: nn.Module, target, *, steps: int, recipe: str = "
     with evaluating(model):
         return optimize_image(objective, steps=steps, generator=generator, progress=progress,
                               desc=desc, **kwargs)
+
+
+def class_ranks(model: nn.Module, images: torch.Tensor, targets, *, size: int | None = None) -> torch.Tensor:
+    """Rank of each image's target class among ``model``'s scores (0 = top-1, < 5 = in the top 5),
+    after resizing the images to ``size`` (default: the model's native size, bilinear)."""
+    check_image(images, "images")
+    targets = check_class_indices(model, targets, images.shape[0], "targets")
+    size = int(size or getattr(model, "native_image_size", images.shape[-1]))
+    device = next(iter(model.parameters())).device
+    x = images.detach().to(device)
+    if x.shape[-2:] != (size, size):
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    with torch.no_grad(), evaluating(model):
+        scores = model(x)
+    own = scores.gather(1, targets.to(device)[:, None])
+    return (scores > own).sum(dim=1).cpu()
