@@ -3,7 +3,15 @@ import torch
 from torch import nn
 
 import cs_utils
-from cs_utils.adversarial import fgsm, fooling_image, fooling_step, pgd, quantize_8bit
+from cs_utils.adversarial import (
+    difference_image,
+    fgsm,
+    fooling_image,
+    fooling_step,
+    pgd,
+    quantize_8bit,
+    reload_as_png,
+)
 
 
 def linear_model(weight: torch.Tensor, bias: torch.Tensor) -> nn.Module:
@@ -167,3 +175,21 @@ def test_bad_image_and_epsilon_raise_clear_errors(tiny_cnn):
         fgsm(tiny_cnn, torch.rand(1, 3, 8, 8) * 255, 0)
     with pytest.raises(ValueError, match="8/255"):
         pgd(tiny_cnn, torch.rand(1, 3, 8, 8), 0, epsilon=8)
+
+
+def test_reload_as_png_keeps_8bit_images_and_rounds_others():
+    x = torch.randint(0, 256, (2, 3, 5, 4), generator=torch.Generator().manual_seed(0)).float() / 255
+    assert torch.equal(reload_as_png(x), x)
+    y = (x + 0.3 / 255).clamp(0, 1)
+    torch.testing.assert_close(reload_as_png(y), quantize_8bit(y))
+
+
+def test_difference_image_is_grey_where_unchanged():
+    x = torch.full((1, 3, 2, 2), 0.4)
+    changed = x.clone()
+    changed[0, 0, 0, 0] += 0.01
+    changed[0, 1, 1, 1] -= 0.2
+    diff = difference_image(x, changed, magnify=10)
+    assert diff[0, 0, 0, 0].item() == pytest.approx(0.6)
+    assert diff[0, 1, 1, 1].item() == 0.0  # 0.5 - 2.0, clamped
+    assert (diff[0, 2] == 0.5).all()

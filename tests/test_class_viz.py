@@ -6,6 +6,7 @@ import cs_utils
 from cs_utils.class_viz import (
     Objective,
     channel_objective,
+    class_ranks,
     class_score_objective,
     class_visualization,
     class_visualization_step,
@@ -146,3 +147,14 @@ def test_class_visualization_step_checks_input(tiny_cnn, caller_state):
         class_visualization_step(tiny_cnn, x, 7)
     with pytest.raises(ValueError, match=r"shape \(N, 3, H, W\)"):
         class_visualization_step(tiny_cnn, x[0], 1)
+
+
+def test_class_ranks_by_hand():
+    weight = torch.zeros(3, 12)
+    weight[0, 0], weight[1, 1], weight[2, 2] = 3.0, 2.0, 1.0
+    model = linear_model(weight, torch.zeros(3))
+    x = torch.zeros(2, 3, 2, 2)
+    x[:, 0, 0, :3] = 1.0  # scores 3, 2, 1 for both images
+    assert class_ranks(model, x, [2, 0], size=2).tolist() == [2, 0]
+    with pytest.raises(IndexError, match="class index 3"):
+        class_ranks(model, x, 3, size=2)
