@@ -157,7 +157,8 @@ def style_targets(model, style: torch.Tensor, layers=STYLE_LAYERS) -> StyleTarge
         raise ValueError(f"style must be one image (1, 3, H, W), got a batch of {style.shape[0]}; "
                          "blend several styles with mix_styles")
     with torch.no_grad(), evaluating(model):
-        feats = extract_features(model, style.detach().to(_model_device(model)), layers)
+        feats = extract_features(model, _reflect(style.detach().to(_model_device(model)), 0,
+                                                 _same_padding(model)), layers)
     return StyleTargets(layers, tuple(gram_matrix(feats[name]) for name in layers))
 
 
@@ -192,7 +193,8 @@ def style_distance(model, image: torch.Tensor, targets: StyleTargets,
     if not isinstance(targets, StyleTargets):
         raise TypeError(f"targets must be StyleTargets from style_targets(...), got {type(targets).__name__}")
     with torch.no_grad(), evaluating(model):
-        feats = extract_features(model, image.detach().to(_model_device(model)), list(targets.layers))
+        feats = extract_features(model, _reflect(image.detach().to(_model_device(model)), 0,
+                                                 _same_padding(model)), list(targets.layers))
         return float(style_loss([feats[name] for name in targets.layers], list(targets.grams), layer_weights))
 
 
@@ -219,10 +221,11 @@ def _features_objective(model, layers, grams, layer_weights, style_weight, conte
     """``x -> style_weight * style_loss + content_weight * content loss`` with the feature
     pass stopped after the deepest layer; the pieces are appended to ``parts``."""
     names = list(layers) + ([content_layer] if content_layer and content_layer not in layers else [])
+    odd = _same_padding(model)
 
     def objective(x):
         # L-BFGS moves pixels freely between evaluations; the network sees them in [0, 1].
-        feats = extract_features(model, _reflect(x.clamp(0, 1), pad), names)
+        feats = extract_features(model, _reflect(x.clamp(0, 1), pad, odd), names)
         s = style_loss([feats[name] for name in layers], grams, layer_weights)
         total = style_weight * s
         c = None
@@ -237,9 +240,33 @@ def _features_objective(model, layers, grams, layer_weights, style_weight, conte
     return objective
 
 
-def _reflect(x: torch.Tensor, pad: int) -> torch.Tensor:
-    """Mirror ``pad`` pixels at every border, so that border pixels are seen like inner ones."""
-    return torch.nn.functional.pad(x, (pad,) * 4, mode="reflect") if pad else x
+def _same_padding(model) -> bool:
+    """Whether ``model`` has TensorFlow-style "SAME" convolutions (EfficientNet-Lite)."""
+    from .models import Conv2dSame
+
+    return any(isinstance(m, Conv2dSame) for m in model.modules())
+
+
+def _reflect(x: torch.Tensor, pad: int, odd: bool = False) -> torch.Tensor:
+    """Mirror ``pad`` pixels at every border, so that border pixels are seen like inner ones.
+
+    With ``odd``, up to 15 more rows/columns are mirrored at the bottom and right so that
+    height and width are 1 more than a multiple of 16: TensorFlow-style "SAME" padding puts
+    the odd extra row/column of a stride-2 convolution at the bottom/right only, but at a size
+    of ``16k + 1`` each of the four stride-2 layers up to block 10 pads both sides equally.
+    Without this the bottom and right borders collect a line of coloured dots.
+    """
+    h, w = x.shape[-2:]
+    extra_h, extra_w = ((1 - h - 2 * pad) % 16, (1 - w - 2 * pad) % 16) if odd else (0, 0)
+    if not (pad or extra_h or extra_w):
+        return x
+    return torch.nn.functional.pad(x, (pad, pad + extra_w, pad, pad + extra_h), mode="reflect")
+
+
+def _check_pad(pad) -> int:
+    if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
+        raise ValueError(f"pad must be an int >= 0 (pixels mirrored at each border), got {pad!r}")
+    return pad
 
 
 def _run(model, objective, init, parts, *, steps, optimizer, lr, tv_weight, generator, progress, desc,
@@ -256,15 +283,16 @@ def _run(model, objective, init, parts, *, steps, optimizer, lr, tv_weight, gene
 def synthesize_texture(model, texture: torch.Tensor, layers=None, *, size=None, steps: int = 300,
                        optimizer="lbfgs", lr: float | None = None, tv_weight: float = 1e-5,
                        layer_weights: float | Sequence[float] = 1.0, init: torch.Tensor | None = None,
-                       generator: torch.Generator | None = None, progress: bool = True, callback=None
-                       ) -> tuple[torch.Tensor, History]:
+                       pad: int = 4, generator: torch.Generator | None = None, progress: bool = True,
+                       callback=None) -> tuple[torch.Tensor, History]:
     """Gram-matrix texture synthesis (Gatys et al. 2015): optimise noise until its Gram
     matrices at ``layers`` match the texture's.
 
     ``texture``: (1, 3, H, W) in [0, 1], or :class:`StyleTargets` (e.g. a :func:`mix_styles`
     blend). ``layers``: default :data:`STYLE_LAYERS` (or the precomputed targets' layers).
     ``size``: output side or ``(height, width)``; default the texture's size.
-    ``init``: starting image (default grey noise drawn from ``generator``).
+    ``init``: starting image (default grey noise drawn from ``generator``). ``pad``: pixels
+    mirrored at each border before the network sees the image (no border artifacts).
     ``steps``: optimiser steps (objective evaluations for ``"lbfgs"``).
     Returns ``(image, history)``; ``history.extra["style"]`` holds the Gram loss per evaluation.
     """
@@ -283,7 +311,7 @@ def synthesize_texture(model, texture: torch.Tensor, layers=None, *, size=None, 
         out_device = init.device
     parts = {"style": [], "content": []}
     objective = _features_objective(model, targets.layers, list(targets.grams), layer_weights, 1.0,
-                                    None, None, 0.0, parts)
+                                    None, None, 0.0, parts, _check_pad(pad))
     image, history = _run(model, objective, init.to(device), parts, steps=steps, optimizer=optimizer,
                           lr=lr, tv_weight=tv_weight, generator=generator, progress=progress,
                           desc="texture", callback=callback)
@@ -295,8 +323,9 @@ def style_transfer(model, content: torch.Tensor, style, *, style_layers=None,
                    content_layer: str = CONTENT_LAYER, style_weight: float = 100.0,
                    content_weight: float = 1.0, tv_weight: float = 0.03,
                    layer_weights: float | Sequence[float] = 1.0, steps: int = 200, optimizer="lbfgs",
-                   lr: float | None = None, init="content", generator: torch.Generator | None = None,
-                   progress: bool = True, callback=None) -> tuple[torch.Tensor, History]:
+                   lr: float | None = None, init="content", pad: int = 4,
+                   generator: torch.Generator | None = None, progress: bool = True, callback=None
+                   ) -> tuple[torch.Tensor, History]:
     """Neural style transfer (Gatys et al. 2016): repaint ``content`` in the style of ``style``.
 
     Minimises ``style_weight * sum_l w_l mean((G_l(x) - A_l)^2) + content_weight *
@@ -308,9 +337,13 @@ def style_transfer(model, content: torch.Tensor, style, *, style_layers=None,
     precomputed targets' layers). ``init``: ``"content"`` (default, converges fastest),
     ``"noise"`` (grey noise from ``generator``; needs a larger ``content_weight``) or an image.
     ``optimizer``: ``"lbfgs"`` (``steps`` counts evaluations) or ``"adam"`` (e.g. ``lr=0.02``).
+    ``pad``: pixels mirrored at each border before the network sees the image, so that the
+    borders are stylised like the rest instead of collecting artifacts (the content target is
+    computed the same way).
     Returns ``(image, history)``: ``history.extra`` has ``"style"`` and ``"content"`` per evaluation.
     """
     check_image(content, "content")
+    pad = _check_pad(pad)
     device = _model_device(model)
     if not isinstance(content_layer, str):
         raise TypeError(f"content_layer must be one layer name such as {CONTENT_LAYER!r}, "
@@ -319,7 +352,8 @@ def style_transfer(model, content: torch.Tensor, style, *, style_layers=None,
     targets = _as_targets(model, style, style_layers)
     content_dev = content.detach().to(device)
     with torch.no_grad(), evaluating(model):
-        content_target = extract_features(model, content_dev, [content_layer])[content_layer]
+        padded = _reflect(content_dev, pad, _same_padding(model))
+        content_target = extract_features(model, padded, [content_layer])[content_layer]
     if isinstance(init, str):
         if init == "content":
             init = content_dev
@@ -334,7 +368,7 @@ def style_transfer(model, content: torch.Tensor, style, *, style_layers=None,
         init = init.detach().to(device)
     parts = {"style": [], "content": []}
     objective = _features_objective(model, targets.layers, list(targets.grams), layer_weights, style_weight,
-                                    content_target, content_layer, content_weight, parts)
+                                    content_target, content_layer, content_weight, parts, pad)
     image, history = _run(model, objective, init, parts, steps=steps, optimizer=optimizer, lr=lr,
                           tv_weight=tv_weight, generator=generator, progress=progress,
                           desc="style transfer", callback=callback)

@@ -87,7 +87,7 @@ def test_style_transfer_lowers_its_loss_in_a_few_steps(tiny_cnn, optimizer, lr):
 def test_style_transfer_objective_is_the_documented_sum(tiny_cnn):
     content, style = images(3)
     _, history = style_transfer(tiny_cnn, content, style, style_layers=["conv"], content_layer="relu",
-                                style_weight=7.0, content_weight=3.0, tv_weight=0.5, steps=1,
+                                style_weight=7.0, content_weight=3.0, tv_weight=0.5, steps=1, pad=0,
                                 optimizer="adam", init="noise", generator=torch.Generator().manual_seed(0),
                                 progress=False)
     x = (0.5 + 0.1 * torch.randn(1, 3, 12, 12, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
@@ -103,7 +103,7 @@ def test_style_transfer_objective_is_the_documented_sum(tiny_cnn):
 
 def test_synthesize_texture_lowers_the_gram_loss(tiny_cnn):
     _, texture = images(4)
-    kwargs = dict(size=10, steps=8, tv_weight=0.0, progress=False)
+    kwargs = dict(size=10, steps=8, tv_weight=0.0, pad=0, progress=False)
     image, history = synthesize_texture(tiny_cnn, texture, ["conv", "relu"],
                                         generator=torch.Generator().manual_seed(0), **kwargs)
     assert image.shape == (1, 3, 10, 10)
@@ -241,3 +241,30 @@ def test_style_distance_is_the_style_loss_of_the_image(tiny_cnn, caller_state):
                        for a, g in zip([f, f.relu()], targets.grams))
     assert distance == pytest.approx(float(expected), rel=1e-6)
     assert cs_utils.style_distance(tiny_cnn, style, targets) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_padding_mirrors_the_borders_before_the_network(tiny_cnn):
+    content, style = images(12)
+    _, history = style_transfer(tiny_cnn, content, style, style_layers=["conv"], content_layer="relu",
+                                tv_weight=0.0, steps=1, pad=3, optimizer="adam", init="noise",
+                                generator=torch.Generator().manual_seed(0), progress=False)
+    x = (0.5 + 0.1 * torch.randn(1, 3, 12, 12, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    mirror = torch.nn.ReflectionPad2d(3)
+    with torch.no_grad():
+        style_part = (cs_utils.gram_matrix(tiny_cnn.conv(mirror(x)))
+                      - cs_utils.gram_matrix(tiny_cnn.conv(style))).pow(2).mean()
+        content_part = (tiny_cnn.conv(mirror(x)).relu() - tiny_cnn.conv(mirror(content)).relu()).pow(2).mean()
+    assert history.extra["style"][0] == pytest.approx(float(style_part), rel=1e-5)
+    assert history.extra["content"][0] == pytest.approx(float(content_part), rel=1e-5)
+    with pytest.raises(ValueError, match="pad must be an int >= 0"):
+        style_transfer(tiny_cnn, content, style, style_layers=["conv"], content_layer="relu", pad=-1)
+
+
+def test_same_padding_networks_see_an_odd_size():
+    from cs_utils.style import _reflect
+
+    x = torch.rand(1, 3, 40, 256)
+    y = _reflect(x, 4, odd=True)
+    assert y.shape[-2] % 16 == 1 and y.shape[-1] % 16 == 1
+    assert torch.equal(y[..., 4:44, 4:260], x)
+    assert _reflect(x, 0) is x
