@@ -7,7 +7,7 @@ tensors, or a real photo through the pretrained EfficientNet-Lite0 in float64),
 how to call the function, a tolerance and the usual mistakes. The reference
 outputs live in ``data/checks/<name>.npz``, written by::
 
-    python -m cs_utils.grading --generate        # or: make checks
+    make checks        # cs_utils.grading.main(["--generate"]); python -m cs_utils.grading --generate
 
 Regenerating on the same machine gives byte-identical files (fixed key order,
 no timestamps, one thread). The outputs of typical wrong implementations are
@@ -974,8 +974,7 @@ def load_golden(name: str, checks_dir: Path | None = None) -> tuple[dict, dict, 
     """``(inputs, outputs, mistakes)`` from an exercise's golden file; ``mistakes[key]``: outputs."""
     path = Path(checks_dir or CHECKS_DIR) / f"{name}.npz"
     if not path.exists():
-        raise FileNotFoundError(f"no golden file {path}; run `make checks` "
-                                "(python -m cs_utils.grading --generate)")
+        raise FileNotFoundError(f"no golden file {path}; run `make checks` in the solution tree")
     inputs, outputs, mistakes = {}, {}, {}
     with np.load(path, allow_pickle=False) as npz:
         for key in npz.files:
