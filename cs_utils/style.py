@@ -260,7 +260,9 @@ def _reflect(x: torch.Tensor, pad: int, odd: bool = False) -> torch.Tensor:
     extra_h, extra_w = ((1 - h - 2 * pad) % 16, (1 - w - 2 * pad) % 16) if odd else (0, 0)
     if not (pad or extra_h or extra_w):
         return x
-    return torch.nn.functional.pad(x, (pad, pad + extra_w, pad, pad + extra_h), mode="reflect")
+    widths = (pad, pad + extra_w, pad, pad + extra_h)
+    mode = "reflect" if max(widths) < min(h, w) else "replicate"   # tiny images cannot mirror that far
+    return torch.nn.functional.pad(x, widths, mode=mode)
 
 
 def _check_pad(pad) -> int:

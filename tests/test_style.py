@@ -268,3 +268,5 @@ def test_same_padding_networks_see_an_odd_size():
     assert y.shape[-2] % 16 == 1 and y.shape[-1] % 16 == 1
     assert torch.equal(y[..., 4:44, 4:260], x)
     assert _reflect(x, 0) is x
+    small = _reflect(torch.rand(1, 3, 6, 6), 4, odd=True)         # too small to mirror: edges repeat
+    assert small.shape == (1, 3, 17, 17)
