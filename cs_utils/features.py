@@ -783,14 +783,19 @@ class TopActivations:
 
 
 def top_activations(model: nn.Module, images: torch.Tensor, layer: str, channels, *, k: int = 9,
-                    one_per_image: bool = True, batch_size: int = 32,
-                    progress: bool = True) -> TopActivations:
+                    one_per_image: bool = True, groups=None, field: ReceptiveField | None = None,
+                    batch_size: int = 32, progress: bool = True) -> TopActivations:
     """The ``k`` largest activations of each channel of ``layer`` over all ``images``.
 
     Every image goes through the model (eval mode, restored after; the forward
     pass stops after ``layer``). With ``one_per_image`` (default) each image
     contributes at most one unit per channel (its largest), so the top ``k``
-    come from ``k`` different images. Returns a :class:`TopActivations`.
+    come from ``k`` different images; ``groups`` (one id per image, e.g. the
+    photo each crop came from) allows at most one unit per group instead.
+    ``field``: the layer's :class:`ReceptiveField` for these images; when given,
+    only units whose whole field lies inside the image count (units at the
+    border also see the padding, and some channels respond to its edge).
+    Returns a :class:`TopActivations`.
     """
     check_image(images, "images")
     k = _check_positive_int(k, "k")
@@ -798,6 +803,14 @@ def top_activations(model: nn.Module, images: torch.Tensor, layer: str, channels
     channels = [int(c) for c in ([channels] if isinstance(channels, int) else channels)]
     if not channels:
         raise ValueError("channels is empty: name at least one channel")
+    if groups is not None:
+        groups = torch.as_tensor(groups).reshape(-1).cpu()
+        if len(groups) != len(images):
+            raise ValueError(f"groups needs one id per image ({len(images)}), got {len(groups)}")
+        one_per_image = True
+    if field is not None and field.input_size != tuple(images.shape[-2:]):
+        raise ValueError(f"the receptive field was computed for {field.input_size} inputs but the images "
+                         f"are {tuple(images.shape[-2:])}")
     _as_names([layer])
     get_layer(model, layer)
     device = next(model.parameters()).device
@@ -815,10 +828,11 @@ def top_activations(model: nn.Module, images: torch.Tensor, layer: str, channels
                 raise IndexError(f"channels {bad} do not exist: {layer!r} has {out.shape[1]} channels "
                                  f"(0..{out.shape[1] - 1})")
             maps = out[:, channels].float().cpu()                      # (B, C, H, W)
+            if field is not None:
+                maps = maps.masked_fill(~_inside_mask(field, maps.shape[-2:]), -math.inf)
             map_width = maps.shape[-1]
             if one_per_image:
-                flat = maps.flatten(2)
-                best, where = flat.max(2)                              # (B, C)
+                best, where = maps.flatten(2).max(2)                   # (B, C)
                 per_image_best.append(best)
                 per_image_where.append(where)
             else:
@@ -828,10 +842,23 @@ def top_activations(model: nn.Module, images: torch.Tensor, layer: str, channels
     if one_per_image:
         best = torch.cat(per_image_best).T                             # (C, N)
         where = torch.cat(per_image_where).T
-        if k > best.shape[1]:
-            raise ValueError(f"k={k} but there are only {best.shape[1]} images (one unit per image)")
-        value, image = best.topk(k, dim=1)
-        flat_pos = where.gather(1, image)
+        ids = groups if groups is not None else torch.arange(best.shape[1])
+        available = len(torch.unique(ids))
+        if k > available:
+            raise ValueError(f"k={k} but there are only {available} images (one unit per "
+                             f"{'group' if groups is not None else 'image'})")
+        picks = []
+        for row in best:
+            chosen, seen = [], set()
+            for index in torch.argsort(row, descending=True, stable=True).tolist():
+                if int(ids[index]) not in seen:
+                    seen.add(int(ids[index]))
+                    chosen.append(index)
+                    if len(chosen) == k:
+                        break
+            picks.append(chosen)
+        image = torch.tensor(picks)
+        value, flat_pos = best.gather(1, image), where.gather(1, image)
     else:
         maps = torch.cat(all_maps)                                     # (N, C, H, W)
         n, c, h, w = maps.shape
@@ -840,7 +867,19 @@ def top_activations(model: nn.Module, images: torch.Tensor, layer: str, channels
             raise ValueError(f"k={k} but there are only {flat.shape[1]} units per channel")
         value, index = flat.topk(k, dim=1)
         image, flat_pos = index // (h * w), index % (h * w)
+    if torch.isinf(value).any():
+        raise ValueError(f"fewer than k={k} units have their whole receptive field inside the image; "
+                         "use larger images, a shallower layer or field=None")
     return TopActivations(layer, tuple(channels), value, image, flat_pos // map_width, flat_pos % map_width)
+
+
+def _inside_mask(field: ReceptiveField, shape) -> torch.Tensor:
+    """(H, W) bool: units whose whole receptive field lies inside the image."""
+    masks = []
+    for d in range(2):
+        start = field.offset[d] + torch.arange(shape[d]) * field.stride[d]
+        masks.append((start >= 0) & (start + field.size[d] <= field.input_size[d]))
+    return masks[0][:, None] & masks[1][None, :]
 
 
 def crop_patches(images: torch.Tensor, top: TopActivations, field: ReceptiveField, *,

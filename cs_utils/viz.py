@@ -242,12 +242,14 @@ def plot_embedding(points, labels, class_names=None, *, title: str | None = None
 
 
 def thumbnail_canvas(points, images, *, canvas_size: int = 1200, thumb_size: int = 28,
-                     background: float = 1.0) -> np.ndarray:
+                     background: float = 1.0, grid: bool = False) -> np.ndarray:
     """Each image drawn at its 2-D position: an (S, S, 3) float array in [0, 1].
 
-    ``points`` (N, 2) are scaled to fill the canvas (keeping the aspect ratio, y
-    up); ``images`` (N, C, h, w) in [0, 1] (C = 1 or 3) are resized to
-    ``thumb_size`` pixels. Later images are drawn over earlier ones.
+    ``points`` (N, 2) are scaled to fill the canvas (each axis on its own, y up);
+    ``images`` (N, C, h, w) in [0, 1] (C = 1 or 3) are resized to ``thumb_size``
+    pixels. Later images are drawn over earlier ones. With ``grid``, the canvas
+    is cut into cells of ``thumb_size`` and each cell shows the one image whose
+    point lies nearest to the cell's centre (no overlaps; some images are not shown).
     """
     p = points.detach().cpu().numpy() if isinstance(points, torch.Tensor) else np.asarray(points, float)
     if p.ndim != 2 or p.shape[1] != 2:
@@ -262,20 +264,33 @@ def thumbnail_canvas(points, images, *, canvas_size: int = 1200, thumb_size: int
                                              mode="bilinear", align_corners=False, antialias=True)
     thumbs = thumbs.clamp(0, 1).expand(-1, 3, -1, -1).permute(0, 2, 3, 1).numpy()
     lo = p.min(0)
-    span = float((p.max(0) - lo).max()) or 1.0
+    span = np.where(p.max(0) > lo, p.max(0) - lo, 1.0)
+    unit = (p - lo) / span                                    # in [0, 1]^2
     room = canvas_size - thumb_size
+    lefts = np.round(unit[:, 0] * room).astype(int)
+    tops = np.round((1 - unit[:, 1]) * room).astype(int)
     canvas = np.full((canvas_size, canvas_size, 3), background, dtype=np.float32)
-    for (x, y), thumb in zip(p, thumbs):
-        left = int(round((x - lo[0]) / span * room))
-        top = int(round(room - (y - lo[1]) / span * room))
+    if grid:
+        cells = canvas_size // thumb_size
+        centre_x, centre_y = lefts + thumb_size / 2, tops + thumb_size / 2
+        col = np.minimum((centre_x // thumb_size).astype(int), cells - 1)
+        row = np.minimum((centre_y // thumb_size).astype(int), cells - 1)
+        miss = (centre_x - (col + 0.5) * thumb_size) ** 2 + (centre_y - (row + 0.5) * thumb_size) ** 2
+        best: dict = {}
+        for i in np.argsort(miss, kind="stable"):
+            best.setdefault((row[i], col[i]), i)
+        for (r, c), i in best.items():
+            canvas[r * thumb_size:(r + 1) * thumb_size, c * thumb_size:(c + 1) * thumb_size] = thumbs[i]
+        return canvas
+    for left, top, thumb in zip(lefts, tops, thumbs):
         canvas[top:top + thumb_size, left:left + thumb_size] = thumb
     return canvas
 
 
-def show_thumbnails(points, images, *, canvas_size: int = 1200, thumb_size: int = 28,
+def show_thumbnails(points, images, *, canvas_size: int = 1200, thumb_size: int = 28, grid: bool = False,
                     title: str | None = None, ax=None, panel_size: float = 8.0, save=None):
     """Draw :func:`thumbnail_canvas` (each image at its 2-D position); returns the Figure."""
-    canvas = thumbnail_canvas(points, images, canvas_size=canvas_size, thumb_size=thumb_size)
+    canvas = thumbnail_canvas(points, images, canvas_size=canvas_size, thumb_size=thumb_size, grid=grid)
     fig, axes = _axes_for(1, ax, 1, panel_size)
     axes[0].imshow(canvas)
     axes[0].axis("off")
@@ -305,7 +320,7 @@ def show_image_rows(rows, row_titles=None, titles=None, *, panel_size: float = 1
         raise ValueError("titles must hold one list of titles per row, one title per image")
     ncols = max(len(a) for a in arrays)
     fig, grid = plt.subplots(len(arrays), ncols, figsize=(panel_size * ncols, panel_size * len(arrays) + 0.4),
-                             squeeze=False)
+                             squeeze=False, layout="constrained")
     for r, row in enumerate(arrays):
         for c in range(ncols):
             axis = grid[r, c]

@@ -538,3 +538,36 @@ def test_filter_smoothness_by_hand():
     history = cs_utils.TrainingHistory(loss=[2.0, 1.0, 0.5], accuracy=[0.1, 0.5, 0.9])
     fig = history.plot(smooth=2)
     np.testing.assert_allclose(fig.axes[0].lines[0].get_ydata(), [1.5, 0.75])
+
+
+def test_top_activations_inside_the_image_and_one_per_group():
+    # weights: left column -1, the rest +1. On an all-ones image an interior unit gives 3 channels x
+    # (6 - 3) = 9, but a unit in column 0 has padding under its negative column: 3 x 6 = 18.
+    model = _stack(nn.Conv2d(3, 1, 3, padding=1, bias=False))
+    with torch.no_grad():
+        model[0].weight.fill_(1.0)
+        model[0].weight[..., 0] = -1.0
+    images = torch.zeros(4, 3, 6, 6)
+    images[0] = 1.0
+    images[1, :, 1:4, 2:4] = 0.9      # unit (2, 2): 3 rows x 2 cols x 3 channels x 0.9 = 16.2
+    field = cs_utils.receptive_field(model, "0", 6)
+    anywhere = cs_utils.top_activations(model, images, "0", [0], k=1, progress=False)
+    assert anywhere.image.item() == 0 and anywhere.value.item() == pytest.approx(18.0)
+    assert (anywhere.row.item(), anywhere.col.item()) == (1, 0)
+    inside = cs_utils.top_activations(model, images, "0", [0], k=2, field=field, progress=False)
+    assert inside.image[0].tolist() == [1, 0]
+    assert inside.value[0].tolist() == pytest.approx([16.2, 9.0])
+    assert (inside.row[0, 0].item(), inside.col[0, 0].item()) == (2, 2)
+    for j in range(2):
+        t, l, b, r = field.box(int(inside.row[0, j]), int(inside.col[0, j]), clip=False)
+        assert t >= 0 and l >= 0 and b <= 6 and r <= 6
+    grouped = cs_utils.top_activations(model, images, "0", [0], k=2, field=field, groups=[0, 0, 1, 1],
+                                       progress=False)
+    assert grouped.image[0].tolist() == [1, 2] and grouped.value[0].tolist() == pytest.approx([16.2, 0.0])
+    with pytest.raises(ValueError, match="only 2 images"):
+        cs_utils.top_activations(model, images, "0", [0], k=3, groups=[0, 0, 1, 1], progress=False)
+    with pytest.raises(ValueError, match="one id per image"):
+        cs_utils.top_activations(model, images, "0", [0], k=1, groups=[0, 1], progress=False)
+    too_wide = cs_utils.receptive_field(_stack(nn.Conv2d(3, 1, 7, padding=3)), "0", 6)
+    with pytest.raises(ValueError, match="whole receptive field"):
+        cs_utils.top_activations(model, images[:1], "0", [0], k=1, field=too_wide, progress=False)

@@ -134,6 +134,10 @@ def test_thumbnail_canvas_places_images_at_their_points():
         cs_utils.thumbnail_canvas(points[:1], images)
     with pytest.raises(ValueError, match="smaller"):
         cs_utils.thumbnail_canvas(points, images, canvas_size=4, thumb_size=4)
+    # stretched per axis: points on a line still fill the width
+    wide = cs_utils.thumbnail_canvas(np.array([[0.0, 5.0], [10.0, 5.0]]), images, canvas_size=20,
+                                     thumb_size=4)
+    assert np.all(wide[16:, :4] == 0) and np.all(wide[16:, 16:] == 0.5) and np.all(wide[:16] == 1)
     fig = cs_utils.show_thumbnails(points, images, canvas_size=20, thumb_size=4, title="map")
     assert fig.axes[0].get_title() == "map" and fig.axes[0].images[0].get_array().shape == (20, 20, 3)
 
@@ -150,3 +154,14 @@ def test_show_image_rows_layout_and_errors():
         cs_utils.show_image_rows(rows, ["only one"])
     with pytest.raises(ValueError, match="one title per image"):
         cs_utils.show_image_rows(rows, titles=[["a"], ["b"]])
+
+
+def test_thumbnail_grid_keeps_the_point_nearest_each_cell_centre():
+    images = torch.stack([torch.full((1, 2, 2), v) for v in (0.0, 0.2, 0.4, 0.6)])
+    # canvas 8, cells of 2: the range maps x, y in [0, 3] to left/top = round(unit * 6)
+    points = np.array([[0.0, 3.0], [0.1, 2.9], [3.0, 0.0], [1.5, 1.5]])
+    canvas = cs_utils.thumbnail_canvas(points, images, canvas_size=8, thumb_size=2, grid=True)
+    np.testing.assert_allclose(canvas[0:2, 0:2], 0.0)     # image 0 sits exactly on cell (0, 0); 1 loses it
+    np.testing.assert_allclose(canvas[6:8, 6:8], 0.4)     # image 2: bottom-right
+    np.testing.assert_allclose(canvas[4:6, 4:6], 0.6)     # image 3: left/top 3, centre 4 -> cell 2
+    assert not np.any(np.isclose(canvas, 0.2))            # image 1 collided with image 0 and is left out
