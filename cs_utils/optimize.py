@@ -477,7 +477,8 @@ def optimize_image(
     transforms : callables ``t(x, generator) -> x`` applied, in order, to the image before the
         objective sees it (random draws come from ``generator``).
     regularizers : :class:`Regularizer` objects (penalties, gradient filters, after-step edits).
-    clamp : pixel range enforced after every step (raw pixels only); ``None`` for no clamping.
+    clamp : pixel range enforced after every step (raw pixels only; with L-BFGS the objective sees
+        the clamped image at every evaluation); ``None`` for no clamping.
     generator : ``torch.Generator`` for every random choice; same seed, same image.
     progress : show a tqdm progress bar.
     callback : ``callback(step, image, objective_value) -> bool``; return True to stop.
@@ -514,6 +515,10 @@ def optimize_image(
         step = len(history.loss)
         with torch.enable_grad():
             image = parameterization.image()
+            if lbfgs and pixels and clamp is not None:
+                # L-BFGS's line search cannot be clamped between evaluations: the objective sees
+                # the clamped image instead (no gradient pushes a pixel further out of range).
+                image = image.clamp(*clamp)
             value = objective(transform(image, generator))
             if not isinstance(value, torch.Tensor) or value.numel() != 1:
                 raise ValueError("the objective must return a scalar tensor (sum or mean over the batch)")

@@ -245,3 +245,17 @@ def test_errors_inside_the_objective_leave_no_trace(tiny_cnn, caller_state):
         optimize_image(objective, x, steps=3, progress=False)
     state.assert_unchanged()
     assert math.isfinite(float(x.sum()))
+
+
+def test_lbfgs_objective_only_sees_pixels_in_range():
+    seen = []
+    target = torch.full((1, 3, 4, 4), 2.0)   # out of range: plain L-BFGS would step outside [0, 1]
+
+    def objective(x):
+        seen.append((float(x.min()), float(x.max())))
+        return (x - target).pow(2).sum()
+
+    image, history = optimize_image(objective, torch.full((1, 3, 4, 4), 0.5), steps=6, optimizer="lbfgs",
+                                    progress=False)
+    assert all(0.0 <= lo and hi <= 1.0 for lo, hi in seen)
+    assert history.loss[-1] < history.loss[0] and image.max() == 1.0
