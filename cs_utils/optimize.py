@@ -517,8 +517,9 @@ def optimize_image(
             image = parameterization.image()
             if lbfgs and pixels and clamp is not None:
                 # L-BFGS's line search cannot be clamped between evaluations: the objective sees
-                # the clamped image instead (no gradient pushes a pixel further out of range).
-                image = image.clamp(*clamp)
+                # the clamped image, and the gradient passes the clamp unchanged (straight through),
+                # so the problem stays smooth for the line search.
+                image = image + (image.clamp(*clamp) - image).detach()
             value = objective(transform(image, generator))
             if not isinstance(value, torch.Tensor) or value.numel() != 1:
                 raise ValueError("the objective must return a scalar tensor (sum or mean over the batch)")
