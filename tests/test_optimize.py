@@ -252,7 +252,7 @@ def test_lbfgs_objective_only_sees_pixels_in_range():
     target = torch.full((1, 3, 4, 4), 2.0)   # out of range: plain L-BFGS would step outside [0, 1]
 
     def objective(x):
-        seen.append((float(x.min()), float(x.max())))
+        seen.append((float(x.detach().min()), float(x.detach().max())))
         return (x - target).pow(2).sum()
 
     image, history = optimize_image(objective, torch.full((1, 3, 4, 4), 0.5), steps=6, optimizer="lbfgs",
