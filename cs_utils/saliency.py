@@ -223,7 +223,7 @@ def occlusion_map(model: nn.Module, x: torch.Tensor, target, *, window=32, strid
             covered[top:top + wh, left:left + ww] += 1
         heat /= covered
         ### END SOLUTION
-    return heat.to(x.device)
+    return heat.clone().to(x.device)   # a normal tensor again (not an inference tensor)
 
 
 # --------------------------------------------------------------------------- guided backprop
@@ -244,10 +244,14 @@ def guided_relu_grad(grad_output: torch.Tensor, activation: torch.Tensor,
     is 0, just as below 0, so the backprop half of the rule zeros it too.
     """
     ### BEGIN SOLUTION
-    active = activation > 0
-    if upper is not None:
-        active &= activation < upper
-    return torch.where(active, grad_output.clamp(min=0), 0.0)
+    # Readable form: torch.where((activation > 0) & (activation < upper), grad_output.clamp(min=0), 0).
+    # The fused backward kernels of ReLU and hardtanh apply the activation mask in one pass (they take
+    # the output in place of the input: same mask), then the new tensor is clamped in place.
+    if upper is None:
+        grad = torch.ops.aten.threshold_backward(grad_output, activation, 0)
+    else:
+        grad = torch.ops.aten.hardtanh_backward(grad_output, activation, 0, upper)
+    return grad.clamp_(min=0)
     ### END SOLUTION
 
 

@@ -117,7 +117,7 @@ def test_caller_state_is_left_alone(tiny_cnn, caller_state, technique):
     assert all(p.grad is None for p in tiny_cnn.parameters()), "gradients were written into the model"
     assert function_mode_depth() == 0
     tensor = result if isinstance(result, torch.Tensor) else result.probabilities
-    assert not tensor.requires_grad
+    assert not tensor.requires_grad and not tensor.is_inference()   # usable in later autograd code
     assert tiny_cnn.training
 
 
