@@ -333,8 +333,9 @@ def guided_backprop(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
     """Guided backpropagation (Springenberg et al. 2015) of a class score or a neuron to the pixels.
 
     ``target``: a class index (or one per image), whose unnormalised score is
-    differentiated; or ``(layer_name, channel)``, whose activation summed over
-    the spatial positions is (the forward pass stops after that layer). At
+    differentiated; or ``(layer_name, channel)``: that channel's strongest
+    activation (its maximum over positions, one neuron, as Zeiler & Fergus and
+    Springenberg et al. show them; the forward pass stops after the layer). At
     every ReLU and ReLU6 the backward pass applies :func:`guided_relu_grad`.
     Returns the signed (N, 3, H, W) gradient, detached, on ``x``'s device.
 
@@ -362,7 +363,7 @@ def guided_backprop(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
                     raise IndexError(f"channel {channel} is out of range: layer {name!r} has "
                                      f"{act.shape[1] if act.dim() >= 2 else 0} channels (shape "
                                      f"{tuple(act.shape)})")
-                objective = act[:, channel].reshape(act.shape[0], -1).sum(dim=1)
+                objective = act[:, channel].reshape(act.shape[0], -1).amax(dim=1)
         if guided.count == 0:
             raise RuntimeError(
                 "guided backprop found no ReLU/ReLU6 in the forward pass, so it would return the plain "
@@ -390,14 +391,15 @@ def gradient_image(grad: torch.Tensor, *, percentile: float = 99.0) -> torch.Ten
     return (0.5 + 0.5 * g / scale).clamp(0, 1)
 
 
-def show_maps(x: torch.Tensor, rows: dict, titles=None, *, percentile: float | None = 99.0,
+def show_maps(x: torch.Tensor, rows: dict, titles=None, *, percentile: float | dict | None = 99.0,
               panel_size: float = 2.2, save=None):
     """One column per image: the photos on top, then one row per entry of ``rows``; returns the Figure.
 
     ``rows`` maps a row label to (N, H, W) maps, drawn over the photo with
     :func:`cs_utils.overlay_heatmap` (values above ``percentile`` saturate), or
     to (N, 3, H, W) images in [0, 1] (e.g. :func:`gradient_image`, a cut-out),
-    drawn as they are. ``titles``: one per column.
+    drawn as they are. ``percentile`` may also be a dict with one value per row
+    label. ``titles``: one per column.
     """
     import matplotlib.pyplot as plt
 
@@ -415,7 +417,8 @@ def show_maps(x: torch.Tensor, rows: dict, titles=None, *, percentile: float | N
         maps = maps.detach().cpu()
         for i in range(n):
             if maps.dim() == 3:
-                overlay_heatmap(x[i].detach().cpu(), maps[i], percentile=percentile, ax=axes[r, i])
+                saturate = percentile.get(label, 99.0) if isinstance(percentile, dict) else percentile
+                overlay_heatmap(x[i].detach().cpu(), maps[i], percentile=saturate, ax=axes[r, i])
             else:
                 show_images(maps[i], ax=axes[r, i])
         axes[r, 0].set_ylabel(label, fontsize=10)
