@@ -288,9 +288,11 @@ def thumbnail_canvas(points, images, *, canvas_size: int = 1200, thumb_size: int
 
 
 def show_thumbnails(points, images, *, canvas_size: int = 1200, thumb_size: int = 28, grid: bool = False,
-                    title: str | None = None, ax=None, panel_size: float = 8.0, save=None):
+                    background: float = 1.0, title: str | None = None, ax=None, panel_size: float = 8.0,
+                    save=None):
     """Draw :func:`thumbnail_canvas` (each image at its 2-D position); returns the Figure."""
-    canvas = thumbnail_canvas(points, images, canvas_size=canvas_size, thumb_size=thumb_size, grid=grid)
+    canvas = thumbnail_canvas(points, images, canvas_size=canvas_size, thumb_size=thumb_size, grid=grid,
+                              background=background)
     fig, axes = _axes_for(1, ax, 1, panel_size)
     axes[0].imshow(canvas)
     axes[0].axis("off")

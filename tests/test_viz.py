@@ -138,8 +138,10 @@ def test_thumbnail_canvas_places_images_at_their_points():
     wide = cs_utils.thumbnail_canvas(np.array([[0.0, 5.0], [10.0, 5.0]]), images, canvas_size=20,
                                      thumb_size=4)
     assert np.all(wide[16:, :4] == 0) and np.all(wide[16:, 16:] == 0.5) and np.all(wide[:16] == 1)
-    fig = cs_utils.show_thumbnails(points, images, canvas_size=20, thumb_size=4, title="map")
-    assert fig.axes[0].get_title() == "map" and fig.axes[0].images[0].get_array().shape == (20, 20, 3)
+    fig = cs_utils.show_thumbnails(points, images + 0.5, canvas_size=20, thumb_size=4, title="map",
+                                   background=0.0)
+    shown = np.asarray(fig.axes[0].images[0].get_array())
+    assert fig.axes[0].get_title() == "map" and shown.shape == (20, 20, 3) and shown[10, 10, 0] == 0
 
 
 def test_show_image_rows_layout_and_errors():
