@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -143,14 +144,24 @@ def test_every_check_fails_in_the_release_and_names_the_function(release, kernel
         assert f"raised {name}" in lines
 
 
-EXERCISE_NAMES = sorted({e.function for e in grading.EXERCISES.values()} | {"grading.check"})
+_FUNCTIONS = "|".join(sorted({e.function for e in grading.EXERCISES.values()}))
+EXERCISE_CALL = re.compile(rf"(\b({_FUNCTIONS})|\bgrading\.check)\s*\(")
 
 
 def _first_exercise_cell(cells: list[str]) -> int:
+    """The first cell that calls an exercise function or a check (comments ignored)."""
     for i, source in enumerate(cells):
-        if any(name in source for name in EXERCISE_NAMES):
+        code = "\n".join(line.split("#", 1)[0] for line in source.splitlines())
+        if EXERCISE_CALL.search(code):
             return i
     return len(cells) - 1
+
+
+def test_first_exercise_cell_is_found_by_calls_not_comments():
+    cells = ["import cs_utils.grading  # cs.grading.check for the exercise", "x = 1",
+             "y = cs.saliency_map (model, x, 3)", "cs_utils.grading.check('tv_loss')"]
+    assert _first_exercise_cell(cells) == 2
+    assert _first_exercise_cell(cells[:2] + cells[3:]) == 2
 
 
 def test_release_notebooks_run_up_to_the_first_exercise(release, kernel):
