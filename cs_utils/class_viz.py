@@ -48,6 +48,7 @@ __all__ = [
     "class_visualization_step",
     "neuron_objective",
     "representation_objective",
+    "stretch_contrast",
 ]
 
 
@@ -260,3 +261,12 @@ def class_ranks(model: nn.Module, images: torch.Tensor, targets, *, size: int | 
         scores = model(x)
     own = scores.gather(1, targets.to(device)[:, None])
     return (scores > own).sum(dim=1).cpu()
+
+
+def stretch_contrast(x: torch.Tensor, *, percentile: float = 99.5) -> torch.Tensor:
+    """For display: scale each image's deviation from mid-grey so that its ``percentile``-th largest
+    absolute deviation reaches 0 or 1 (faint raw-pixel visualizations become visible); clamped."""
+    check_image(x)
+    dev = x.detach() - 0.5
+    scale = torch.quantile(dev.abs().flatten(1), percentile / 100, dim=1).clamp_min(1e-6)
+    return (0.5 + 0.5 * dev / scale.view(-1, 1, 1, 1)).clamp(0, 1)

@@ -12,6 +12,7 @@ from cs_utils.class_viz import (
     class_visualization_step,
     neuron_objective,
     representation_objective,
+    stretch_contrast,
 )
 from cs_utils.optimize import L2Penalty, optimize_image
 
@@ -158,3 +159,11 @@ def test_class_ranks_by_hand():
     assert class_ranks(model, x, [2, 0], size=2).tolist() == [2, 0]
     with pytest.raises(IndexError, match="class index 3"):
         class_ranks(model, x, 3, size=2)
+
+
+def test_stretch_contrast_by_hand():
+    x = torch.full((1, 3, 2, 2), 0.5)
+    x[0, 0, 0, 0], x[0, 1, 0, 0] = 0.6, 0.45
+    out = stretch_contrast(x, percentile=100)
+    assert out[0, 0, 0, 0].item() == pytest.approx(1.0) and out[0, 1, 0, 0].item() == pytest.approx(0.25)
+    assert (out[0, 2] == 0.5).all()
