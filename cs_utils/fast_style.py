@@ -169,10 +169,11 @@ class TransformerNet(nn.Module):
 
     ``norm``: ``"instance"`` (default), ``"batch"`` or ``"conditional"`` (conditional
     instance norm over ``style_names``: pass ``style=`` to ``forward``).
-    Johnson's network has channels (32, 64, 128) and 5 residual blocks.
+    Johnson's network has channels (32, 64, 128) and 5 residual blocks; the default here, (12, 24,
+    48) and 3 blocks, stylizes 512x512 in a fraction of a second on a CPU and trains in an hour.
     """
 
-    def __init__(self, norm: str = "instance", *, channels: Sequence[int] = (16, 32, 64),
+    def __init__(self, norm: str = "instance", *, channels: Sequence[int] = (12, 24, 48),
                  num_residual: int = 3, outer_kernel: int = 9, style_names: Sequence[str] = ()):
         super().__init__()
         if norm not in NORMS:
@@ -402,12 +403,12 @@ def _resize_short(image: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def train_fast_style(model: nn.Module, styles, photos: Sequence[torch.Tensor] | None = None, *,
-                     norm: str | None = None, channels: Sequence[int] = (16, 32, 64),
+                     norm: str | None = None, channels: Sequence[int] = (12, 24, 48),
                      num_residual: int = 3, outer_kernel: int = 9,
-                     steps: int = 2000, batch_size: int = 4, crop_size: int = 160, style_size: int = 256,
+                     steps: int = 1000, batch_size: int = 4, crop_size: int = 128, style_size: int = 256,
                      lr: float = 2e-3, style_layers: Sequence[str] = STYLE_LAYERS,
-                     content_layer: str = "blocks.4", style_weight: float = 100.0,
-                     content_weight: float = 1.0, tv_weight: float = 1.0,
+                     content_layer: str = "blocks.4", style_weight: float = 250.0,
+                     content_weight: float = 1.0, tv_weight: float = 10.0,
                      checkpoint=None, checkpoint_every: int = 100, resume: bool = True,
                      generator: torch.Generator | None = None, progress: bool = True,
                      desc: str | None = None) -> tuple[TransformerNet, FastStyleHistory]:
@@ -596,9 +597,13 @@ def save_fast_style(net: TransformerNet, path, *, history: FastStyleHistory | No
 
 
 def load_fast_style(name_or_path, *, device="cpu") -> TransformerNet:
-    """A trained :class:`TransformerNet` in eval mode (float32): a name of the committed weights in
-    ``data/fast_style/`` (``"starry_night"``, ``"starry_night_batchnorm"``, ``"four_styles"``) or
-    a file written by :func:`save_fast_style`. ``net.info`` holds its training record."""
+    """A trained :class:`TransformerNet` in eval mode (float32, frozen): a name of the committed
+    weights in ``data/fast_style/`` or a file written by :func:`save_fast_style`.
+
+    Committed: ``"starry_night"`` (instance norm), ``"starry_night_500"`` (the same run after half
+    its steps), ``"starry_night_batchnorm"`` (its batch-norm twin, as many steps as the latter) and
+    ``"four_styles"`` (conditional instance norm over :data:`cs_utils.STYLE_NAMES`).
+    ``net.info`` holds the training record (steps, seconds, final losses, settings)."""
     path = Path(name_or_path)
     if not path.suffix:
         path = FAST_STYLE_DIR / f"{name_or_path}.pt"
