@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import DATA_DIR, sample_images
-from .hooks import evaluating, extract_features
+from .hooks import evaluating, extract_features, get_layer
 from .image import check_image, load_image
 
 __all__ = [
@@ -463,7 +463,9 @@ def train_fast_style(model: nn.Module, styles, photos: Sequence[torch.Tensor] | 
               "batch_size": batch_size, "crop_size": crop_size, "style_size": style_size, "lr": lr,
               "style_layers": style_layers, "content_layer": content_layer, "style_weight": style_weight,
               "content_weight": content_weight, "tv_weight": tv_weight, "styles": list(names)}
-    layers = list(dict.fromkeys(style_layers + [content_layer]))  # validated by extract_features
+    layers = list(dict.fromkeys(style_layers + [content_layer]))
+    for layer in layers:  # an unknown name fails here, listing close names, before any work
+        get_layer(model, layer)
 
     saved = None
     if checkpoint is not None:
