@@ -432,9 +432,9 @@ def nearest_neighbours(queries: torch.Tensor, gallery: torch.Tensor, k: int, *,
         distances[rows, exclude[rows].to(q.device)] = math.inf
     sorted_distances, order = torch.sort(distances, dim=1, stable=True)
     distances, indices = sorted_distances[:, :k], order[:, :k]
-    ### END SOLUTION
     return distances.to(queries.device, queries.dtype if queries.is_floating_point() else torch.float64), \
         indices.to(queries.device)
+    ### END SOLUTION
 
 
 @dataclass(frozen=True)
@@ -764,8 +764,8 @@ def receptive_field(model: nn.Module, layer: str, input_size) -> ReceptiveField:
             size[d] += (kernel[d] - 1) * dilation[d] * stride[d]
             offset[d] -= pad[d] * stride[d]
             stride[d] *= step[d]
-    ### END SOLUTION
     return ReceptiveField(tuple(size), tuple(stride), tuple(offset), input_size, tuple(output_size))
+    ### END SOLUTION
 
 
 # --------------------------------------------------------------------------- maximally activating patches

@@ -123,8 +123,8 @@ def saliency_map(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
         scores = target_scores(model(xd), target)
         (grad,) = torch.autograd.grad(scores.sum(), [xd])
         saliency = grad.abs().amax(dim=1)
+        return saliency.detach().to(x.device)
         ### END SOLUTION
-    return saliency.detach().to(x.device)
 
 
 # --------------------------------------------------------------------------- occlusion
@@ -196,14 +196,15 @@ def occlusion_map(model: nn.Module, x: torch.Tensor, target, *, window=32, strid
     colours = _fill_colours(xd, fill)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    ### BEGIN SOLUTION
+    from tqdm.auto import tqdm
+
     with evaluating(model), torch.inference_mode():
-        ### BEGIN SOLUTION
-        from tqdm.auto import tqdm
 
         base = target_scores(model(xd).softmax(dim=1), target)            # (N,)
         total = n * len(windows)
         jobs = [(i, j) for i in range(n) for j in range(len(windows))]   # (image, window) per copy
-        drops = torch.empty(n, len(windows), device=xd.device)
+        drops = torch.empty(n, len(windows), device=xd.device, dtype=xd.dtype)
         with tqdm(total=total, disable=not progress, unit="img", leave=False,
                   desc=f"occlusion: {total} copies in {math.ceil(total / batch_size)} batches") as bar:
             for start in range(0, total, batch_size):
@@ -216,14 +217,14 @@ def occlusion_map(model: nn.Module, x: torch.Tensor, target, *, window=32, strid
                 probs = target_scores(model(batch).softmax(dim=1), target[images])
                 drops[images, [j for _, j in chunk]] = base[images] - probs
                 bar.update(len(chunk))
-        heat = torch.zeros(n, height, width, device=xd.device)
-        covered = torch.zeros(height, width, device=xd.device)
+        heat = torch.zeros(n, height, width, device=xd.device, dtype=xd.dtype)
+        covered = torch.zeros(height, width, device=xd.device, dtype=xd.dtype)
         for j, (top, left) in enumerate(windows):
             heat[:, top:top + wh, left:left + ww] += drops[:, j, None, None]
             covered[top:top + wh, left:left + ww] += 1
         heat /= covered
-        ### END SOLUTION
     return heat.clone().to(x.device)   # a normal tensor again (not an inference tensor)
+    ### END SOLUTION
 
 
 # --------------------------------------------------------------------------- guided backprop
