@@ -285,8 +285,8 @@ def _run(model, objective, init, parts, *, steps, optimizer, lr, tv_weight, gene
 def synthesize_texture(model, texture: torch.Tensor, layers=None, *, size=None, steps: int = 300,
                        optimizer="lbfgs", lr: float | None = None, tv_weight: float = 1e-5,
                        layer_weights: float | Sequence[float] = 1.0, init: torch.Tensor | None = None,
-                       pad: int = 4, generator: torch.Generator | None = None, progress: bool = True,
-                       callback=None) -> tuple[torch.Tensor, History]:
+                       pad: int = 4, margin: int = 16, generator: torch.Generator | None = None,
+                       progress: bool = True, callback=None) -> tuple[torch.Tensor, History]:
     """Gram-matrix texture synthesis (Gatys et al. 2015): optimise noise until its Gram
     matrices at ``layers`` match the texture's.
 
@@ -295,9 +295,14 @@ def synthesize_texture(model, texture: torch.Tensor, layers=None, *, size=None, 
     ``size``: output side or ``(height, width)``; default the texture's size.
     ``init``: starting image (default grey noise drawn from ``generator``). ``pad``: pixels
     mirrored at each border before the network sees the image (no border artifacts).
+    ``margin``: when starting from noise, a canvas ``margin`` pixels larger on every side is
+    synthesised and its centre returned: border pixels take part in fewer windows and come
+    out as a darker band, which the crop removes.
     ``steps``: optimiser steps (objective evaluations for ``"lbfgs"``).
     Returns ``(image, history)``; ``history.extra["style"]`` holds the Gram loss per evaluation.
     """
+    if isinstance(margin, bool) or not isinstance(margin, int) or margin < 0:
+        raise ValueError(f"margin must be an int >= 0 (pixels cropped at each border), got {margin!r}")
     device = _model_device(model)
     targets = _as_targets(model, texture, layers)
     if init is None:
@@ -306,11 +311,13 @@ def synthesize_texture(model, texture: torch.Tensor, layers=None, *, size=None, 
                 raise ValueError("give size= when the texture is given as StyleTargets")
             size = tuple(texture.shape[-2:])
         size = (size, size) if isinstance(size, int) else tuple(size)
-        init = noise_image((1, 3, *size), generator=generator, device=device)
+        init = noise_image((1, 3, size[0] + 2 * margin, size[1] + 2 * margin), generator=generator,
+                           device=device)
         out_device = texture.device if isinstance(texture, torch.Tensor) else device
     else:
         check_image(init, "init")
         out_device = init.device
+        margin = 0
     parts = {"style": [], "content": []}
     objective = _features_objective(model, targets.layers, list(targets.grams), layer_weights, 1.0,
                                     None, None, 0.0, parts, _check_pad(pad))
@@ -318,6 +325,8 @@ def synthesize_texture(model, texture: torch.Tensor, layers=None, *, size=None, 
                           lr=lr, tv_weight=tv_weight, generator=generator, progress=progress,
                           desc="texture", callback=callback)
     del history.extra["content"]
+    if margin:
+        image = image[..., margin:image.shape[-2] - margin, margin:image.shape[-1] - margin]
     return image.to(out_device), history
 
 

@@ -12,6 +12,7 @@ from cs_utils.style import (
     StyleTargets,
     load_style,
     mix_styles,
+    noise_image,
     style_images,
     style_targets,
     style_transfer,
@@ -103,7 +104,7 @@ def test_style_transfer_objective_is_the_documented_sum(tiny_cnn):
 
 def test_synthesize_texture_lowers_the_gram_loss(tiny_cnn):
     _, texture = images(4)
-    kwargs = dict(size=10, steps=8, tv_weight=0.0, pad=0, progress=False)
+    kwargs = dict(size=10, steps=8, tv_weight=0.0, pad=0, margin=0, progress=False)
     image, history = synthesize_texture(tiny_cnn, texture, ["conv", "relu"],
                                         generator=torch.Generator().manual_seed(0), **kwargs)
     assert image.shape == (1, 3, 10, 10)
@@ -111,6 +112,20 @@ def test_synthesize_texture_lowers_the_gram_loss(tiny_cnn):
     again, _ = synthesize_texture(tiny_cnn, texture, ["conv", "relu"],
                                   generator=torch.Generator().manual_seed(0), **kwargs)
     assert torch.equal(image, again)
+
+
+def test_synthesize_texture_returns_the_centre_of_a_larger_canvas(tiny_cnn):
+    _, texture = images(4)
+    kwargs = dict(steps=4, tv_weight=0.0, pad=0, progress=False)
+    image, _ = synthesize_texture(tiny_cnn, texture, ["relu"], size=(6, 7), margin=3,
+                                  generator=torch.Generator().manual_seed(0), **kwargs)
+    canvas = noise_image((1, 3, 12, 13), generator=torch.Generator().manual_seed(0))
+    whole, _ = synthesize_texture(tiny_cnn, texture, ["relu"], init=canvas,
+                                  generator=torch.Generator().manual_seed(0), **kwargs)
+    assert image.shape == (1, 3, 6, 7)
+    assert torch.equal(image, whole[..., 3:9, 3:10])
+    with pytest.raises(ValueError, match="margin"):
+        synthesize_texture(tiny_cnn, texture, ["relu"], margin=-1, **kwargs)
 
 
 def test_synthesize_texture_from_mixed_targets(tiny_cnn):
