@@ -12,7 +12,7 @@ NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 TEST_ENV  := CS_UTILS_FAST=1 MPLBACKEND=Agg IPYTHONDIR=$(CURDIR)/tests/ipython
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test unit notebooks lint run lab strip clean weights checks student
+.PHONY: help setup test unit notebooks lint run lab strip clean weights checks student bench
 
 help:
 	@echo "make run     set up, execute every notebook at the full budget, render build/index.html"
@@ -25,6 +25,7 @@ help:
 	@echo "make weights train the fast-style networks of notebook 06 again into data/fast_style/ (slow)"
 	@echo "make checks  regenerate the golden files data/checks/*.npz of the exercises from the solutions"
 	@echo "make student write the student release (solutions replaced by TODOs) into build/student/"
+	@echo "make bench   speed benchmarks: medians and ratios to the physical limit (not tests)"
 	@echo "make clean   remove build/ and caches (keeps .venv/)"
 
 setup: $(STAMP)
@@ -66,6 +67,10 @@ checks: setup
 
 student: setup
 	$(PY) -m cs_utils.release --out build/student
+
+bench: setup
+	$(PY) benchmarks/bench_saliency.py
+	$(PY) benchmarks/bench_style.py
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache
