@@ -25,6 +25,7 @@ from torch import nn
 
 from .hooks import evaluating
 from .image import check_image
+from .runtime import model_device
 
 __all__ = ["AttackHistory", "difference_image", "fgsm", "fooling_image", "fooling_step", "pgd",
            "quantize_8bit", "reload_as_png"]
@@ -64,14 +65,6 @@ def check_class_indices(model: nn.Module, target, n: int, what: str = "target") 
             top = f"0..{num_classes - 1}" if num_classes is not None else "non-negative"
             raise IndexError(f"{what} class index {v} is out of range: the model's classes are {top}")
     return torch.tensor(values, dtype=torch.long)
-
-
-def _device(model: nn.Module) -> torch.device:
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return torch.device("cpu")
 
 
 def _check_epsilon(epsilon, name: str = "epsilon") -> float:
@@ -199,7 +192,7 @@ def fooling_image(model: nn.Module, x: torch.Tensor, target, *, max_steps: int =
         raise ValueError(f"confidence must be a probability in [0, 1), got {confidence}")
     if epsilon is not None:
         epsilon = _check_epsilon(epsilon)
-    device = _device(model)
+    device = model_device(model)
     targets = check_class_indices(model, target, x.shape[0]).to(device)
     x0 = x.detach().to(device)
     current = x0.clone()
@@ -259,7 +252,7 @@ def fgsm(model: nn.Module, x: torch.Tensor, labels, *, epsilon: float = 8 / 255,
     """
     check_image(x)
     epsilon = _check_epsilon(epsilon)
-    device = _device(model)
+    device = model_device(model)
     labels = check_class_indices(model, labels, x.shape[0], "labels").to(device)
     x0 = x.detach().to(device)
     with evaluating(model):
@@ -283,7 +276,7 @@ def pgd(model: nn.Module, x: torch.Tensor, labels, *, epsilon: float = 8 / 255, 
     if not isinstance(steps, numbers.Integral) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
     step_size = 2.5 * epsilon / steps if step_size is None else _check_epsilon(step_size, "step_size")
-    device = _device(model)
+    device = model_device(model)
     labels = check_class_indices(model, labels, x.shape[0], "labels").to(device)
     x0 = x.detach().to(device)
     current = x0.clone()

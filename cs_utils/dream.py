@@ -26,6 +26,7 @@ from .hooks import evaluating, extract_features, get_layer
 from .image import check_image
 from .losses import content_loss
 from .optimize import History, Jitter, NormalizedGradient, TVPenalty, optimize_image
+from .runtime import model_device
 
 __all__ = [
     "deepdream",
@@ -36,14 +37,6 @@ __all__ = [
     "relative_feature_error",
     "roll_offsets",
 ]
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
 
 
 def _check_jitter(jitter) -> int:
@@ -83,7 +76,7 @@ def deepdream_step(model: nn.Module, x: torch.Tensor, layer: str, *, step_size: 
     x = check_image(x)
     get_layer(model, layer)  # a clear error for a wrong name, before any work
     dy, dx = roll_offsets(_check_jitter(jitter), generator)   # the random shift, drawn for you
-    image = x.detach().to(_model_device(model))                # a detached copy on the model's device
+    image = x.detach().to(model_device(model))                # a detached copy on the model's device
     with evaluating(model):
         ### BEGIN SOLUTION
         rolled = torch.roll(image, shifts=(dy, dx), dims=(2, 3)).requires_grad_(True)
@@ -188,7 +181,7 @@ def deepdream(model: nn.Module, x: torch.Tensor, layer: str, *, octaves: int = 3
         return image
 
     with evaluating(model):
-        dreamed = dream_octaves(x.detach().to(_model_device(model)), sizes, dream_octave)
+        dreamed = dream_octaves(x.detach().to(model_device(model)), sizes, dream_octave)
     return dreamed.detach().to(x.device), history
 
 
@@ -220,7 +213,7 @@ def invert_features(model: nn.Module, x: torch.Tensor, layer: str, *, steps: int
     _check_jitter(jitter)
     if tv_weight < 0:
         raise ValueError(f"tv_weight must be >= 0, got {tv_weight}")
-    device = _model_device(model)
+    device = model_device(model)
     n, _, h, w = x.shape
     with evaluating(model):
         with torch.no_grad():
@@ -253,7 +246,7 @@ def relative_feature_error(model: nn.Module, image: torch.Tensor, x: torch.Tenso
         raise ValueError(f"image and x must have the same shape, got {tuple(image.shape)} and "
                          f"{tuple(x.shape)}")
     get_layer(model, layer)
-    device = _model_device(model)
+    device = model_device(model)
     with torch.no_grad(), evaluating(model):
         both = extract_features(model, torch.cat([image, x]).to(device), [layer])[layer].flatten(1)
     found, target = both[: len(x)], both[len(x):]

@@ -42,6 +42,15 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter (or buffer); CPU for a model with neither."""
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
 def is_fast() -> bool:
     """True when ``CS_UTILS_FAST`` is set to a true value (1, true, yes, on)."""
     value = os.environ.get(FAST_ENV, "").strip().lower()

@@ -18,7 +18,6 @@ activations live only inside a ``with`` block.
 from __future__ import annotations
 
 import copy
-import itertools
 import math
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -31,6 +30,7 @@ from torch.overrides import TorchFunctionMode
 
 from .hooks import evaluating, extract_features, get_layer
 from .image import check_image
+from .runtime import model_device
 
 __all__ = [
     "DeletionCurve",
@@ -50,10 +50,6 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- shared checks
-
-def _model_device(model: nn.Module) -> torch.device:
-    tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
-    return tensor.device if tensor is not None else torch.device("cpu")
 
 
 def _targets(target, n: int) -> torch.Tensor:
@@ -101,7 +97,7 @@ def _prepare(model: nn.Module, x: torch.Tensor, target):
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     check_image(x)
-    device = _model_device(model)
+    device = model_device(model)
     return x.detach().to(device), _targets(target, x.shape[0]).to(device)
 
 

@@ -31,6 +31,7 @@ from .hooks import evaluating, extract_features, get_layer
 from .image import check_image
 from .losses import content_loss, gram_matrix, style_loss
 from .optimize import History, TVPenalty, optimize_image
+from .runtime import model_device
 
 __all__ = [
     "CONTENT_LAYER",
@@ -128,11 +129,6 @@ def _check_layers(model, layers, what="layers") -> tuple[str, ...]:
     return layers
 
 
-def _model_device(model) -> torch.device:
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
-
-
 @dataclass(frozen=True)
 class StyleTargets:
     """The Gram matrices ``grams[i]`` (1, C_i, C_i) of a style at ``layers[i]``, computed once."""
@@ -157,7 +153,7 @@ def style_targets(model, style: torch.Tensor, layers=STYLE_LAYERS) -> StyleTarge
         raise ValueError(f"style must be one image (1, 3, H, W), got a batch of {style.shape[0]}; "
                          "blend several styles with mix_styles")
     with torch.no_grad(), evaluating(model):
-        feats = extract_features(model, _reflect(style.detach().to(_model_device(model)), 0,
+        feats = extract_features(model, _reflect(style.detach().to(model_device(model)), 0,
                                                  _same_padding(model)), layers)
     return StyleTargets(layers, tuple(gram_matrix(feats[name]) for name in layers))
 
@@ -193,7 +189,7 @@ def style_distance(model, image: torch.Tensor, targets: StyleTargets,
     if not isinstance(targets, StyleTargets):
         raise TypeError(f"targets must be StyleTargets from style_targets(...), got {type(targets).__name__}")
     with torch.no_grad(), evaluating(model):
-        feats = extract_features(model, _reflect(image.detach().to(_model_device(model)), 0,
+        feats = extract_features(model, _reflect(image.detach().to(model_device(model)), 0,
                                                  _same_padding(model)), list(targets.layers))
         return float(style_loss([feats[name] for name in targets.layers], list(targets.grams), layer_weights))
 
@@ -303,7 +299,7 @@ def synthesize_texture(model, texture: torch.Tensor, layers=None, *, size=None, 
     """
     if isinstance(margin, bool) or not isinstance(margin, int) or margin < 0:
         raise ValueError(f"margin must be an int >= 0 (pixels cropped at each border), got {margin!r}")
-    device = _model_device(model)
+    device = model_device(model)
     targets = _as_targets(model, texture, layers)
     if init is None:
         if size is None:
@@ -355,7 +351,7 @@ def style_transfer(model, content: torch.Tensor, style, *, style_layers=None,
     """
     check_image(content, "content")
     pad = _check_pad(pad)
-    device = _model_device(model)
+    device = model_device(model)
     if not isinstance(content_layer, str):
         raise TypeError(f"content_layer must be one layer name such as {CONTENT_LAYER!r}, "
                         f"got {content_layer!r}")

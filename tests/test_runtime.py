@@ -70,3 +70,16 @@ def test_import_does_no_work():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "ok", out.stderr
     assert runtime.FAST_ENV == "CS_UTILS_FAST"
+
+
+def test_model_device_reads_parameters_then_buffers():
+    import torch
+    from torch import nn
+
+    from cs_utils.runtime import model_device
+
+    assert model_device(nn.Linear(2, 2)) == torch.device("cpu")
+    assert model_device(nn.BatchNorm2d(3).requires_grad_(False)) == torch.device("cpu")
+    bare = nn.Module()
+    bare.register_buffer("scale", torch.ones(1, dtype=torch.float64))
+    assert model_device(bare) == torch.device("cpu") and model_device(nn.ReLU()) == torch.device("cpu")
