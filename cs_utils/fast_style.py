@@ -471,7 +471,7 @@ def train_fast_style(model: nn.Module, styles, photos: Sequence[torch.Tensor] | 
     if checkpoint is not None:
         checkpoint = Path(checkpoint)
         if resume and checkpoint.exists():
-            saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+            saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
             if saved["step"] > steps:
                 raise ValueError(f"checkpoint {str(checkpoint)!r} is already {saved['step']} steps on, "
                                  f"more than steps={steps}; ask for more steps or pass resume=False")
