@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["Budget", "FAST_ENV", "budget", "get_device", "is_fast", "seed_everything"]
+__all__ = ["Budget", "FAST_ENV", "budget", "get_device", "is_fast", "model_device", "progress_bar",
+           "seed_everything"]
 
 FAST_ENV = "CS_UTILS_FAST"
 
@@ -49,6 +50,16 @@ def model_device(model: torch.nn.Module) -> torch.device:
     for tensor in model.buffers():
         return tensor.device
     return torch.device("cpu")
+
+
+def progress_bar(iterable=None, *, total: int | None = None, desc: str | None = None, enabled: bool = True,
+                 **options):
+    """A tqdm progress bar (notebook-aware) over ``iterable`` or for ``total`` steps; with
+    ``enabled=False`` it shows nothing but still iterates and accepts ``update``/``close``."""
+    from tqdm.auto import tqdm
+
+    options.setdefault("leave", False)
+    return tqdm(iterable, total=total, desc=desc, disable=not enabled, **options)
 
 
 def is_fast() -> bool:
