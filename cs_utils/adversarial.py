@@ -15,7 +15,6 @@ never changed: gradients are taken with ``torch.autograd.grad`` on a copy of the
 
 from __future__ import annotations
 
-import numbers
 import time
 from dataclasses import dataclass, field
 
@@ -23,58 +22,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import (
+    check_image,
+    class_indices,
+    model_input,
+    non_negative_int,
+    num_classes,
+    pixel_size,
+    positive_int,
+    probability,
+)
 from .hooks import evaluating
-from .image import check_image
-from .runtime import model_device
+from .runtime import progress_bar
 
 __all__ = ["AttackHistory", "difference_image", "fgsm", "fooling_image", "fooling_step", "pgd",
            "quantize_8bit", "reload_as_png"]
 
 
 # --------------------------------------------------------------------------- helpers
-
-def _num_classes(model: nn.Module) -> int | None:
-    """The number of classes: ``out_features`` of the model's last linear layer (None if it has none)."""
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    return linears[-1].out_features if linears else None
-
-
-def check_class_indices(model: nn.Module, target, n: int, what: str = "target") -> torch.Tensor:
-    """``target`` (an int, or one int per image) as a long tensor of length ``n``, checked against the
-    model's number of classes; a clear error otherwise."""
-    if isinstance(target, torch.Tensor):
-        if target.is_floating_point() or target.dtype == torch.bool:
-            raise TypeError(f"{what} must hold integer class indices, got dtype {target.dtype}")
-        values = target.detach().cpu().reshape(-1).tolist()
-    elif isinstance(target, numbers.Integral) and not isinstance(target, bool):
-        values = [int(target)]
-    elif isinstance(target, (list, tuple)):
-        values = list(target)
-    else:
-        raise TypeError(f"{what} must be a class index (int) or one index per image, "
-                        f"got {type(target).__name__}; cs_utils.imagenet_index('name') finds an index")
-    if len(values) == 1:
-        values = values * n
-    if len(values) != n:
-        raise ValueError(f"{what} has {len(values)} class indices for {n} images; give one, or one per image")
-    num_classes = _num_classes(model)
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-            raise TypeError(f"{what} must hold integer class indices, got {v!r}")
-        if v < 0 or (num_classes is not None and v >= num_classes):
-            top = f"0..{num_classes - 1}" if num_classes is not None else "non-negative"
-            raise IndexError(f"{what} class index {v} is out of range: the model's classes are {top}")
-    return torch.tensor(values, dtype=torch.long)
-
-
-def _check_epsilon(epsilon, name: str = "epsilon") -> float:
-    if not isinstance(epsilon, numbers.Real) or isinstance(epsilon, bool):
-        raise TypeError(f"{name} must be a number in pixel units of [0, 1] images, e.g. 8/255")
-    if not 0 <= epsilon <= 1:
-        raise ValueError(f"{name} = {epsilon} is not a size in pixel units of [0, 1] images; "
-                         f"8 grey levels are 8/255 = {8 / 255:.4f}")
-    return float(epsilon)
-
 
 def quantize_8bit(x: torch.Tensor) -> torch.Tensor:
     """``x`` rounded to the 256 levels an 8-bit file stores (what saving as PNG keeps)."""
@@ -162,8 +127,8 @@ def fooling_step(model: nn.Module, x: torch.Tensor, target, *, step_size: float 
     whatever the scale of the scores; it is not clamped (:func:`fooling_image` does that).
     ``target`` is one class index or one per image.
     """
-    check_image(x)
-    targets = check_class_indices(model, target, x.shape[0]).to(x.device)
+    x = model_input(model, x)   # a detached copy on the model's device, in its dtype
+    targets = class_indices(target, x.shape[0], classes=num_classes(model)).to(x.device)
     ### BEGIN SOLUTION
     x = x.detach().clone().requires_grad_(True)
     scores = model(x).gather(1, targets[:, None]).sum()
@@ -185,23 +150,20 @@ def fooling_image(model: nn.Module, x: torch.Tensor, target, *, max_steps: int =
     batch stops on its own. Returns ``(image, AttackHistory)``; ``history.steps`` counts
     the steps each image took and ``history.success`` says which ones reached the goal.
     """
-    check_image(x)
-    if not isinstance(max_steps, numbers.Integral) or max_steps < 0:
-        raise ValueError(f"max_steps must be a non-negative int, got {max_steps!r}")
-    if not 0 <= confidence < 1:
-        raise ValueError(f"confidence must be a probability in [0, 1), got {confidence}")
+    x0 = model_input(model, x)
+    max_steps = non_negative_int(max_steps, "max_steps")
+    confidence = probability(confidence, "confidence", allow_one=False)
     if epsilon is not None:
-        epsilon = _check_epsilon(epsilon)
-    device = model_device(model)
-    targets = check_class_indices(model, target, x.shape[0]).to(device)
-    x0 = x.detach().to(device)
+        epsilon = pixel_size(epsilon)
+    device = x0.device
+    targets = class_indices(target, x.shape[0], classes=num_classes(model)).to(device)
     current = x0.clone()
     n = x0.shape[0]
     steps = torch.zeros(n, dtype=torch.long)
     done = torch.zeros(n, dtype=torch.bool)
     final_conf = torch.zeros(n)
     history = AttackHistory(steps, done, torch.zeros(n), torch.zeros(n), final_conf)
-    bar = _progress(max_steps, progress, "fooling")
+    bar = progress_bar(total=max_steps, desc="fooling", enabled=progress)
     start = time.perf_counter()
     with evaluating(model):
         for step in range(max_steps + 1):
@@ -222,22 +184,12 @@ def fooling_image(model: nn.Module, x: torch.Tensor, target, *, max_steps: int =
             moved = fooling_step(model, current[active], targets[active], step_size=step_size)
             current[active] = _project(moved, x0[active], epsilon)
             steps[~done] += 1
-            if bar is not None:
-                bar.update(1)
-    if bar is not None:
-        bar.close()
+            bar.update(1)
+    bar.close()
     result = quantize_8bit(current) if quantize else current
     history.linf, history.l2 = (t.cpu() for t in _change_sizes(result, x0))
     history.seconds = time.perf_counter() - start
-    return result.to(x.device), history
-
-
-def _progress(total: int, enabled: bool, desc: str):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, leave=False)
+    return result.to(x.device, x.dtype), history
 
 
 # --------------------------------------------------------------------------- FGSM and PGD
@@ -250,14 +202,12 @@ def fgsm(model: nn.Module, x: torch.Tensor, labels, *, epsilon: float = 8 / 255,
     cross-entropy loss. ``targeted=True``: ``labels`` are the wanted classes and the step
     decreases their loss. ``epsilon`` is in pixel units of [0, 1] images (8/255 = 8 grey levels).
     """
-    check_image(x)
-    epsilon = _check_epsilon(epsilon)
-    device = model_device(model)
-    labels = check_class_indices(model, labels, x.shape[0], "labels").to(device)
-    x0 = x.detach().to(device)
+    x0 = model_input(model, x)
+    epsilon = pixel_size(epsilon)
+    labels = class_indices(labels, x.shape[0], classes=num_classes(model), what="labels").to(x0.device)
     with evaluating(model):
         grad = _loss_gradient(model, x0, labels, targeted)
-    return (x0 + epsilon * grad.sign()).clamp(0, 1).to(x.device)
+    return (x0 + epsilon * grad.sign()).clamp(0, 1).to(x.device, x.dtype)
 
 
 def pgd(model: nn.Module, x: torch.Tensor, labels, *, epsilon: float = 8 / 255, steps: int = 10,
@@ -271,14 +221,12 @@ def pgd(model: nn.Module, x: torch.Tensor, labels, *, epsilon: float = 8 / 255, 
     projects onto the ball and onto [0, 1]. Returns ``(image, AttackHistory)``;
     ``history.success`` says which images ended misclassified (or classified as the target).
     """
-    check_image(x)
-    epsilon = _check_epsilon(epsilon)
-    if not isinstance(steps, numbers.Integral) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
-    step_size = 2.5 * epsilon / steps if step_size is None else _check_epsilon(step_size, "step_size")
-    device = model_device(model)
-    labels = check_class_indices(model, labels, x.shape[0], "labels").to(device)
-    x0 = x.detach().to(device)
+    x0 = model_input(model, x)
+    epsilon = pixel_size(epsilon)
+    steps = positive_int(steps, "steps")
+    step_size = 2.5 * epsilon / steps if step_size is None else pixel_size(step_size, "step_size")
+    device = x0.device
+    labels = class_indices(labels, x.shape[0], classes=num_classes(model), what="labels").to(device)
     current = x0.clone()
     if random_start:
         noise = torch.rand(x0.shape, generator=generator, dtype=x0.dtype)
@@ -286,7 +234,7 @@ def pgd(model: nn.Module, x: torch.Tensor, labels, *, epsilon: float = 8 / 255, 
     n = x0.shape[0]
     history = AttackHistory(torch.full((n,), int(steps)), torch.zeros(n, dtype=torch.bool),
                             torch.zeros(n), torch.zeros(n), torch.zeros(n))
-    bar = _progress(steps, progress, "PGD")
+    bar = progress_bar(total=steps, desc="PGD", enabled=progress)
     start = time.perf_counter()
     with evaluating(model):
         for step in range(steps + 1):
@@ -302,12 +250,10 @@ def pgd(model: nn.Module, x: torch.Tensor, labels, *, epsilon: float = 8 / 255, 
                 break
             grad = _loss_gradient(model, current, labels, targeted)
             current = _project(current + step_size * grad.sign(), x0, epsilon)
-            if bar is not None:
-                bar.update(1)
-    if bar is not None:
-        bar.close()
+            bar.update(1)
+    bar.close()
     history.success = success.cpu()
     history.confidence = scores.softmax(1).gather(1, labels[:, None])[:, 0].cpu()
     history.linf, history.l2 = (t.cpu() for t in _change_sizes(current, x0))
     history.seconds = time.perf_counter() - start
-    return current.to(x.device), history
+    return current.to(x.device, x.dtype), history

@@ -52,7 +52,7 @@ def _is_int(value) -> bool:
 def positive_int(value, name: str) -> int:
     """``value`` as an int if it is an integer >= 1; a ``ValueError`` that names it otherwise."""
     if not _is_int(value) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
+        raise ValueError(f"{name} must be a positive int (at least 1), got {value!r}")
     return int(value)
 
 
@@ -70,7 +70,8 @@ def int_pair(value, name: str) -> tuple[int, int]:
         return v, v
     if isinstance(value, (tuple, list)) and len(value) == 2 and all(_is_int(v) and v >= 1 for v in value):
         return int(value[0]), int(value[1])
-    raise ValueError(f"{name} must be a positive int or a (height, width) pair of positive ints, got {value!r}")
+    raise ValueError(f"{name} must be a positive int (at least 1) or a (height, width) pair of positive "
+                     f"ints, got {value!r}")
 
 
 def pixel_size(value, name: str = "epsilon") -> float:
@@ -204,7 +205,8 @@ def class_indices(target, n: int, *, classes: int | None = None, what: str = "ta
         if values.is_floating_point() or values.is_complex() or values.dtype == torch.bool:
             raise TypeError(f"{what} must hold integer class indices, got dtype {values.dtype}")
         if values.dim() > 1:
-            raise ValueError(f"{what} must be one class index or one per image, got shape {tuple(values.shape)}")
+            raise ValueError(f"{what} must be one class index or one per image, "
+                             f"got shape {tuple(values.shape)}")
         values = values.reshape(-1).long()
     else:
         raise TypeError(f"{what} must be a class index (int) or one index per image, "
@@ -212,7 +214,8 @@ def class_indices(target, n: int, *, classes: int | None = None, what: str = "ta
     if values.numel() == 1:
         values = values.expand(n).clone()
     if values.numel() != n:
-        raise ValueError(f"{what} has {values.numel()} class indices for {n} images; give one, or one per image")
+        raise ValueError(f"{what} has {values.numel()} class indices for {n} images; "
+                         "give one, or one per image")
     if n:
         low, high = int(values.min()), int(values.max())
         if low < 0:

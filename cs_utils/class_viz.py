@@ -23,9 +23,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .adversarial import check_class_indices
+from .checks import check_image, class_indices, num_classes
 from .hooks import evaluating, extract_features, get_layer
-from .image import check_image
 from .optimize import (
     Compose,
     FourierImage,
@@ -98,7 +97,7 @@ def _layer_output(model: nn.Module, x: torch.Tensor, layer: str, channel: int | 
 def class_score_objective(model: nn.Module, target) -> Objective:
     """``-s_target(x)`` summed over the batch: ascend the *unnormalised* class score (not the
     softmax probability, which can rise by pushing other classes down)."""
-    targets = check_class_indices(model, target, 1)
+    targets = class_indices(target, 1, classes=num_classes(model))
 
     def loss(x):
         scores = model(x)
@@ -171,7 +170,7 @@ def class_visualization_step(model: nn.Module, img: torch.Tensor, target: int, *
     :func:`class_visualization` adds those.
     """
     check_image(img, "img")
-    targets = check_class_indices(model, target, img.shape[0])
+    targets = class_indices(target, img.shape[0], classes=num_classes(model))
     ### BEGIN SOLUTION
     x = img.detach().clone().requires_grad_(True)
     scores = model(x).gather(1, targets.to(x.device)[:, None]).sum()
@@ -251,7 +250,7 @@ def class_ranks(model: nn.Module, images: torch.Tensor, targets, *, size: int | 
     """Rank of each image's target class among ``model``'s scores (0 = top-1, < 5 = in the top 5),
     after resizing the images to ``size`` (default: the model's native size, bilinear)."""
     check_image(images, "images")
-    targets = check_class_indices(model, targets, images.shape[0], "targets")
+    targets = class_indices(targets, images.shape[0], classes=num_classes(model), what="targets")
     size = int(size or getattr(model, "native_image_size", images.shape[-1]))
     device = next(iter(model.parameters())).device
     x = images.detach().to(device)

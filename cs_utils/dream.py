@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import check_image
 from .hooks import evaluating, extract_features, get_layer
-from .image import check_image
 from .losses import content_loss
 from .optimize import History, Jitter, NormalizedGradient, TVPenalty, optimize_image
 from .runtime import model_device

@@ -25,9 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import check_image
 from .data import DATA_DIR, sample_images
 from .hooks import evaluating, extract_features, get_layer
-from .image import check_image, load_image
+from .image import load_image
+from .runtime import model_device
 
 __all__ = [
     "FAST_STYLE_DIR",
@@ -456,7 +458,7 @@ def train_fast_style(model: nn.Module, styles, photos: Sequence[torch.Tensor] | 
         raise ValueError("photos is empty: pass content images to crop from (or None for the defaults)")
     for i, photo in enumerate(photos):
         check_image(photo, f"photos[{i}]")
-    device = next(model.parameters()).device
+    device = model_device(model)
     net_config = {"norm": norm, "channels": list(channels), "num_residual": num_residual,
                   "outer_kernel": outer_kernel, "style_names": list(names) if norm == "conditional" else []}
     config = {"net": net_config,

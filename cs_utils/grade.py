@@ -11,7 +11,7 @@ space the process already has after importing torch, plus ``--memory`` MB). The
 submission's modules are imported there under the package name ``submission``
 (its ``__init__.py`` is not run), so a module with a syntax error only costs the
 exercises that live in it or import it. The golden files, the checking code and
-the foundation modules (models, images, hooks, data, runtime) are the grader's
+the foundation modules (checks, models, images, hooks, data, runtime) are the grader's
 own, never the submission's.
 
 A broken submission never stops the grader: a syntax or import error, an
@@ -53,7 +53,7 @@ __all__ = ["ExerciseScore", "find_package", "grade", "main", "render_table"]
 ALIAS = "submission"
 #: Modules without exercises that the checks themselves use (the model, images, hooks):
 #: taken from the grader, not from the submission.
-FOUNDATION = ("data", "hooks", "image", "models", "runtime")
+FOUNDATION = ("checks", "data", "hooks", "image", "models", "runtime")
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_MEMORY_MB = 2048
 STARTUP_TIMEOUT = 300.0  # for the process server to import torch once, on a busy machine

@@ -8,11 +8,12 @@ block ends, also when it ends with an exception.
 from __future__ import annotations
 
 import contextlib
-import difflib
 from collections.abc import Iterable, Iterator
 
 import torch
 from torch import nn
+
+from .checks import check_layer
 
 __all__ = ["capture_activations", "capture_gradients", "get_layer", "layer_names"]
 
@@ -24,19 +25,7 @@ def layer_names(model: nn.Module) -> list[str]:
 
 def get_layer(model: nn.Module, name: str) -> nn.Module:
     """The submodule called ``name``; an unknown name raises a ``KeyError`` listing close ones."""
-    if not isinstance(name, str):
-        raise TypeError(f"layer names are strings such as 'blocks.10', got {type(name).__name__}")
-    modules = dict(model.named_modules())
-    if name in modules and name:
-        return modules[name]
-    names = [n for n in modules if n]
-    close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
-    if not close:  # fall back to names sharing the first component
-        head = name.split(".")[0]
-        close = [n for n in names if n.split(".")[0] == head][:5]
-    hint = f" Closest valid names: {', '.join(repr(c) for c in close)}." if close else ""
-    raise KeyError(f"{type(model).__name__} has no layer {name!r}.{hint} "
-                   "cs_utils.layer_names(model) lists them all.")
+    return model.get_submodule(check_layer(model, name))
 
 
 def _as_names(names) -> list[str]:

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from .checks import check_image
+
 __all__ = ["check_image", "load_image", "save_image", "to_numpy", "to_pil"]
 
 
@@ -178,24 +180,6 @@ def load_image(source, size=None, *, crop: bool = True) -> torch.Tensor:
     img = _resize_pil(_to_rgb(_open(source)), size, crop)
     array = np.asarray(img, dtype=np.uint8)
     return torch.from_numpy(array.copy()).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
-
-
-def check_image(x, name: str = "x") -> torch.Tensor:
-    """Raise a clear error unless ``x`` is a float tensor (N, 3, H, W) with values in [0, 1]."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor (N, 3, H, W) in [0, 1], got {type(x).__name__}; "
-                        "cs_utils.load_image makes one from a file, PIL image or array")
-    if x.dim() != 4 or x.shape[1] != 3:
-        raise ValueError(f"{name} must have shape (N, 3, H, W), got {tuple(x.shape)}; "
-                         "x[None] adds a batch axis to a single (3, H, W) image")
-    if not x.is_floating_point():
-        raise ValueError(f"{name} must be a float tensor in [0, 1], got {x.dtype}; use x.float() / 255")
-    if x.numel():
-        lo, hi = torch.aminmax(x.detach())
-        if lo < 0 or hi > 1:
-            raise ValueError(f"{name} must hold values in [0, 1], got [{lo.item():.3g}, {hi.item():.3g}]; "
-                             "divide 0..255 images by 255, or clamp with x.clamp(0, 1)")
-    return x
 
 
 def to_numpy(x: torch.Tensor) -> np.ndarray:

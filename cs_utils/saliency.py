@@ -28,9 +28,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 
+from .checks import check_layer, check_layers, class_indices, int_pair, model_input, num_classes, positive_int
 from .hooks import evaluating, extract_features, get_layer
-from .image import check_image
-from .runtime import model_device
 
 __all__ = [
     "DeletionCurve",
@@ -52,32 +51,6 @@ __all__ = [
 # --------------------------------------------------------------------------- shared checks
 
 
-def _targets(target, n: int) -> torch.Tensor:
-    """``target`` (an int, or N ints) as a LongTensor of shape (N,) on the CPU; clear errors otherwise."""
-    hint = "pass a class index (int) or a tensor/list of one class index per image"
-    if isinstance(target, bool) or isinstance(target, (float, str)):
-        raise TypeError(f"target must be a class index (int), got {target!r}; {hint}")
-    if isinstance(target, (int, np.integer)):
-        t = torch.full((n,), int(target), dtype=torch.long)
-    else:
-        try:
-            t = torch.as_tensor(target).detach().cpu()
-        except (TypeError, ValueError, RuntimeError) as err:
-            raise TypeError(f"target must be a class index or a sequence of them, got "
-                            f"{type(target).__name__}; {hint}") from err
-        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-            raise TypeError(f"target must hold integer class indices, got dtype {t.dtype}; {hint}")
-        if t.dim() == 0:
-            t = t.expand(n)
-        if t.dim() != 1 or t.shape[0] != n:
-            raise ValueError(f"target must be one int or {n} ints (one per image), got shape "
-                             f"{tuple(t.shape)}")
-        t = t.long()
-    if n and t.min() < 0:
-        raise IndexError(f"class index {t.min().item()} is negative; class indices start at 0")
-    return t
-
-
 def target_scores(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """``scores[i, target[i]]`` for each row: the (N,) scores of the target classes.
 
@@ -94,11 +67,9 @@ def target_scores(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def _prepare(model: nn.Module, x: torch.Tensor, target):
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    check_image(x)
-    device = model_device(model)
-    return x.detach().to(device), _targets(target, x.shape[0]).to(device)
+    """The images as the model's input (checked, detached, on its device and dtype) and the targets."""
+    xd = model_input(model, x)
+    return xd, class_indices(target, x.shape[0], classes=num_classes(model)).to(xd.device)
 
 
 # --------------------------------------------------------------------------- saliency
@@ -119,20 +90,11 @@ def saliency_map(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
         scores = target_scores(model(xd), target)
         (grad,) = torch.autograd.grad(scores.sum(), [xd])
         saliency = grad.abs().amax(dim=1)
-        return saliency.detach().to(x.device)
+        return saliency.detach().to(x.device, x.dtype)
         ### END SOLUTION
 
 
 # --------------------------------------------------------------------------- occlusion
-
-def _pair(value, name: str) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in pair):
-        raise TypeError(f"{name} must be an int or a pair of ints (height, width), got {value!r}")
-    if min(pair) < 1:
-        raise ValueError(f"{name} must be at least 1 pixel, got {value!r}")
-    return int(pair[0]), int(pair[1])
-
 
 def _starts(size: int, window: int, stride: int) -> list[int]:
     starts = list(range(0, size - window + 1, stride))
@@ -149,8 +111,8 @@ def occlusion_windows(height: int, width: int, window, stride) -> list[tuple[int
     stride does not land there, so every pixel is hidden at least once.
     ``len(occlusion_windows(...))`` forward passes are needed per image.
     """
-    wh, ww = _pair(window, "window")
-    sh, sw = _pair(stride, "stride")
+    wh, ww = int_pair(window, "window")
+    sh, sw = int_pair(stride, "stride")
     if wh > height or ww > width:
         raise ValueError(f"window {wh}x{ww} is larger than the {height}x{width} image; use a smaller window")
     return [(t, left) for t in _starts(height, wh, sh) for left in _starts(width, ww, sw)]
@@ -188,10 +150,9 @@ def occlusion_map(model: nn.Module, x: torch.Tensor, target, *, window=32, strid
     xd, target = _prepare(model, x, target)
     n, _, height, width = xd.shape
     windows = occlusion_windows(height, width, window, stride)
-    wh, ww = _pair(window, "window")
+    wh, ww = int_pair(window, "window")
     colours = _fill_colours(xd, fill)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    batch_size = positive_int(batch_size, "batch_size")
     ### BEGIN SOLUTION
     from tqdm.auto import tqdm
 
@@ -219,7 +180,7 @@ def occlusion_map(model: nn.Module, x: torch.Tensor, target, *, window=32, strid
             heat[:, top:top + wh, left:left + ww] += drops[:, j, None, None]
             covered[top:top + wh, left:left + ww] += 1
         heat /= covered
-    return heat.clone().to(x.device)   # a normal tensor again (not an inference tensor)
+    return heat.clone().to(x.device, x.dtype)   # a normal tensor again (not an inference tensor)
     ### END SOLUTION
 
 
@@ -320,7 +281,7 @@ def _layer_target(model: nn.Module, target):
             not isinstance(target[1], (int, np.integer)):
         raise TypeError(f"an intermediate target is a pair (layer_name, channel) such as ('blocks.10', 5), "
                         f"got {target!r}")
-    get_layer(model, target[0])  # unknown names raise a KeyError listing close ones
+    check_layer(model, target[0])  # unknown names raise a KeyError listing close ones
     if target[1] < 0:
         raise IndexError(f"channel {target[1]} is negative; channels start at 0")
     return target[0], int(target[1])
@@ -369,7 +330,7 @@ def guided_backprop(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
                 "one of those. If the target layer comes before the first activation, guided backprop "
                 "equals the gradient: use saliency_map or a deeper layer.")
         (grad,) = torch.autograd.grad(objective.sum(), [xd])
-    return grad.detach().to(x.device)
+    return grad.detach().to(x.device, x.dtype)
 
 
 def gradient_image(grad: torch.Tensor, *, percentile: float = 99.0) -> torch.Tensor:
@@ -436,10 +397,7 @@ def randomized_copy(model: nn.Module, layer_names: Sequence[str], *,
     scales stay plausible while everything learned is gone (Adebayo et al.
     2018). Buffers (batch-norm statistics) are kept.
     """
-    if isinstance(layer_names, str):
-        layer_names = [layer_names]
-    for name in layer_names:
-        get_layer(model, name)  # validate on the original: a clear KeyError
+    layer_names = check_layers(model, layer_names, "layer_names")  # validate on the original
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     clone = copy.deepcopy(model)
     with torch.no_grad():
@@ -525,8 +483,8 @@ def deletion_curve(model: nn.Module, x: torch.Tensor, target, saliency: torch.Te
     """
     xd, target = _prepare(model, x, target)
     n, _, height, width = xd.shape
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    steps = positive_int(steps, "steps")
+    batch_size = positive_int(batch_size, "batch_size")
     if isinstance(cell, bool) or not isinstance(cell, int) or not 1 <= cell <= min(height, width):
         raise ValueError(f"cell must be an int from 1 to the image side {min(height, width)}, got {cell!r}")
     rows, cols = math.ceil(height / cell), math.ceil(width / cell)

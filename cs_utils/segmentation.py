@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .image import check_image
+from .checks import check_image
 
 __all__ = ["grabcut_from_saliency", "saliency_seeds"]
 

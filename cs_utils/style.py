@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .checks import check_image
 from .hooks import evaluating, extract_features, get_layer
-from .image import check_image
 from .losses import content_loss, gram_matrix, style_loss
 from .optimize import History, TVPenalty, optimize_image
 from .runtime import model_device

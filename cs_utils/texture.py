@@ -74,7 +74,7 @@ def efros_leung(sample: torch.Tensor, size, *, window: int = 11, epsilon: float 
     """
     from tqdm.auto import tqdm
 
-    from .image import check_image
+    from .checks import check_image
 
     check_image(sample, "sample")
     if sample.shape[0] != 1:
