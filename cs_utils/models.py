@@ -303,15 +303,31 @@ def torchvision_cache_path(name: str) -> str:
     return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
 
 
+def _download_checked(url: str, path: str) -> None:
+    """Download ``url`` to ``path``, keeping it only if its SHA-256 starts with the hash prefix that
+    torchvision publishes in the file name (``vgg16-397923af.pth``); a mismatch leaves no file."""
+    match = torch.hub.HASH_REGEX.search(os.path.basename(url))
+    if match is None or not match.group(1):
+        raise RuntimeError(f"{url} carries no published hash in its name; refusing to load it unchecked")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(url, path, hash_prefix=match.group(1), progress=True)
+    except RuntimeError as err:
+        if os.path.exists(path):
+            os.remove(path)
+        raise RuntimeError(f"the weights downloaded from {url} do not match torchvision's published "
+                           f"hash {match.group(1)!r} ({err}); nothing was kept. Try again, or copy a "
+                           f"verified file to {path}.") from err
+
+
 def _torchvision_model(name: str, download: bool) -> nn.Module:
     import torchvision.models as tvm
 
-    weights = _torchvision_weights(name)
     path = torchvision_cache_path(name)
+    if not os.path.exists(path) and download:
+        _download_checked(_torchvision_weights(name).url, path)
     if os.path.exists(path):
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    elif download:
-        state = weights.get_state_dict(progress=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)   # tensors only: no code runs
     else:
         raise FileNotFoundError(
             f"the ImageNet weights of {name} are not in the local torch cache ({path}). "

@@ -201,3 +201,76 @@ def test_torchvision_model_loads_from_local_cache(tmp_path, monkeypatch):
     with torch.no_grad():
         torch.testing.assert_close(model(x), reference((x - mean) / std))
     assert "features.0" in cs_utils.layer_names(model)
+
+
+def _squeezenet_file(folder, state, *, hash_ok=True):
+    """``state`` saved as a torchvision-style file ``squeezenet1_1-<sha256 prefix>.pth`` in ``folder``."""
+    import hashlib
+
+    tmp = folder / "weights.tmp"
+    torch.save(state, tmp)
+    digest = hashlib.sha256(tmp.read_bytes()).hexdigest()[:8]
+    prefix = digest if hash_ok else ("0" if digest[0] != "0" else "1") + digest[1:]
+    path = folder / f"squeezenet1_1-{prefix}.pth"
+    tmp.rename(path)
+    return path
+
+
+@pytest.fixture
+def local_weights_url(tmp_path, monkeypatch):
+    """Point load_model's download of squeezenet1_1 at a local file (no network): returns a setter."""
+    from types import SimpleNamespace
+
+    from cs_utils import models
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+    def use(path):
+        monkeypatch.setattr(models, "_torchvision_weights", lambda name: SimpleNamespace(url=path.as_uri()))
+    return use
+
+
+def test_download_checks_the_published_hash_and_loads_tensors_only(tmp_path, local_weights_url):
+    import torchvision
+
+    torch.manual_seed(1)
+    reference = torchvision.models.squeezenet1_1(weights=None).eval()
+    source = tmp_path / "served"
+    source.mkdir()
+    local_weights_url(_squeezenet_file(source, reference.state_dict()))
+    model = cs_utils.load_model("squeezenet1_1", download=True)
+    x = torch.rand(1, 3, 64, 64)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference((x - mean) / std))
+    assert len(list((tmp_path / "torch").rglob("squeezenet1_1-*.pth"))) == 1   # kept in the cache
+
+
+def test_download_with_a_wrong_hash_keeps_nothing(tmp_path, local_weights_url):
+    import torchvision
+
+    source = tmp_path / "served"
+    source.mkdir()
+    local_weights_url(_squeezenet_file(source, torchvision.models.squeezenet1_1(weights=None).state_dict(),
+                                       hash_ok=False))
+    with pytest.raises(RuntimeError, match="published hash"):
+        cs_utils.load_model("squeezenet1_1", download=True)
+    assert not list((tmp_path / "torch").rglob("*.pth")), "a file that failed its hash check was kept"
+
+
+class _Payload:
+    """Unpickling this would run code; ``weights_only=True`` must refuse it."""
+
+    def __reduce__(self):
+        return (print, ("code ran while loading weights",))
+
+
+def test_downloaded_file_that_is_not_only_tensors_is_refused(tmp_path, local_weights_url):
+    import pickle
+
+    source = tmp_path / "served"
+    source.mkdir()
+    local_weights_url(_squeezenet_file(source, {"features.0.weight": _Payload()}))
+    with pytest.raises(pickle.UnpicklingError):
+        cs_utils.load_model("squeezenet1_1", download=True)
