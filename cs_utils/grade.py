@@ -10,9 +10,10 @@ one at a time, with a time limit and a memory limit (``RLIMIT_AS``: the address
 space the process already has after importing torch, plus ``--memory`` MB). The
 submission's modules are imported there under the package name ``submission``
 (its ``__init__.py`` is not run), so a module with a syntax error only costs the
-exercises that live in it or import it. The golden files, the checking code and
-the foundation modules (checks, models, images, hooks, data, runtime) are the grader's
-own, never the submission's.
+exercises that live in it. The golden files, the checking code and every module
+other than the one being graded (the foundation: checks, models, images, hooks,
+data, runtime; and the other topic modules) are the grader's own, never the
+submission's.
 
 A broken submission never stops the grader: a syntax or import error, an
 exception, an infinite loop, a huge allocation or a crash of the process each
@@ -52,8 +53,10 @@ __all__ = ["ExerciseScore", "find_package", "grade", "main", "render_table"]
 
 ALIAS = "submission"
 #: Modules without exercises that the checks themselves use (the model, images, hooks):
-#: taken from the grader, not from the submission.
+#: taken from the grader, not from the submission, like every module other than the exercise's own.
 FOUNDATION = ("checks", "data", "hooks", "image", "models", "runtime")
+#: The instructor's tools: never imported on behalf of a submission.
+INSTRUCTOR_TOOLS = ("__init__", "__main__", "grade", "grading", "release", "render", "train_weights")
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_MEMORY_MB = 2048
 STARTUP_TIMEOUT = 300.0  # for the process server to import torch once, on a busy machine
@@ -110,17 +113,27 @@ def _limit_memory(extra_bytes: int) -> None:
 def _import_submission_module(package_dir: str, module: str):
     """Import ``<package_dir>/<module>.py`` as ``submission.<module>`` without running ``__init__.py``.
 
-    The foundation modules (:data:`FOUNDATION`) are the grader's own: the model the checks
-    build and the submission's code then share their classes (e.g. ``Conv2dSame``)."""
+    Every other module it imports (``from .losses import ...``) is the grader's own: the
+    model the checks build and the submission's code then share their classes (e.g.
+    ``Conv2dSame``), and a broken file of the submission costs only the exercises that
+    live in it, never those of a module that imports it."""
     if ALIAS not in sys.modules:
         package = types.ModuleType(ALIAS)
         package.__path__ = [package_dir]
         package.__package__ = ALIAS
         package.__file__ = None
         sys.modules[ALIAS] = package
-        for name in FOUNDATION:
-            sys.modules[f"{ALIAS}.{name}"] = importlib.import_module(f"{grading.PACKAGE}.{name}")
+        for name in _grader_modules():
+            if name != module:
+                sys.modules[f"{ALIAS}.{name}"] = importlib.import_module(f"{grading.PACKAGE}.{name}")
     return importlib.import_module(f"{ALIAS}.{module}")
+
+
+def _grader_modules() -> list[str]:
+    """The grader's own modules that a submission's module may import: :data:`FOUNDATION` and
+    every topic module (the instructor's tools are left out)."""
+    here = Path(__file__).resolve().parent
+    return sorted(p.stem for p in here.glob("*.py") if p.stem not in INSTRUCTOR_TOOLS)
 
 
 def _describe_import_error(exc: BaseException, exercise: grading.Exercise) -> str:

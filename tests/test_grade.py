@@ -79,6 +79,19 @@ def test_the_other_exercises_are_still_graded(broken_report):
     assert scores["mix_styles"]["seconds"] >= 8
 
 
+def test_a_broken_module_never_costs_the_exercises_of_modules_that_import_it(tmp_path):
+    """losses.py, optimize.py and adversarial.py are imported by other exercise modules (style, dream,
+    fast_style, class_viz): each of those is graded with the grader's copies of the modules it imports."""
+    package = _submission(tmp_path)
+    for name in ("losses.py", "optimize.py", "adversarial.py", "hooks.py", "checks.py"):
+        _append(package / name, "def broken(:\n    pass")
+    names = ["class_visualization_step", "deepdream_step", "mix_styles", "instance_norm", "gram_matrix"]
+    _allow_unix_sockets()
+    scores = {s["name"]: s for s in grade.grade(package, names, timeout=60)["exercises"]}
+    assert scores.pop("gram_matrix")["status"] == "error"          # its own module is broken
+    assert {name: s["status"] for name, s in scores.items()} == dict.fromkeys(scores, "pass")
+
+
 def test_a_complete_correct_submission_gets_full_marks(tmp_path):
     """Through the command line, on the whole project, with the JSON for a course platform."""
     out = tmp_path / "scores.json"
