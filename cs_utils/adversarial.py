@@ -16,7 +16,7 @@ never changed: gradients are taken with ``torch.autograd.grad`` on a copy of the
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +32,7 @@ from .checks import (
     positive_int,
     probability,
 )
+from .history import History
 from .hooks import evaluating
 from .runtime import progress_bar
 
@@ -80,36 +81,39 @@ def _loss_gradient(model, x, labels, targeted: bool) -> torch.Tensor:
 
 
 @dataclass
-class AttackHistory:
+class AttackHistory(History):
     """What an attack did, per image: ``steps`` taken, ``success`` (fooled at the end), the final
     ``linf`` and ``l2`` size of the change and the final ``confidence`` (softmax probability of the
-    target, or of the true class for untargeted attacks), plus one entry per step in ``trace``
-    (mean target score, mean confidence, success rate) and the wall-clock ``seconds``."""
+    target, or of the true class for untargeted attacks); per step, the series ``"score"`` (mean
+    target score), ``"confidence"`` (mean) and ``"success_rate"`` (in ``extra``, also reached as
+    ``trace``), from the start (step 0) to the end; and the wall-clock ``seconds``."""
 
-    steps: torch.Tensor
-    success: torch.Tensor
-    linf: torch.Tensor
-    l2: torch.Tensor
-    confidence: torch.Tensor
-    trace: dict = field(default_factory=lambda: {"score": [], "confidence": [], "success_rate": []})
-    seconds: float = 0.0
+    steps: torch.Tensor | None = None
+    success: torch.Tensor | None = None
+    linf: torch.Tensor | None = None
+    l2: torch.Tensor | None = None
+    confidence: torch.Tensor | None = None
+
+    default_series = ("confidence",)
+
+    def __post_init__(self):
+        for name in ("score", "confidence", "success_rate"):
+            self.extra.setdefault(name, [])
+
+    @property
+    def trace(self) -> dict[str, list]:
+        """The per-step series: ``"score"``, ``"confidence"``, ``"success_rate"``."""
+        return self.extra
 
     @property
     def success_rate(self) -> float:
         return self.success.float().mean().item()
 
-    def plot(self, ax=None, key: str = "confidence"):
-        """Plot one trace (``"score"``, ``"confidence"`` or ``"success_rate"``) against the step."""
-        import matplotlib.pyplot as plt
-
-        if key not in self.trace:
-            raise KeyError(f"no trace {key!r}; choose one of {', '.join(self.trace)}")
-        if ax is None:
-            _, ax = plt.subplots(figsize=(4, 3))
-        ax.plot(range(len(self.trace[key])), self.trace[key])
-        ax.set_xlabel("step")
-        ax.set_ylabel(key.replace("_", " "))
-        return ax.figure
+    def series(self, name: str) -> list[float]:
+        """Per-step series only: ``confidence`` is the per-step mean here, not the per-image tensor."""
+        if name in self.extra:
+            return self.extra[name]
+        return super().series(name)
 
 
 def _change_sizes(x: torch.Tensor, x0: torch.Tensor):
@@ -162,7 +166,8 @@ def fooling_image(model: nn.Module, x: torch.Tensor, target, *, max_steps: int =
     steps = torch.zeros(n, dtype=torch.long)
     done = torch.zeros(n, dtype=torch.bool)
     final_conf = torch.zeros(n)
-    history = AttackHistory(steps, done, torch.zeros(n), torch.zeros(n), final_conf)
+    history = AttackHistory(steps=steps, success=done, linf=torch.zeros(n), l2=torch.zeros(n),
+                            confidence=final_conf)
     bar = progress_bar(total=max_steps, desc="fooling", enabled=progress)
     start = time.perf_counter()
     with evaluating(model):
@@ -232,8 +237,8 @@ def pgd(model: nn.Module, x: torch.Tensor, labels, *, epsilon: float = 8 / 255, 
         noise = torch.rand(x0.shape, generator=generator, dtype=x0.dtype)
         current = _project(x0 + (2 * noise.to(device) - 1) * epsilon, x0, epsilon)
     n = x0.shape[0]
-    history = AttackHistory(torch.full((n,), int(steps)), torch.zeros(n, dtype=torch.bool),
-                            torch.zeros(n), torch.zeros(n), torch.zeros(n))
+    history = AttackHistory(steps=torch.full((n,), int(steps)), success=torch.zeros(n, dtype=torch.bool),
+                            linf=torch.zeros(n), l2=torch.zeros(n), confidence=torch.zeros(n))
     bar = progress_bar(total=steps, desc="PGD", enabled=progress)
     start = time.perf_counter()
     with evaluating(model):

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from torch import nn
 
 from .checks import check_image
 from .data import DATA_DIR, sample_images
+from .history import History
 from .hooks import evaluating, extract_features, get_layer
 from .image import load_image
 from .runtime import model_device
@@ -314,57 +314,29 @@ def _random_crops(photos, n: int, size: int, generator: torch.Generator) -> torc
 # --------------------------------------------------------------------------- training
 
 @dataclass
-class FastStyleHistory:
-    """Per-step losses of :func:`train_fast_style` (each term already weighted)."""
+class FastStyleHistory(History):
+    """Per-step losses of :func:`train_fast_style`, each term already weighted: ``content``,
+    ``style``, ``tv`` and their sum ``loss``. The raw loss is noisy (every step sees different
+    crops): plot it with ``smooth=50``, summarise it with :meth:`final_terms`."""
 
-    loss: list[float] = field(default_factory=list)
     content: list[float] = field(default_factory=list)
     style: list[float] = field(default_factory=list)
     tv: list[float] = field(default_factory=list)
-    steps: int = 0
-    seconds: float = 0.0
 
-    def record(self, content: float, style: float, tv: float) -> None:
+    default_series = ("loss", "content", "style", "tv")
+    default_logy = True
+
+    def record_step(self, content: float, style: float, tv: float) -> None:
+        """Append one training step's three terms (and their sum to ``loss``)."""
         self.content.append(content)
         self.style.append(style)
         self.tv.append(tv)
         self.loss.append(content + style + tv)
         self.steps += 1
 
-    def smoothed(self, name: str = "loss", window: int = 50) -> list[float]:
-        """A running mean of one series over the last ``window`` steps (the raw loss is noisy:
-        every step sees different crops)."""
-        values = getattr(self, name)
-        out, total = [], 0.0
-        for i, v in enumerate(values):
-            total += v
-            if i >= window:
-                total -= values[i - window]
-            out.append(total / min(i + 1, window))
-        return out
-
-    def final(self, window: int = 50) -> dict[str, float]:
-        """Mean of each term over the last ``window`` steps."""
-        def tail(values):
-            values = values[-window:]
-            return sum(values) / len(values) if values else math.nan
-        return {name: tail(getattr(self, name)) for name in ("loss", "content", "style", "tv")}
-
-    def plot(self, ax=None, window: int = 50):
-        """Raw total loss (faint) and running means of each term on a log scale; returns the axes."""
-        import matplotlib.pyplot as plt
-
-        if ax is None:
-            _, ax = plt.subplots(figsize=(6, 3.5))
-        steps = range(1, len(self.loss) + 1)
-        ax.plot(steps, self.loss, color="0.8", lw=0.8, label="total (each step)")
-        for name in ("loss", "content", "style", "tv"):
-            ax.plot(steps, self.smoothed(name, window), label=f"{'total' if name == 'loss' else name} (mean)")
-        ax.set_yscale("log")
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss")
-        ax.legend(fontsize=8)
-        return ax
+    def final_terms(self, last: int = 50) -> dict[str, float]:
+        """Mean of each term over the last ``last`` steps."""
+        return {name: self.final(name, last) for name in ("loss", "content", "style", "tv")}
 
     def state(self) -> dict:
         return {"content": self.content, "style": self.style, "tv": self.tv, "seconds": self.seconds}
@@ -373,7 +345,7 @@ class FastStyleHistory:
     def from_state(cls, state: dict) -> FastStyleHistory:
         history = cls()
         for c, s, t in zip(state["content"], state["style"], state["tv"]):
-            history.record(c, s, t)
+            history.record_step(c, s, t)
         history.seconds = state["seconds"]
         return history
 
@@ -546,7 +518,7 @@ def train_fast_style(model: nn.Module, styles, photos: Sequence[torch.Tensor] | 
                     p.grad = g
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-                history.record(content_term.item(), style_term.item(), tv_term.item())
+                history.record_step(content_term.item(), style_term.item(), tv_term.item())
                 history.seconds = seconds_before + time.perf_counter() - start
                 bar.update(1)
                 bar.set_postfix(loss=f"{history.loss[-1]:.3g}")
@@ -595,7 +567,7 @@ def save_fast_style(net: TransformerNet, path, *, history: FastStyleHistory | No
     record = dict(info or {})
     if history is not None:
         record.update(steps=history.steps, seconds=round(history.seconds, 1),
-                      final=history.final())
+                      final=history.final_terms())
     torch.save({"config": net.config(), "state_dict": state, "info": record}, path)
     return path
 

@@ -21,6 +21,8 @@ from .fast_style import FAST_STYLE_DIR, load_fast_style, save_fast_style, styliz
 from .models import load_model
 from .style import STYLE_NAMES
 
+__all__ = ["main", "reference_input", "reference_outputs", "train"]
+
 #: Shared perceptual-loss and network settings (the lecture's single- and multi-style networks).
 SETTINGS = dict(channels=(12, 24, 48), num_residual=3, outer_kernel=9, batch_size=4, crop_size=128,
                 style_size=256, lr=2e-3, content_layer="blocks.4", content_weight=1.0,
@@ -71,7 +73,7 @@ def train(name: str, *, out_dir: Path, checkpoint_dir: Path, steps: int | None =
              for key in ("loss", "content", "style", "tv")}
     return {"steps": history.steps, "minutes": round(history.seconds / 60, 1),
             "mean_of_first_50_steps": {k: round(v, 3) for k, v in first.items()},
-            "mean_of_last_50_steps": {k: round(v, 3) for k, v in history.final().items()}}
+            "mean_of_last_50_steps": {k: round(v, 3) for k, v in history.final_terms().items()}}
 
 
 def main(argv=None) -> None:
