@@ -28,6 +28,7 @@ from torch import nn
 from .data import DATA_DIR, sample_images
 from .hooks import evaluating, extract_features, get_layer
 from .image import check_image, load_image
+from .models import STYLE_LAYERS
 
 __all__ = [
     "FAST_STYLE_DIR",
@@ -49,10 +50,6 @@ FAST_STYLE_DIR = DATA_DIR / "fast_style"
 
 #: Photos never used in training, so notebooks can show the networks generalising.
 HELD_OUT_PHOTOS = ("astronaut", "chelsea", "coffee", "grace_hopper", "imagenet_03", "imagenet_11")
-
-#: Layers of the default network for the style (Gram) loss; see ``shared`` recipes.
-STYLE_LAYERS = ("stem", "blocks.0", "blocks.2", "blocks.4", "blocks.7", "blocks.10")
-
 
 # --------------------------------------------------------------------------- normalisation
 
