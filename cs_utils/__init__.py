@@ -98,7 +98,6 @@ from .saliency import (
     randomized_copy,
     rank_correlation,
     saliency_map,
-    show_maps,
     target_scores,
 )
 from .segmentation import grabcut_from_saliency, saliency_seeds
@@ -124,6 +123,7 @@ from .viz import (
     show_filters,
     show_image_rows,
     show_images,
+    show_maps,
     show_thumbnails,
     thumbnail_canvas,
 )
