@@ -208,7 +208,7 @@ def filter_montage(weight, *, ncols: int | None = None, pad: int = 1, pad_value:
     ``pad`` pixels of ``pad_value`` separate them; ``ncols`` filters per row
     (default: about square).
     """
-    from .features import filter_images
+    from .small_cnn import filter_images
 
     tiles = filter_images(weight)
     n, c, kh, kw = tiles.shape

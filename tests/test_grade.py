@@ -39,8 +39,8 @@ def broken_report(tmp_path_factory):
     package = _submission(tmp_path_factory.mktemp("broken"))
     _append(package / "fast_style.py", "def broken(:\n    pass")                   # syntax error
     _append(package / "dream.py", "import a_module_nobody_installed")                  # import error
-    _append(package / "features.py", "def nearest_neighbours(queries, gallery, k, *, exclude=None):\n"
-                                     "    raise ValueError('the distances went wrong')")  # exception
+    _append(package / "neighbours.py", "def nearest_neighbours(queries, gallery, k, *, exclude=None):\n"
+                                       "    raise ValueError('the distances went wrong')")  # exception
     _append(package / "style.py", "def mix_styles(targets, weights):\n"
                                   "    while True:\n        pass")                       # endless loop
     _append(package / "adversarial.py", "def fooling_step(model, x, target, *, step_size=0.25):\n"
@@ -72,11 +72,26 @@ def test_each_failure_costs_its_exercise_with_the_reason(broken_report, name, st
 
 def test_the_other_exercises_are_still_graded(broken_report):
     scores, report = broken_report
-    # receptive_field lives in features.py next to the broken nearest_neighbours
+    # receptive_field (receptive_fields.py) is graded apart from the broken nearest_neighbours (neighbours.py)
     assert scores["receptive_field"]["status"] == "pass" and scores["receptive_field"]["points"] == 1
     assert scores["guided_relu_grad"]["status"] == scores["tv_loss"]["status"] == "pass"
     assert report["points"] == 3 and report["max_points"] == 9
     assert scores["mix_styles"]["seconds"] >= 8
+
+
+def test_a_neighbours_module_that_does_not_import_costs_only_nearest_neighbours(tmp_path):
+    """nearest_neighbours and receptive_field live in separate modules that import only the foundation
+    modules: a syntax error in neighbours.py zeroes nearest_neighbours alone."""
+    package = _submission(tmp_path)
+    _append(package / "neighbours.py", "def broken(:\n    pass")
+    _allow_unix_sockets()
+    report = grade.grade(package, ["nearest_neighbours", "receptive_field"], timeout=60)
+    scores = {s["name"]: s for s in report["exercises"]}
+    assert scores["nearest_neighbours"]["status"] == "error" and scores["nearest_neighbours"]["points"] == 0
+    assert "cannot import cs_utils/neighbours.py: SyntaxError in neighbours.py line" in \
+        scores["nearest_neighbours"]["message"]
+    assert scores["receptive_field"]["status"] == "pass" and scores["receptive_field"]["points"] == 1
+    assert report["points"] == 1 and report["max_points"] == 2
 
 
 def test_a_complete_correct_submission_gets_full_marks(tmp_path):
