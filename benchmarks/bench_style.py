@@ -26,7 +26,7 @@ import time
 import torch
 
 import cs_utils as cs
-from cs_utils.style import CONTENT_LAYER, STYLE_LAYERS
+from cs_utils.models import CONTENT_LAYER, STYLE_LAYERS
 
 
 def median_seconds(fn, repeats: int, warmup: int = 1) -> float:

@@ -5,6 +5,7 @@ configured until you call a function.
 """
 
 from . import grading  # cs_utils.grading.check(name): the exercises' golden checks
+from .activating_patches import TopActivations, crop_patches, top_activations
 from .adversarial import (
     AttackHistory,
     fgsm,
@@ -48,31 +49,6 @@ from .fast_style import (
     stylize,
     train_fast_style,
 )
-from .features import (
-    FASHION_MNIST_CLASSES,
-    FASHION_MNIST_DIR,
-    Gallery,
-    LabelledImages,
-    ReceptiveField,
-    SmallCNN,
-    TopActivations,
-    TrainingHistory,
-    classifier_accuracy,
-    compute_features,
-    crop_patches,
-    embed_2d,
-    filter_images,
-    filter_smoothness,
-    gallery_with_copies,
-    knn_accuracy,
-    load_labelled_images,
-    nearest_neighbours,
-    place_randomly,
-    random_crops,
-    receptive_field,
-    top_activations,
-    train_classifier,
-)
 from .hooks import (
     capture_activations,
     capture_gradients,
@@ -82,9 +58,26 @@ from .hooks import (
     layer_names,
 )
 from .image import check_image, load_image, save_image, to_numpy, to_pil
+from .labelled_images import (
+    FASHION_MNIST_CLASSES,
+    FASHION_MNIST_DIR,
+    LabelledImages,
+    load_labelled_images,
+)
 from .losses import content_loss, gram_matrix, style_loss, tv_loss
 from .models import MODEL_NAMES, load_model
+from .neighbours import (
+    Gallery,
+    compute_features,
+    embed_2d,
+    gallery_with_copies,
+    knn_accuracy,
+    nearest_neighbours,
+    place_randomly,
+    random_crops,
+)
 from .optimize import History, optimize_image
+from .receptive_fields import ReceptiveField, receptive_field
 from .runtime import Budget, budget, get_device, is_fast, seed_everything
 from .saliency import (
     DeletionCurve,
@@ -98,10 +91,17 @@ from .saliency import (
     randomized_copy,
     rank_correlation,
     saliency_map,
-    show_maps,
     target_scores,
 )
 from .segmentation import grabcut_from_saliency, saliency_seeds
+from .small_cnn import (
+    SmallCNN,
+    TrainingHistory,
+    classifier_accuracy,
+    filter_images,
+    filter_smoothness,
+    train_classifier,
+)
 from .style import (
     CONTENT_LAYER,
     STYLE_LAYERS,
@@ -124,6 +124,7 @@ from .viz import (
     show_filters,
     show_image_rows,
     show_images,
+    show_maps,
     show_thumbnails,
     thumbnail_canvas,
 )

@@ -29,6 +29,7 @@ from .data import DATA_DIR, sample_images
 from .history import History
 from .hooks import evaluating, extract_features, get_layer
 from .image import load_image
+from .models import STYLE_LAYERS
 from .runtime import model_device
 
 __all__ = [
@@ -51,10 +52,6 @@ FAST_STYLE_DIR = DATA_DIR / "fast_style"
 
 #: Photos never used in training, so notebooks can show the networks generalising.
 HELD_OUT_PHOTOS = ("astronaut", "chelsea", "coffee", "grace_hopper", "imagenet_03", "imagenet_11")
-
-#: Layers of the default network for the style (Gram) loss; see ``shared`` recipes.
-STYLE_LAYERS = ("stem", "blocks.0", "blocks.2", "blocks.4", "blocks.7", "blocks.10")
-
 
 # --------------------------------------------------------------------------- normalisation
 

@@ -718,7 +718,7 @@ def _rf_run(fn, t, ctx):
 
 def _rf_variant(kind):
     def wrong(model, layer, input_size):
-        from .features import ReceptiveField, _spatial_ops_before
+        from .receptive_fields import ReceptiveField, _spatial_ops_before
 
         input_size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
         ops, output_size = _spatial_ops_before(model, layer, input_size)
@@ -736,7 +736,7 @@ def _rf_variant(kind):
 
 
 _register(Exercise(
-    name="receptive_field", module="features", function="receptive_field",
+    name="receptive_field", module="receptive_fields", function="receptive_field",
     make_inputs=_rf_inputs, run=_rf_run, tolerance=0.0, uses_model=True,
     hint="walk the operations in order with j = the input distance between neighbouring units (product "
          "of the strides so far): size += (k - 1) * d * j; offset -= p * j; then j *= s",
@@ -782,7 +782,7 @@ def _nn_variant(kind):
 
 
 _register(Exercise(
-    name="nearest_neighbours", module="features", function="nearest_neighbours",
+    name="nearest_neighbours", module="neighbours", function="nearest_neighbours",
     make_inputs=_nn_inputs, run=_nn_run, tolerance=1e-9,
     hint="Euclidean distances between the flattened queries and gallery items (torch.cdist, no loop over "
          "pairs), excluded items set to inf, the k smallest per query, nearest first",

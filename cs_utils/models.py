@@ -24,6 +24,10 @@ Layer names of the EfficientNet-Lite models (``named_modules()``)::
     head                     1x1 conv to 1280 channels + BN + ReLU6
     pool                     global average pool, flattened: (N, 1280) features
     dropout, fc              the classifier: (N, 1000) unnormalised scores
+
+:data:`STYLE_LAYERS` and :data:`CONTENT_LAYER` name the layers of EfficientNet-Lite that
+style transfer uses; :func:`has_same_padding` and :func:`reflect_pad` mirror-pad images so
+that a network with TensorFlow "SAME" padding treats their borders like their inside.
 """
 
 from __future__ import annotations
@@ -37,14 +41,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import non_negative_int
+
 __all__ = [
+    "CONTENT_LAYER",
     "MODEL_NAMES",
+    "STYLE_LAYERS",
     "Conv2dSame",
     "EfficientNetLite",
     "InputScaling",
     "efficientnet_lite",
+    "has_same_padding",
     "load_model",
+    "reflect_pad",
 ]
+
+#: Style layers for EfficientNet-Lite: the stem and block outputs from fine to coarse.
+STYLE_LAYERS = ("stem", "blocks.0", "blocks.2", "blocks.4", "blocks.7", "blocks.10")
+#: Content layer for EfficientNet-Lite: deep enough to let the style repaint textures and colours.
+CONTENT_LAYER = "blocks.10"
 
 # (width multiplier, depth multiplier, native resolution, dropout) from the
 # EfficientNet-Lite reference builder.
@@ -128,6 +143,34 @@ class Conv2dSame(nn.Conv2d):
         if top or bottom or left or right:
             x = F.pad(x, (left, right, top, bottom))
         return self._conv_forward(x, self.weight, self.bias)
+
+
+def has_same_padding(model: nn.Module) -> bool:
+    """Whether ``model`` has TensorFlow-style "SAME" convolutions (:class:`Conv2dSame`, as in
+    EfficientNet-Lite), whose padding depends on the input size."""
+    return any(isinstance(m, Conv2dSame) for m in model.modules())
+
+
+def reflect_pad(x: torch.Tensor, pad: int, *, same_padding: bool = False) -> torch.Tensor:
+    """``x`` (N, C, H, W) with ``pad`` pixels mirrored at every border, so that border pixels are
+    seen like inner ones; ``x`` itself when there is nothing to add.
+
+    With ``same_padding`` (for a network where :func:`has_same_padding` is true), up to 15 more
+    rows/columns are mirrored at the bottom and right so that height and width are 1 more than
+    a multiple of 16 (``16k + 1``): TensorFlow-style "SAME" padding puts the odd extra
+    row/column of a stride-2 convolution at the bottom/right only, but at a size of ``16k + 1``
+    each of the four stride-2 layers up to block 10 of EfficientNet-Lite pads both sides
+    equally. Without this the bottom and right borders collect a line of coloured dots.
+    Images too small to mirror that far repeat their edge pixels instead.
+    """
+    pad = non_negative_int(pad, "pad")
+    h, w = x.shape[-2:]
+    extra_h, extra_w = ((1 - h - 2 * pad) % 16, (1 - w - 2 * pad) % 16) if same_padding else (0, 0)
+    if not (pad or extra_h or extra_w):
+        return x
+    widths = (pad, pad + extra_w, pad, pad + extra_h)
+    mode = "reflect" if max(widths) < min(h, w) else "replicate"   # tiny images cannot mirror that far
+    return F.pad(x, widths, mode=mode)
 
 
 def _conv_bn(cin, cout, kernel, stride=1, groups=1, act=True) -> nn.Sequential:

@@ -43,7 +43,6 @@ __all__ = [
     "randomized_copy",
     "rank_correlation",
     "saliency_map",
-    "show_maps",
     "target_scores",
 ]
 
@@ -347,43 +346,6 @@ def gradient_image(grad: torch.Tensor, *, percentile: float = 99.0) -> torch.Ten
     g = grad.detach().float()
     scale = g.abs().flatten(1).quantile(percentile / 100, dim=1).clamp(min=1e-12).view(-1, 1, 1, 1)
     return (0.5 + 0.5 * g / scale).clamp(0, 1)
-
-
-def show_maps(x: torch.Tensor, rows: dict, titles=None, *, percentile: float | dict | None = 99.0,
-              panel_size: float = 2.2, save=None):
-    """One column per image: the photos on top, then one row per entry of ``rows``; returns the Figure.
-
-    ``rows`` maps a row label to (N, H, W) maps, drawn over the photo with
-    :func:`cs_utils.overlay_heatmap` (values above ``percentile`` saturate), or
-    to (N, 3, H, W) images in [0, 1] (e.g. :func:`gradient_image`, a cut-out),
-    drawn as they are. ``percentile`` may also be a dict with one value per row
-    label. ``titles``: one per column.
-    """
-    import matplotlib.pyplot as plt
-
-    from .viz import overlay_heatmap, show_images
-
-    n = x.shape[0]
-    for label, maps in rows.items():
-        if maps.shape[0] != n or maps.dim() not in (3, 4):
-            raise ValueError(f"row {label!r}: expected {n} maps (N, H, W) or images (N, 3, H, W), got "
-                             f"shape {tuple(maps.shape)}")
-    fig, axes = plt.subplots(len(rows) + 1, n, figsize=(panel_size * n, panel_size * (len(rows) + 1)),
-                             squeeze=False)
-    show_images(x.detach().cpu(), titles, ax=list(axes[0]))
-    for r, (label, maps) in enumerate(rows.items(), start=1):
-        maps = maps.detach().cpu()
-        for i in range(n):
-            if maps.dim() == 3:
-                saturate = percentile.get(label, 99.0) if isinstance(percentile, dict) else percentile
-                overlay_heatmap(x[i].detach().cpu(), maps[i], percentile=saturate, ax=axes[r, i])
-            else:
-                show_images(maps[i], ax=axes[r, i])
-        axes[r, 0].set_ylabel(label, fontsize=10)
-    fig.tight_layout()
-    if save is not None:
-        fig.savefig(save, bbox_inches="tight", dpi=120)
-    return fig
 
 
 # --------------------------------------------------------------------------- sanity checks

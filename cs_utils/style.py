@@ -30,6 +30,7 @@ import torch
 from .checks import check_image
 from .hooks import evaluating, extract_features, get_layer
 from .losses import content_loss, gram_matrix, style_loss
+from .models import CONTENT_LAYER, STYLE_LAYERS, has_same_padding, reflect_pad
 from .optimize import History, TVPenalty, optimize_image
 from .runtime import model_device
 
@@ -109,12 +110,6 @@ def style_images(size=None, *, square: bool = False) -> dict[str, torch.Tensor]:
 
 # ----------------------------------------------------------------------------- Gram targets
 
-#: Style layers for EfficientNet-Lite: the stem and block outputs from fine to coarse.
-STYLE_LAYERS = ("stem", "blocks.0", "blocks.2", "blocks.4", "blocks.7", "blocks.10")
-#: Content layer for EfficientNet-Lite: deep enough to let the style repaint textures and colours.
-CONTENT_LAYER = "blocks.10"
-
-
 def _check_layers(model, layers, what="layers") -> tuple[str, ...]:
     if isinstance(layers, str):
         layers = (layers,)
@@ -153,8 +148,8 @@ def style_targets(model, style: torch.Tensor, layers=STYLE_LAYERS) -> StyleTarge
         raise ValueError(f"style must be one image (1, 3, H, W), got a batch of {style.shape[0]}; "
                          "blend several styles with mix_styles")
     with torch.no_grad(), evaluating(model):
-        feats = extract_features(model, _reflect(style.detach().to(model_device(model)), 0,
-                                                 _same_padding(model)), layers)
+        feats = extract_features(model, reflect_pad(style.detach().to(model_device(model)), 0,
+                                                    same_padding=has_same_padding(model)), layers)
     return StyleTargets(layers, tuple(gram_matrix(feats[name]) for name in layers))
 
 
@@ -189,8 +184,9 @@ def style_distance(model, image: torch.Tensor, targets: StyleTargets,
     if not isinstance(targets, StyleTargets):
         raise TypeError(f"targets must be StyleTargets from style_targets(...), got {type(targets).__name__}")
     with torch.no_grad(), evaluating(model):
-        feats = extract_features(model, _reflect(image.detach().to(model_device(model)), 0,
-                                                 _same_padding(model)), list(targets.layers))
+        feats = extract_features(model, reflect_pad(image.detach().to(model_device(model)), 0,
+                                                    same_padding=has_same_padding(model)),
+                                 list(targets.layers))
         return float(style_loss([feats[name] for name in targets.layers], list(targets.grams), layer_weights))
 
 
@@ -217,11 +213,11 @@ def _features_objective(model, layers, grams, layer_weights, style_weight, conte
     """``x -> style_weight * style_loss + content_weight * content loss`` with the feature
     pass stopped after the deepest layer; the pieces are appended to ``parts``."""
     names = list(layers) + ([content_layer] if content_layer and content_layer not in layers else [])
-    odd = _same_padding(model)
+    odd = has_same_padding(model)
 
     def objective(x):
         # L-BFGS moves pixels freely between evaluations; the network sees them in [0, 1].
-        feats = extract_features(model, _reflect(x.clamp(0, 1), pad, odd), names)
+        feats = extract_features(model, reflect_pad(x.clamp(0, 1), pad, same_padding=odd), names)
         s = style_loss([feats[name] for name in layers], grams, layer_weights)
         total = style_weight * s
         c = None
@@ -234,31 +230,6 @@ def _features_objective(model, layers, grams, layer_weights, style_weight, conte
         return total
 
     return objective
-
-
-def _same_padding(model) -> bool:
-    """Whether ``model`` has TensorFlow-style "SAME" convolutions (EfficientNet-Lite)."""
-    from .models import Conv2dSame
-
-    return any(isinstance(m, Conv2dSame) for m in model.modules())
-
-
-def _reflect(x: torch.Tensor, pad: int, odd: bool = False) -> torch.Tensor:
-    """Mirror ``pad`` pixels at every border, so that border pixels are seen like inner ones.
-
-    With ``odd``, up to 15 more rows/columns are mirrored at the bottom and right so that
-    height and width are 1 more than a multiple of 16: TensorFlow-style "SAME" padding puts
-    the odd extra row/column of a stride-2 convolution at the bottom/right only, but at a size
-    of ``16k + 1`` each of the four stride-2 layers up to block 10 pads both sides equally.
-    Without this the bottom and right borders collect a line of coloured dots.
-    """
-    h, w = x.shape[-2:]
-    extra_h, extra_w = ((1 - h - 2 * pad) % 16, (1 - w - 2 * pad) % 16) if odd else (0, 0)
-    if not (pad or extra_h or extra_w):
-        return x
-    widths = (pad, pad + extra_w, pad, pad + extra_h)
-    mode = "reflect" if max(widths) < min(h, w) else "replicate"   # tiny images cannot mirror that far
-    return torch.nn.functional.pad(x, widths, mode=mode)
 
 
 def _check_pad(pad) -> int:
@@ -359,7 +330,7 @@ def style_transfer(model, content: torch.Tensor, style, *, style_layers=None,
     targets = _as_targets(model, style, style_layers)
     content_dev = content.detach().to(device)
     with torch.no_grad(), evaluating(model):
-        padded = _reflect(content_dev, pad, _same_padding(model))
+        padded = reflect_pad(content_dev, pad, same_padding=has_same_padding(model))
         content_target = extract_features(model, padded, [content_layer])[content_layer]
     if isinstance(init, str):
         if init == "content":

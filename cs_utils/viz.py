@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 __all__ = ["filter_montage", "overlay_heatmap", "plot_embedding", "show_filters", "show_image_rows",
-           "show_images", "show_thumbnails", "thumbnail_canvas"]
+           "show_images", "show_maps", "show_thumbnails", "thumbnail_canvas"]
 
 
 def _image_list(images) -> list[np.ndarray]:
@@ -164,6 +164,41 @@ def overlay_heatmap(image, heatmap, *, alpha: float = 0.6, cmap: str = "jet", no
     return _finish(fig, save)
 
 
+def show_maps(x: torch.Tensor, rows: dict, titles=None, *, percentile: float | dict | None = 99.0,
+              panel_size: float = 2.2, save=None):
+    """One column per image: the photos on top, then one row per entry of ``rows``; returns the Figure.
+
+    ``rows`` maps a row label to (N, H, W) maps, drawn over the photo with
+    :func:`overlay_heatmap` (values above ``percentile`` saturate), or
+    to (N, 3, H, W) images in [0, 1] (e.g. :func:`cs_utils.gradient_image`, a cut-out),
+    drawn as they are. ``percentile`` may also be a dict with one value per row
+    label. ``titles``: one per column.
+    """
+    import matplotlib.pyplot as plt
+
+    n = x.shape[0]
+    for label, maps in rows.items():
+        if maps.shape[0] != n or maps.dim() not in (3, 4):
+            raise ValueError(f"row {label!r}: expected {n} maps (N, H, W) or images (N, 3, H, W), got "
+                             f"shape {tuple(maps.shape)}")
+    fig, axes = plt.subplots(len(rows) + 1, n, figsize=(panel_size * n, panel_size * (len(rows) + 1)),
+                             squeeze=False)
+    show_images(x.detach().cpu(), titles, ax=list(axes[0]))
+    for r, (label, maps) in enumerate(rows.items(), start=1):
+        maps = maps.detach().cpu()
+        for i in range(n):
+            if maps.dim() == 3:
+                saturate = percentile.get(label, 99.0) if isinstance(percentile, dict) else percentile
+                overlay_heatmap(x[i].detach().cpu(), maps[i], percentile=saturate, ax=axes[r, i])
+            else:
+                show_images(maps[i], ax=axes[r, i])
+        axes[r, 0].set_ylabel(label, fontsize=10)
+    fig.tight_layout()
+    if save is not None:
+        fig.savefig(save, bbox_inches="tight", dpi=120)
+    return fig
+
+
 # --------------------------------------------------------------------------- filters, embeddings, patches
 
 def filter_montage(weight, *, ncols: int | None = None, pad: int = 1, pad_value: float = 1.0) -> np.ndarray:
@@ -173,7 +208,7 @@ def filter_montage(weight, *, ncols: int | None = None, pad: int = 1, pad_value:
     ``pad`` pixels of ``pad_value`` separate them; ``ncols`` filters per row
     (default: about square).
     """
-    from .features import filter_images
+    from .small_cnn import filter_images
 
     tiles = filter_images(weight)
     n, c, kh, kw = tiles.shape

@@ -39,8 +39,8 @@ def broken_report(tmp_path_factory):
     package = _submission(tmp_path_factory.mktemp("broken"))
     _append(package / "fast_style.py", "def broken(:\n    pass")                   # syntax error
     _append(package / "dream.py", "import a_module_nobody_installed")                  # import error
-    _append(package / "features.py", "def nearest_neighbours(queries, gallery, k, *, exclude=None):\n"
-                                     "    raise ValueError('the distances went wrong')")  # exception
+    _append(package / "neighbours.py", "def nearest_neighbours(queries, gallery, k, *, exclude=None):\n"
+                                       "    raise ValueError('the distances went wrong')")  # exception
     _append(package / "style.py", "def mix_styles(targets, weights):\n"
                                   "    while True:\n        pass")                       # endless loop
     _append(package / "adversarial.py", "def fooling_step(model, x, target, *, step_size=0.25):\n"
@@ -72,24 +72,32 @@ def test_each_failure_costs_its_exercise_with_the_reason(broken_report, name, st
 
 def test_the_other_exercises_are_still_graded(broken_report):
     scores, report = broken_report
-    # receptive_field lives in features.py next to the broken nearest_neighbours
+    # receptive_field (receptive_fields.py) is graded apart from the broken nearest_neighbours (neighbours.py)
     assert scores["receptive_field"]["status"] == "pass" and scores["receptive_field"]["points"] == 1
     assert scores["guided_relu_grad"]["status"] == scores["tv_loss"]["status"] == "pass"
     assert report["points"] == 3 and report["max_points"] == 9
     assert scores["mix_styles"]["seconds"] >= 8
 
 
-def test_a_broken_module_never_costs_the_exercises_of_modules_that_import_it(tmp_path):
+def test_a_broken_module_costs_only_its_own_exercises(tmp_path):
     """losses.py, optimize.py and adversarial.py are imported by other exercise modules (style, dream,
-    fast_style, class_viz): each of those is graded with the grader's copies of the modules it imports."""
+    fast_style, class_viz): each of those is graded with the grader's copies of the modules it imports.
+    nearest_neighbours and receptive_field live in separate modules: a syntax error in neighbours.py
+    zeroes nearest_neighbours alone."""
     package = _submission(tmp_path)
-    for name in ("losses.py", "optimize.py", "adversarial.py", "hooks.py", "checks.py"):
+    for name in ("losses.py", "optimize.py", "adversarial.py", "hooks.py", "checks.py", "neighbours.py"):
         _append(package / name, "def broken(:\n    pass")
-    names = ["class_visualization_step", "deepdream_step", "mix_styles", "instance_norm", "gram_matrix"]
+    names = ["class_visualization_step", "deepdream_step", "mix_styles", "instance_norm", "receptive_field",
+             "gram_matrix", "nearest_neighbours"]
     _allow_unix_sockets()
-    scores = {s["name"]: s for s in grade.grade(package, names, timeout=60)["exercises"]}
+    report = grade.grade(package, names, timeout=60)
+    scores = {s["name"]: s for s in report["exercises"]}
     assert scores.pop("gram_matrix")["status"] == "error"          # its own module is broken
+    broken = scores.pop("nearest_neighbours")
+    assert broken["status"] == "error" and broken["points"] == 0
+    assert "cannot import cs_utils/neighbours.py: SyntaxError in neighbours.py line" in broken["message"]
     assert {name: s["status"] for name, s in scores.items()} == dict.fromkeys(scores, "pass")
+    assert report["points"] == 5 and report["max_points"] == 7
 
 
 def test_a_complete_correct_submission_gets_full_marks(tmp_path):

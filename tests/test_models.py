@@ -6,7 +6,16 @@ import torch.nn.functional as F
 from torch import nn
 
 import cs_utils
-from cs_utils.models import Conv2dSame, EfficientNetLite, InputScaling, torchvision_cache_path
+from cs_utils.models import (
+    CONTENT_LAYER,
+    STYLE_LAYERS,
+    Conv2dSame,
+    EfficientNetLite,
+    InputScaling,
+    has_same_padding,
+    reflect_pad,
+    torchvision_cache_path,
+)
 
 
 def _foolbox_batch(size):
@@ -93,6 +102,79 @@ def test_same_padding_matches_hand_computation():
     # stride 1: symmetric padding applied by the convolution itself
     conv1 = Conv2dSame(1, 1, 5, stride=1)
     torch.testing.assert_close(conv1(x), F.conv2d(F.pad(x, (2, 2, 2, 2)), conv1.weight))
+
+
+def test_has_same_padding_finds_conv2d_same_anywhere(lite0):
+    assert has_same_padding(lite0)
+    assert has_same_padding(nn.Sequential(nn.ReLU(), nn.Sequential(Conv2dSame(3, 2, 3, stride=2))))
+    assert not has_same_padding(nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.ReLU()))
+    assert not has_same_padding(nn.Identity())
+
+
+def test_reflect_pad_mirrors_every_border_by_hand():
+    x = torch.arange(12.0).reshape(1, 1, 3, 4)       # rows 0..3, 4..7, 8..11
+    y = reflect_pad(x, 2)
+    assert y.shape == (1, 1, 7, 8)
+    assert y[0, 0, 2].tolist() == [2, 1, 0, 1, 2, 3, 2, 1]     # the first row, mirrored at both ends
+    assert y[0, 0, :, 2].tolist() == [8, 4, 0, 4, 8, 4, 0]     # the first column, mirrored at both ends
+    assert torch.equal(y[..., 2:5, 2:6], x)
+    assert reflect_pad(x, 0) is x and reflect_pad(x, 0, same_padding=False) is x
+    with pytest.raises(ValueError, match="pad"):
+        reflect_pad(x, -1)
+
+
+@pytest.mark.parametrize("size, pad, padded", [
+    ((16, 16), 0, (17, 17)),      # 16 -> 16 * 1 + 1: one more row and column
+    ((33, 20), 0, (33, 33)),      # 33 = 16 * 2 + 1 stays; 20 + 13 = 33
+    ((10, 10), 3, (17, 17)),      # 10 + 2 * 3 = 16, + 1
+    ((40, 256), 4, (49, 273)),    # 40 + 8 + 1 = 49 = 16 * 3 + 1; 256 + 8 + 9 = 273 = 16 * 17 + 1
+])
+def test_reflect_pad_for_same_padding_gives_16k_plus_1(size, pad, padded):
+    x = torch.rand(1, 3, *size)
+    y = reflect_pad(x, pad, same_padding=True)
+    assert tuple(y.shape[-2:]) == padded
+    assert torch.equal(y[..., pad:pad + size[0], pad:pad + size[1]], x)   # the extra rows go after
+    assert reflect_pad(x, pad).shape[-2:] == (size[0] + 2 * pad, size[1] + 2 * pad)
+
+
+def test_reflect_pad_extra_rows_mirror_the_bottom_and_right():
+    x = torch.rand(1, 3, 10, 10)
+    y = reflect_pad(x, 3, same_padding=True)           # 3 before, 3 + 1 after
+    assert y.shape == (1, 3, 17, 17)
+    assert torch.equal(y[..., 13, 3:13], x[..., 8, :]) and torch.equal(y[..., 16, 3:13], x[..., 5, :])
+    assert torch.equal(y[..., 3:13, 16], x[..., :, 5]) and torch.equal(y[..., 0, 3:13], x[..., 3, :])
+    assert reflect_pad(torch.rand(1, 3, 17, 33), 0, same_padding=True).shape == (1, 3, 17, 33)
+
+
+def test_at_16k_plus_1_four_stride_2_same_convolutions_pad_both_sides_equally():
+    for k in (3, 5):
+        conv = Conv2dSame(1, 1, k, stride=2)
+        for size in (17, 33, 65, 225):
+            for _ in range(4):
+                before, after = conv.same_padding(size, 0)
+                assert before == after, (k, size)
+                size = -(-size // 2)
+    # an even size puts the odd pixel after: the bottom/right border the extra rows fix
+    assert Conv2dSame(1, 1, 3, stride=2).same_padding(16, 0) == (0, 1)
+
+
+def test_same_padding_networks_see_an_odd_size():
+    x = torch.rand(1, 3, 40, 256)
+    y = reflect_pad(x, 4, same_padding=True)
+    assert y.shape[-2] % 16 == 1 and y.shape[-1] % 16 == 1
+    assert torch.equal(y[..., 4:44, 4:260], x)
+    assert reflect_pad(x, 0) is x
+    small = reflect_pad(torch.rand(1, 3, 6, 6), 4, same_padding=True)  # too small to mirror: edges repeat
+    assert small.shape == (1, 3, 17, 17)
+
+
+def test_style_layers_are_defined_once_and_name_layers_of_lite0(lite0):
+    from cs_utils import fast_style, style
+
+    assert style.STYLE_LAYERS is fast_style.STYLE_LAYERS is cs_utils.STYLE_LAYERS is STYLE_LAYERS
+    assert style.CONTENT_LAYER is cs_utils.CONTENT_LAYER is CONTENT_LAYER
+    names = set(cs_utils.layer_names(lite0))
+    assert set(STYLE_LAYERS) <= names and CONTENT_LAYER in names
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 97, 131), (2, 3, 33, 40), (1, 3, 300, 200)])

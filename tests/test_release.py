@@ -145,7 +145,7 @@ def test_every_check_fails_in_the_release_and_names_the_function(release, kernel
 
 
 _FUNCTIONS = "|".join(sorted({e.function for e in grading.EXERCISES.values()}))
-EXERCISE_CALL = re.compile(rf"(\b({_FUNCTIONS})|\bgrading\.check)\s*\(")
+EXERCISE_CALL = re.compile(rf"(\b({_FUNCTIONS})|\bgrading\.check|\bcheck_exercise)\s*\(")
 
 
 def _first_exercise_cell(cells: list[str]) -> int:

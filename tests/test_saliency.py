@@ -432,12 +432,3 @@ def test_gradient_image_maps_zero_to_grey_by_hand():
     torch.testing.assert_close(shown[0, 0, 1, 0], torch.tensor(0.5))
     with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
         cs_utils.gradient_image(grad[0])
-
-
-def test_show_maps_draws_one_row_per_map_and_checks_shapes():
-    x = torch.rand(2, 3, 8, 8)
-    fig = cs_utils.show_maps(x, {"map": torch.rand(2, 8, 8), "image": torch.rand(2, 3, 8, 8)}, ["a", "b"])
-    assert len(fig.axes) == 6 and fig.axes[0].get_title() == "a"
-    assert fig.axes[2].get_ylabel() == "map"
-    with pytest.raises(ValueError, match="row 'map'"):
-        cs_utils.show_maps(x, {"map": torch.rand(3, 8, 8)})

@@ -273,15 +273,3 @@ def test_padding_mirrors_the_borders_before_the_network(tiny_cnn):
     assert history.extra["content"][0] == pytest.approx(float(content_part), rel=1e-5)
     with pytest.raises(ValueError, match="pad must be an int >= 0"):
         style_transfer(tiny_cnn, content, style, style_layers=["conv"], content_layer="relu", pad=-1)
-
-
-def test_same_padding_networks_see_an_odd_size():
-    from cs_utils.style import _reflect
-
-    x = torch.rand(1, 3, 40, 256)
-    y = _reflect(x, 4, odd=True)
-    assert y.shape[-2] % 16 == 1 and y.shape[-1] % 16 == 1
-    assert torch.equal(y[..., 4:44, 4:260], x)
-    assert _reflect(x, 0) is x
-    small = _reflect(torch.rand(1, 3, 6, 6), 4, odd=True)         # too small to mirror: edges repeat
-    assert small.shape == (1, 3, 17, 17)

@@ -167,3 +167,12 @@ def test_thumbnail_grid_keeps_the_point_nearest_each_cell_centre():
     np.testing.assert_allclose(canvas[6:8, 6:8], 0.4)     # image 2: bottom-right
     np.testing.assert_allclose(canvas[4:6, 4:6], 0.6)     # image 3: left/top 3, centre 4 -> cell 2
     assert not np.any(np.isclose(canvas, 0.2))            # image 1 collided with image 0 and is left out
+
+
+def test_show_maps_draws_one_row_per_map_and_checks_shapes():
+    x = torch.rand(2, 3, 8, 8)
+    fig = cs_utils.show_maps(x, {"map": torch.rand(2, 8, 8), "image": torch.rand(2, 3, 8, 8)}, ["a", "b"])
+    assert len(fig.axes) == 6 and fig.axes[0].get_title() == "a"
+    assert fig.axes[2].get_ylabel() == "map"
+    with pytest.raises(ValueError, match="row 'map'"):
+        cs_utils.show_maps(x, {"map": torch.rand(3, 8, 8)})
