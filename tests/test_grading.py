@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from cs_utils import grading
+from cs_utils import exercises_pixels, grading
 from cs_utils.release import marked_regions
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -137,7 +137,7 @@ def test_a_hook_left_on_the_model_fails(lite0):
 
 
 def test_occlusion_one_window_at_a_time_fails_with_the_vectorisation_hint():
-    unbatched = grading._occlusion_variant("right", batched=False)  # one forward pass per window
+    unbatched = exercises_pixels._occlusion_variant("right", batched=False)  # one forward pass per window
     result = grading.evaluate("occlusion_map", unbatched)
     assert result.status == "fail" and result.rel_error < 1e-3
     assert result.message.startswith("right values, but 26 forward passes where 5 are enough")
