@@ -23,8 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import checks, objectives
 from .hooks import evaluating
 from .image import check_image
+from .optimize import NormalizedGradient, optimize_image
 from .runtime import model_device
 
 __all__ = ["AttackHistory", "difference_image", "fgsm", "fooling_image", "fooling_step", "pgd",
@@ -270,44 +272,51 @@ def pgd(model: nn.Module, x: torch.Tensor, labels, *, epsilon: float = 8 / 255, 
     on the cross-entropy loss (up for untargeted, down for ``targeted``), and after each
     projects onto the ball and onto [0, 1]. Returns ``(image, AttackHistory)``;
     ``history.success`` says which images ended misclassified (or classified as the target).
+
+    Runs on the shared loop :func:`cs_utils.optimize_image`: the objective
+    ``-cross_entropy(model, labels)`` (``+`` when ``targeted``), the optimiser
+    ``NormalizedGradient(step_size, "sign")`` and ``project=`` the ball; a callback records
+    ``history.trace`` after every step.
     """
     check_image(x)
-    epsilon = _check_epsilon(epsilon)
-    if not isinstance(steps, numbers.Integral) or steps < 1:
+    epsilon = checks.pixel_size(epsilon)
+    if not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
-    step_size = 2.5 * epsilon / steps if step_size is None else _check_epsilon(step_size, "step_size")
+    step_size = 2.5 * epsilon / steps if step_size is None else checks.pixel_size(step_size, "step_size")
     device = model_device(model)
-    labels = check_class_indices(model, labels, x.shape[0], "labels").to(device)
+    labels = checks.class_indices(labels, x.shape[0], classes=checks.num_classes(model),
+                                  what="labels").to(device)
     x0 = x.detach().to(device)
-    current = x0.clone()
+    start = x0.clone()
     if random_start:
         noise = torch.rand(x0.shape, generator=generator, dtype=x0.dtype)
-        current = _project(x0 + (2 * noise.to(device) - 1) * epsilon, x0, epsilon)
+        start = _project(x0 + (2 * noise.to(device) - 1) * epsilon, x0, epsilon)
     n = x0.shape[0]
     history = AttackHistory(torch.full((n,), int(steps)), torch.zeros(n, dtype=torch.bool),
                             torch.zeros(n), torch.zeros(n), torch.zeros(n))
-    bar = _progress(steps, progress, "PGD")
-    start = time.perf_counter()
+    final = {}
+
+    def record(image):
+        with torch.no_grad():
+            scores = model(image)
+        success = scores.argmax(1) == labels
+        final["success"] = success if targeted else ~success
+        final["confidence"] = scores.softmax(1).gather(1, labels[:, None])[:, 0]
+        history.trace["score"].append(scores.gather(1, labels[:, None]).mean().item())
+        history.trace["confidence"].append(final["confidence"].mean().item())
+        history.trace["success_rate"].append(final["success"].float().mean().item())
+
+    loss = objectives.cross_entropy(model, labels)
+    began = time.perf_counter()
     with evaluating(model):
-        for step in range(steps + 1):
-            with torch.no_grad():
-                scores = model(current)
-            success = scores.argmax(1) == labels
-            if not targeted:
-                success = ~success
-            history.trace["score"].append(scores.gather(1, labels[:, None]).mean().item())
-            history.trace["confidence"].append(scores.softmax(1).gather(1, labels[:, None]).mean().item())
-            history.trace["success_rate"].append(success.float().mean().item())
-            if step == steps:
-                break
-            grad = _loss_gradient(model, current, labels, targeted)
-            current = _project(current + step_size * grad.sign(), x0, epsilon)
-            if bar is not None:
-                bar.update(1)
-    if bar is not None:
-        bar.close()
-    history.success = success.cpu()
-    history.confidence = scores.softmax(1).gather(1, labels[:, None])[:, 0].cpu()
+        record(start)
+        current, _ = optimize_image(loss if targeted else -loss, start, steps=int(steps),
+                                    optimizer=NormalizedGradient(step_size, "sign"), clamp=None,
+                                    project=lambda pixels: _project(pixels, x0, epsilon),
+                                    callback=lambda step, image, value: record(image),
+                                    progress=progress, desc="PGD")
+    history.success = final["success"].cpu()
+    history.confidence = final["confidence"].cpu()
     history.linf, history.l2 = (t.cpu() for t in _change_sizes(current, x0))
-    history.seconds = time.perf_counter() - start
+    history.seconds = time.perf_counter() - began
     return current.to(x.device), history
