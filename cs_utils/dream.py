@@ -152,9 +152,10 @@ def deepdream(model: nn.Module, x: torch.Tensor, layer: str, *, octaves: int = 3
     times the previous, smallest first; the detail dreamed at one octave is upscaled and
     added to the next (see :func:`dream_octaves`). The objective is
     :func:`cs_utils.objectives.layer_l2`, run on :func:`cs_utils.optimize_image` with
-    ``NormalizedGradient(step_size, "mean_abs")`` and ``Jitter(jitter, "roll")``; each of its
-    steps equals one :func:`deepdream_step` with the same generator (tested), so the exercise
-    is exactly what this loop does.
+    ``NormalizedGradient(step_size, "mean_abs")`` and ``Jitter(jitter, "roll")``. It does not
+    call :func:`deepdream_step`, but each of its steps equals one :func:`deepdream_step` with an
+    equally seeded generator (up to float rounding; the tests check it), so the exercise is
+    what this loop does.
 
     Returns ``(image, history)``: the dream at ``x``'s size (detached, on ``x``'s device) and a
     :class:`History` whose ``objective`` is ``-0.5 * ||phi||^2`` per step (it grows with the

@@ -355,7 +355,8 @@ def cross_entropy(model: torch.nn.Module, labels) -> Objective:
     minimise it to make the model predict ``labels`` (a targeted attack), minimise
     ``-cross_entropy`` to push it away from them (an untargeted attack such as PGD)."""
     checks.check_model(model)
-    count = len(labels) if getattr(labels, "ndim", 1 if isinstance(labels, (list, tuple)) else 0) else 1
+    one_per_image = isinstance(labels, (list, tuple)) or getattr(labels, "ndim", 0) > 0
+    count = len(labels) if one_per_image else 1
     targets = checks.class_indices(labels, count, classes=checks.num_classes(model), what="labels")
 
     def loss(features):
@@ -373,4 +374,3 @@ def cross_entropy(model: torch.nn.Module, labels) -> Objective:
 def total_variation(weight: float = 1.0, beta: float = 2.0) -> Objective:
     """``tv_loss(x, weight, beta)`` of the image the objective sees (:func:`cs_utils.tv_loss`)."""
     return Objective(lambda x: tv_loss(x, weight=weight, beta=beta), f"{weight:g} * TV")
-

@@ -82,7 +82,8 @@ class History:
 
     ``loss`` holds the total minimised value (objective plus penalties) at every
     step (for L-BFGS: every evaluation), ``objective`` the objective alone,
-    ``extra`` any series a technique adds (e.g. ``"confidence"``).
+    ``extra`` the terms the objective tracks (``objective.track("style")``, one value per
+    evaluation) and any series a technique adds (e.g. ``"octave"``).
     """
 
     loss: list[float] = field(default_factory=list)
