@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import objectives
 from .checks import (
     check_image,
     class_indices,
@@ -34,6 +35,7 @@ from .checks import (
 )
 from .history import History
 from .hooks import evaluating
+from .optimize import NormalizedGradient, optimize_image
 from .runtime import progress_bar
 
 __all__ = ["AttackHistory", "difference_image", "fgsm", "fooling_image", "fooling_step", "pgd",
@@ -225,6 +227,11 @@ def pgd(model: nn.Module, x: torch.Tensor, labels, *, epsilon: float = 8 / 255, 
     on the cross-entropy loss (up for untargeted, down for ``targeted``), and after each
     projects onto the ball and onto [0, 1]. Returns ``(image, AttackHistory)``;
     ``history.success`` says which images ended misclassified (or classified as the target).
+
+    Runs on the shared loop :func:`cs_utils.optimize_image`: the objective
+    ``-cross_entropy(model, labels)`` (``+`` when ``targeted``), the optimiser
+    ``NormalizedGradient(step_size, "sign")`` and ``project=`` the ball; a callback records
+    ``history.trace`` after every step.
     """
     x0 = model_input(model, x)
     epsilon = pixel_size(epsilon)
@@ -232,33 +239,36 @@ def pgd(model: nn.Module, x: torch.Tensor, labels, *, epsilon: float = 8 / 255, 
     step_size = 2.5 * epsilon / steps if step_size is None else pixel_size(step_size, "step_size")
     device = x0.device
     labels = class_indices(labels, x.shape[0], classes=num_classes(model), what="labels").to(device)
-    current = x0.clone()
+    start = x0.clone()
     if random_start:
         noise = torch.rand(x0.shape, generator=generator, dtype=x0.dtype)
-        current = _project(x0 + (2 * noise.to(device) - 1) * epsilon, x0, epsilon)
+        start = _project(x0 + (2 * noise.to(device) - 1) * epsilon, x0, epsilon)
     n = x0.shape[0]
     history = AttackHistory(steps=torch.full((n,), int(steps)), success=torch.zeros(n, dtype=torch.bool),
                             linf=torch.zeros(n), l2=torch.zeros(n), confidence=torch.zeros(n))
-    bar = progress_bar(total=steps, desc="PGD", enabled=progress)
-    start = time.perf_counter()
+    final = {}
+
+    def record(image):
+        with torch.no_grad():
+            scores = model(image)
+        success = scores.argmax(1) == labels
+        final["success"] = success if targeted else ~success
+        final["confidence"] = scores.softmax(1).gather(1, labels[:, None])[:, 0]
+        history.trace["score"].append(scores.gather(1, labels[:, None]).mean().item())
+        history.trace["confidence"].append(final["confidence"].mean().item())
+        history.trace["success_rate"].append(final["success"].float().mean().item())
+
+    loss = objectives.cross_entropy(model, labels)
+    began = time.perf_counter()
     with evaluating(model):
-        for step in range(steps + 1):
-            with torch.no_grad():
-                scores = model(current)
-            success = scores.argmax(1) == labels
-            if not targeted:
-                success = ~success
-            history.trace["score"].append(scores.gather(1, labels[:, None]).mean().item())
-            history.trace["confidence"].append(scores.softmax(1).gather(1, labels[:, None]).mean().item())
-            history.trace["success_rate"].append(success.float().mean().item())
-            if step == steps:
-                break
-            grad = _loss_gradient(model, current, labels, targeted)
-            current = _project(current + step_size * grad.sign(), x0, epsilon)
-            bar.update(1)
-    bar.close()
-    history.success = success.cpu()
-    history.confidence = scores.softmax(1).gather(1, labels[:, None])[:, 0].cpu()
+        record(start)
+        current, _ = optimize_image(loss if targeted else -loss, start, steps=int(steps),
+                                    optimizer=NormalizedGradient(step_size, "sign"), clamp=None,
+                                    project=lambda pixels: _project(pixels, x0, epsilon),
+                                    callback=lambda step, image, value: record(image),
+                                    progress=progress, desc="PGD")
+    history.success = final["success"].cpu()
+    history.confidence = final["confidence"].cpu()
     history.linf, history.l2 = (t.cpu() for t in _change_sizes(current, x0))
-    history.seconds = time.perf_counter() - start
+    history.seconds = time.perf_counter() - began
     return current.to(x.device, x.dtype), history

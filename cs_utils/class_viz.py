@@ -7,9 +7,10 @@ random transforms, which gives far more natural images.
 
 Everything here is a thin layer over :func:`cs_utils.optimize.optimize_image`:
 
-* objectives (``x -> loss to minimise``): :func:`class_score_objective`,
-  :func:`channel_objective`, :func:`neuron_objective`, :func:`representation_objective`;
-  they add (``a + b``) and scale (``0.5 * a``);
+* objectives (``x -> loss to minimise``) come from :mod:`cs_utils.objectives`
+  (``class_score``, ``channel``, ``neuron``, ``direction``, ...; they add and scale);
+  :func:`class_score_objective`, :func:`channel_objective`, :func:`neuron_objective` and
+  :func:`representation_objective` are their names here;
 * :func:`class_visualization`: one call with a recipe (``"cs231n"`` or ``"fourier"``);
 * :func:`class_visualization_step`: one CS231n update written out by hand (an exercise).
 """
@@ -17,14 +18,14 @@ Everything here is a thin layer over :func:`cs_utils.optimize.optimize_image`:
 from __future__ import annotations
 
 import inspect
-import numbers
-from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from .checks import check_image, class_indices, num_classes
-from .hooks import evaluating, extract_features, get_layer
+from . import checks, objectives
+from .hooks import evaluating
+from .image import check_image
+from .objectives import Objective
 from .optimize import (
     Compose,
     FourierImage,
@@ -36,6 +37,7 @@ from .optimize import (
     RandomScale,
     optimize_image,
 )
+from .runtime import model_device
 
 __all__ = [
     "Objective",
@@ -51,111 +53,19 @@ __all__ = [
 ]
 
 
-class Objective:
-    """A loss to minimise, ``objective(x) -> scalar``, with a name; objectives add and scale:
-    ``class_score_objective(m, 1) + 0.1 * channel_objective(m, "blocks.10", 5)``."""
-
-    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], name: str):
-        self.fn, self.name = fn, name
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fn(x)
-
-    def __add__(self, other: Objective) -> Objective:
-        if not isinstance(other, Objective):
-            return NotImplemented
-        return Objective(lambda x: self(x) + other(x), f"{self.name} + {other.name}")
-
-    def __mul__(self, factor: float) -> Objective:
-        if not isinstance(factor, numbers.Real):
-            return NotImplemented
-        return Objective(lambda x: factor * self(x), f"{factor:g} * ({self.name})")
-
-    __rmul__ = __mul__
-
-    def __repr__(self) -> str:
-        return f"Objective({self.name})"
-
-
-def _check_channel(model: nn.Module, layer: str, channel) -> int:
-    get_layer(model, layer)  # a clear KeyError for a wrong name
-    if isinstance(channel, bool) or not isinstance(channel, numbers.Integral) or channel < 0:
-        raise TypeError(f"channel must be a non-negative int, got {channel!r}")
-    return int(channel)
-
-
-def _layer_output(model: nn.Module, x: torch.Tensor, layer: str, channel: int | None = None):
-    out = extract_features(model, x, [layer])[layer]
-    if channel is not None:
-        if out.dim() < 2 or channel >= out.shape[1]:
-            raise IndexError(f"channel {channel} is out of range: layer {layer!r} has "
-                             f"{out.shape[1] if out.dim() > 1 else 0} channels (0..{out.shape[1] - 1})")
-        out = out[:, channel]
-    return out
-
-
-def class_score_objective(model: nn.Module, target) -> Objective:
-    """``-s_target(x)`` summed over the batch: ascend the *unnormalised* class score (not the
-    softmax probability, which can rise by pushing other classes down)."""
-    targets = class_indices(target, 1, classes=num_classes(model))
-
-    def loss(x):
-        scores = model(x)
-        index = targets.to(scores.device).expand(scores.shape[0])
-        return -scores.gather(1, index[:, None]).sum()
-
-    return Objective(loss, f"class {int(targets[0])} score")
-
-
-def channel_objective(model: nn.Module, layer: str, channel: int) -> Objective:
-    """``-mean`` activation of one channel of ``layer`` over all positions (a "feature" visualization)."""
-    channel = _check_channel(model, layer, channel)
-    return Objective(lambda x: -_layer_output(model, x, layer, channel).mean(dim=(-2, -1)).sum(),
-                     f"{layer} channel {channel}")
-
-
-def neuron_objective(model: nn.Module, layer: str, channel: int, position=None) -> Objective:
-    """``-activation`` of one unit: channel ``channel`` of ``layer`` at ``position`` = (row, column) of the
-    layer's feature map (default: the centre), i.e. one neuron with a receptive field in the image."""
-    channel = _check_channel(model, layer, channel)
-
-    def loss(x):
-        out = _layer_output(model, x, layer, channel)
-        h, w = out.shape[-2:]
-        row, col = (h // 2, w // 2) if position is None else position
-        if not (0 <= row < h and 0 <= col < w):
-            raise IndexError(f"position {(row, col)} is outside the {h}x{w} feature map of {layer!r}")
-        return -out[:, row, col].sum()
-
-    return Objective(loss, f"{layer} channel {channel} neuron")
+# The objectives live in cs_utils.objectives; these are their names from before it existed.
+class_score_objective = objectives.class_score
+channel_objective = objectives.channel
+neuron_objective = objectives.neuron
 
 
 def representation_objective(model: nn.Module, direction: torch.Tensor, layer: str = "pool", *,
                              cosine_power: float = 0.0) -> Objective:
-    """Maximise the projection of the ``layer`` features (default ``"pool"``, the penultimate 1280-d
-    representation that the classifier reads) on ``direction``: ``-<f(x), d>``, times
-    ``cos(f(x), d) ** cosine_power`` (Olah et al.'s "direction" objective: with a power > 0 the
-    image must point the same way as ``d``, not just have large features). ``direction`` may be the
-    features of a photo (an image whose representation resembles the photo's) or a row of the
+    """:func:`cs_utils.objectives.direction` with the arguments in their old order: maximise the
+    projection of the ``layer`` features (default ``"pool"``, the penultimate 1280-d representation
+    that the classifier reads) on ``direction``, e.g. the features of a photo or a row of the
     classifier's weight matrix."""
-    get_layer(model, layer)
-    if not isinstance(direction, torch.Tensor) or not direction.is_floating_point():
-        raise TypeError("direction must be a float tensor of the layer's feature size")
-    target = direction.detach().reshape(1, -1)
-
-    def loss(x):
-        features = extract_features(model, x, [layer])[layer].flatten(1)
-        if features.shape[1] != target.shape[1]:
-            raise ValueError(f"direction has {target.shape[1]} values but layer {layer!r} gives "
-                             f"{features.shape[1]} features per image; take it from the same layer")
-        d = target.to(features)
-        dot = (features * d).sum(dim=1)
-        if cosine_power:
-            cos = torch.nn.functional.cosine_similarity(features, d, dim=1).clamp_min(1e-4)
-            dot = dot * cos ** cosine_power
-        return -dot.sum()
-
-    return Objective(loss, f"{layer} representation")
+    return objectives.direction(model, layer, direction, cosine_power=cosine_power)
 
 
 # --------------------------------------------------------------------------- the CS231n step (exercise)
@@ -170,7 +80,7 @@ def class_visualization_step(model: nn.Module, img: torch.Tensor, target: int, *
     :func:`class_visualization` adds those.
     """
     check_image(img, "img")
-    targets = class_indices(target, img.shape[0], classes=num_classes(model))
+    targets = checks.class_indices(target, img.shape[0], classes=checks.num_classes(model))
     ### BEGIN SOLUTION
     x = img.detach().clone().requires_grad_(True)
     scores = model(x).gather(1, targets.to(x.device)[:, None]).sum()
@@ -217,8 +127,8 @@ def class_visualization(model: nn.Module, target, *, steps: int, recipe: str = "
     """An image that maximises ``target`` for ``model``: gradient ascent on the pixels.
 
     ``target``: a class index (ascends the unnormalised class score) or any objective
-    ``x -> loss to minimise`` (:func:`channel_objective`, :func:`neuron_objective`,
-    :func:`representation_objective`, ...). ``recipe``: ``"cs231n"`` (raw pixels from grey
+    ``x -> loss to minimise`` (from :mod:`cs_utils.objectives`: ``channel``, ``neuron``,
+    ``direction``, sums of them, ...). ``recipe``: ``"cs231n"`` (raw pixels from grey
     noise, SGD, L2 penalty, blur every few steps, jitter) or ``"fourier"`` (Fourier
     parameterisation in decorrelated colour, random pad/jitter/scale/rotation, Adam).
     ``settings`` override the recipe's settings (e.g. ``l2=0``, ``blur_sigma=0``, ``jitter=0``,
@@ -232,9 +142,9 @@ def class_visualization(model: nn.Module, target, *, steps: int, recipe: str = "
     if isinstance(target, Objective) or callable(target):
         objective = target
     else:
-        objective = class_score_objective(model, target)
+        objective = objectives.class_score(model, target)
     size = int(image_size or getattr(model, "native_image_size", 224))
-    device = next(iter(model.parameters())).device
+    device = model_device(model)
     make = RECIPES[recipe]
     names = set(inspect.signature(make).parameters) - {"shape", "generator", "device"}
     recipe_settings = {k: settings.pop(k) for k in list(settings) if k in names}
@@ -250,9 +160,10 @@ def class_ranks(model: nn.Module, images: torch.Tensor, targets, *, size: int | 
     """Rank of each image's target class among ``model``'s scores (0 = top-1, < 5 = in the top 5),
     after resizing the images to ``size`` (default: the model's native size, bilinear)."""
     check_image(images, "images")
-    targets = class_indices(targets, images.shape[0], classes=num_classes(model), what="targets")
+    targets = checks.class_indices(targets, images.shape[0], classes=checks.num_classes(model),
+                                   what="targets")
     size = int(size or getattr(model, "native_image_size", images.shape[-1]))
-    device = next(iter(model.parameters())).device
+    device = model_device(model)
     x = images.detach().to(device)
     if x.shape[-2:] != (size, size):
         x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)

@@ -1,8 +1,8 @@
 """DeepDream and feature inversion: images made by optimising pixels against one layer.
 
-Both are thin functions over :func:`cs_utils.optimize_image` with a different
-objective, and both read the layer with :func:`cs_utils.extract_features`, so the
-forward pass stops at that layer.
+Both are thin functions over :func:`cs_utils.optimize_image` with an objective from
+:mod:`cs_utils.objectives` (``layer_l2`` and ``feature_match``), which reads the layer
+with :func:`cs_utils.extract_features`, so the forward pass stops at that layer.
 
 * :func:`deepdream` (Mordvintsev et al. 2015) *amplifies* what a layer already
   sees: it ascends ``0.5 * ||phi(x)||^2``, whose gradient at the layer is the
@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import check_image
-from .hooks import evaluating, extract_features, get_layer
-from .losses import content_loss
-from .optimize import History, Jitter, NormalizedGradient, TVPenalty, optimize_image
+from . import objectives
+from .checks import check_image, check_layer
+from .hooks import evaluating, extract_features
+from .optimize import Clamp, History, Jitter, NormalizedGradient, TVPenalty, optimize_image
 from .runtime import model_device
 
 __all__ = [
@@ -74,7 +74,7 @@ def deepdream_step(model: nn.Module, x: torch.Tensor, layer: str, *, step_size: 
     Returns the new image, detached, on ``x``'s device; ``x`` itself is not changed.
     """
     x = check_image(x)
-    get_layer(model, layer)  # a clear error for a wrong name, before any work
+    check_layer(model, layer)  # a clear error for a wrong name, before any work
     dy, dx = roll_offsets(_check_jitter(jitter), generator)   # the random shift, drawn for you
     image = x.detach().to(model_device(model))                # a detached copy on the model's device
     with evaluating(model):
@@ -149,22 +149,24 @@ def deepdream(model: nn.Module, x: torch.Tensor, layer: str, *, octaves: int = 3
     roll of up to ``jitter`` pixels before every step (from ``generator``) and pixels
     clipped to [0, 1]. The image is processed at ``octaves`` sizes, each ``octave_scale``
     times the previous, smallest first; the detail dreamed at one octave is upscaled and
-    added to the next (see :func:`dream_octaves`). Every step is one :func:`deepdream_step`.
+    added to the next (see :func:`dream_octaves`). The objective is
+    :func:`cs_utils.objectives.layer_l2`, run on :func:`cs_utils.optimize_image` with
+    ``NormalizedGradient(step_size, "mean_abs")`` and ``Jitter(jitter, "roll")``. It does not
+    call :func:`deepdream_step`, but each of its steps equals one :func:`deepdream_step` with an
+    equally seeded generator (up to float rounding; the tests check it), so the exercise is
+    what this loop does.
 
     Returns ``(image, history)``: the dream at ``x``'s size (detached, on ``x``'s device) and a
     :class:`History` whose ``objective`` is ``-0.5 * ||phi||^2`` per step (it grows with the
     octave's size) and whose ``extra["octave"]`` says which octave each step belongs to.
     """
     x = check_image(x)
-    get_layer(model, layer)
+    check_layer(model, layer)
     _check_jitter(jitter)
     _check_steps(steps_per_octave, "steps_per_octave")
     sizes = octave_sizes(x.shape[2], x.shape[3], octaves, octave_scale)
     history = History()
-
-    def objective(image):
-        activation = extract_features(model, image, [layer])[layer]
-        return -0.5 * activation.pow(2).sum()
+    objective = objectives.layer_l2(model, layer)
 
     def dream_octave(init, k):
         size = "x".join(str(s) for s in init.shape[-2:])
@@ -208,7 +210,7 @@ def invert_features(model: nn.Module, x: torch.Tensor, layer: str, *, steps: int
     ``||phi(x*) - phi(x)|| / ||phi(x)||`` of each image (:func:`relative_feature_error`).
     """
     x = check_image(x)
-    get_layer(model, layer)
+    check_layer(model, layer)
     _check_steps(steps, "steps")
     _check_jitter(jitter)
     if tv_weight < 0:
@@ -218,18 +220,12 @@ def invert_features(model: nn.Module, x: torch.Tensor, layer: str, *, steps: int
     with evaluating(model):
         with torch.no_grad():
             target = extract_features(model, x.detach().to(device), [layer])[layer].detach()
-        scale = 1.0 / target.pow(2).sum().clamp(min=1e-12).item()
-
-        def objective(image):
-            # L-BFGS's line search may leave [0, 1] between steps (the loop clamps only after
-            # first-order steps), so the model sees the image clamped to valid pixels.
-            features = extract_features(model, image.clamp(0.0, 1.0), [layer])[layer]
-            return content_loss(features, target, weight=scale)
-
+        objective = objectives.feature_match(model, layer, target)   # ||phi(x*) - phi(x)||^2 / ||phi(x)||^2
         noise = torch.randn(x.shape, generator=generator, dtype=x.dtype) * init_noise
         init = (0.5 + noise).clamp(0.0, 1.0).to(device)
         regularizers = [TVPenalty(tv_weight / (n * h * w), beta=tv_beta)] if tv_weight > 0 else []
-        transforms = [Jitter(jitter, "roll")] if jitter > 0 else []
+        # L-BFGS's line search may leave [0, 1] between steps: the model sees the pixels clamped.
+        transforms = ([Jitter(jitter, "roll")] if jitter > 0 else []) + [Clamp(0.0, 1.0)]
         image, history = optimize_image(objective, init, steps=steps, lr=lr, optimizer=optimizer,
                                         transforms=transforms, regularizers=regularizers, clamp=(0.0, 1.0),
                                         generator=generator, progress=progress, desc=f"invert {layer}")
@@ -245,7 +241,7 @@ def relative_feature_error(model: nn.Module, image: torch.Tensor, x: torch.Tenso
     if image.shape != x.shape:
         raise ValueError(f"image and x must have the same shape, got {tuple(image.shape)} and "
                          f"{tuple(x.shape)}")
-    get_layer(model, layer)
+    check_layer(model, layer)
     device = model_device(model)
     with torch.no_grad(), evaluating(model):
         both = extract_features(model, torch.cat([image, x]).to(device), [layer])[layer].flatten(1)

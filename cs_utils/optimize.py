@@ -1,22 +1,34 @@
-"""One image-optimisation loop for every "optimise the pixels, keep the weights" technique.
+"""One image-optimisation loop for the "optimise the pixels, keep the weights" techniques.
 
-Class visualization, fooling images, DeepDream, feature inversion, texture
-synthesis and style transfer differ only in what they optimise; they share
-:func:`optimize_image`, which combines small parts:
+:func:`optimize_image` runs class visualization (:func:`cs_utils.class_visualization`),
+DeepDream (:func:`cs_utils.deepdream`), feature inversion (:func:`cs_utils.invert_features`),
+texture synthesis (:func:`cs_utils.synthesize_texture`), style transfer
+(:func:`cs_utils.style_transfer`) and PGD (:func:`cs_utils.pgd`). They differ only in the
+parts they combine:
 
-* an **objective**: ``objective(x) -> scalar`` to *minimise* (return
-  ``-score`` to ascend a score);
+* an **objective**: ``objective(x) -> scalar`` to *minimise*, usually built from the
+  vocabulary of :mod:`cs_utils.objectives` (``class_score``, ``channel``, ``layer_l2``,
+  ``gram_match``, ...), whose terms add, scale and share one forward pass; terms marked
+  with ``.track(key)`` are recorded in ``history.extra[key]``;
 * a **parameterisation** of the image: raw pixels (:class:`PixelImage`) or a
   decorrelated Fourier basis (:class:`FourierImage`, Olah et al. 2017);
 * **transforms** applied to the image before the objective sees it, drawn at
-  random each step from the ``generator`` (:class:`Jitter`, :class:`Pad`,
-  :class:`RandomScale`, :class:`RandomRotate`, :class:`Compose`);
+  random each step from the ``generator`` (:mod:`cs_utils.transforms`: :class:`Jitter`,
+  :class:`Pad`, :class:`RandomScale`, :class:`RandomRotate`, :class:`Clamp`, :class:`Compose`);
 * **regularisers** (:class:`L2Penalty`, :class:`TVPenalty`,
   :class:`GaussianBlur`, :class:`ClipSmallPixels`,
   :class:`ClipSmallGradients`; Yosinski et al. 2015);
 * an **optimiser**: ``"adam"``, ``"sgd"``, ``"lbfgs"`` or
-  :class:`NormalizedGradient` (steps of fixed size along the gradient's
-  direction, as CS231n's class visualization, fooling images and DeepDream use).
+  :class:`NormalizedGradient` (steps of fixed size along the gradient's direction or
+  its sign, as CS231n's class visualization, DeepDream and PGD use);
+* a **projection** of the pixels after every step (PGD's L-infinity ball).
+
+Not on the loop: fooling images (:func:`cs_utils.fooling_image`), because each image of
+a batch stops on its own as soon as it fools the model, which one loop over the whole
+batch cannot express; FGSM, a single step; and the single steps written out by hand as
+exercises (:func:`cs_utils.class_visualization_step`, :func:`cs_utils.fooling_step`,
+:func:`cs_utils.deepdream_step`). The tests check that ``class_visualization_step`` and
+``deepdream_step`` equal one step of the loop.
 
 Gradients are taken with ``torch.autograd.grad`` with respect to the image
 parameters only, so nothing is accumulated in the model's parameters, and the
@@ -35,8 +47,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .losses import tv_loss
+from .objectives import Objective
+from .transforms import Clamp, Compose, Jitter, Pad, RandomRotate, RandomScale
 
 __all__ = [
+    "Clamp",
     "ClipSmallGradients",
     "ClipSmallPixels",
     "Compose",
@@ -67,7 +82,8 @@ class History:
 
     ``loss`` holds the total minimised value (objective plus penalties) at every
     step (for L-BFGS: every evaluation), ``objective`` the objective alone,
-    ``extra`` any series a technique adds (e.g. ``"confidence"``).
+    ``extra`` the terms the objective tracks (``objective.track("style")``, one value per
+    evaluation) and any series a technique adds (e.g. ``"octave"``).
     """
 
     loss: list[float] = field(default_factory=list)
@@ -161,97 +177,6 @@ class FourierImage:
         decorrelated = torch.fft.irfft2(spectrum, s=self.size, norm="backward") / 4.0
         rgb = torch.einsum("nchw,dc->ndhw", decorrelated, self.color)
         return torch.sigmoid(self.scale * rgb)
-
-
-# ----------------------------------------------------------------------------- transforms
-
-def _randint(low: int, high: int, generator) -> int:
-    """A uniform integer in [low, high] from ``generator``."""
-    return int(torch.randint(low, high + 1, (1,), generator=generator))
-
-
-class Jitter:
-    """Shift the image by up to ``pixels`` in each direction.
-
-    ``mode="roll"`` rolls with wrap-around (DeepDream); ``mode="crop"`` takes a
-    random crop that is ``pixels`` smaller in each dimension (Lucid).
-    """
-
-    def __init__(self, pixels: int, mode: str = "roll"):
-        if pixels < 0 or mode not in ("roll", "crop"):
-            raise ValueError(f"Jitter needs pixels >= 0 and mode 'roll' or 'crop', got {pixels}, {mode!r}")
-        self.pixels, self.mode = int(pixels), mode
-
-    def __call__(self, x, generator=None):
-        if self.pixels == 0:
-            return x
-        if self.mode == "roll":
-            dy = _randint(-self.pixels, self.pixels, generator)
-            dx = _randint(-self.pixels, self.pixels, generator)
-            return torch.roll(x, shifts=(dy, dx), dims=(2, 3))
-        dy, dx = _randint(0, self.pixels, generator), _randint(0, self.pixels, generator)
-        h, w = x.shape[-2:]
-        return x[..., dy:h - self.pixels + dy, dx:w - self.pixels + dx]
-
-
-class Pad:
-    """Pad ``pixels`` on every side, with ``mode`` "constant" (``value``), "reflect" or "replicate"."""
-
-    def __init__(self, pixels: int, mode: str = "constant", value: float = 0.5):
-        self.pixels, self.mode, self.value = int(pixels), mode, value
-
-    def __call__(self, x, generator=None):
-        p = (self.pixels,) * 4
-        if self.mode == "constant":
-            return F.pad(x, p, mode="constant", value=self.value)
-        return F.pad(x, p, mode=self.mode)
-
-
-class RandomScale:
-    """Resize by a factor drawn uniformly from ``scales`` (bilinear)."""
-
-    def __init__(self, scales: Sequence[float]):
-        self.scales = [float(s) for s in scales]
-        if not self.scales or min(self.scales) <= 0:
-            raise ValueError("RandomScale needs a non-empty list of positive factors")
-
-    def __call__(self, x, generator=None):
-        scale = self.scales[_randint(0, len(self.scales) - 1, generator)]
-        if scale == 1.0:
-            return x
-        size = [max(1, round(s * scale)) for s in x.shape[-2:]]
-        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-
-
-class RandomRotate:
-    """Rotate about the centre by an angle (degrees) drawn uniformly from ``degrees``."""
-
-    def __init__(self, degrees: Sequence[float]):
-        self.degrees = [float(d) for d in degrees]
-        if not self.degrees:
-            raise ValueError("RandomRotate needs a non-empty list of angles")
-
-    def __call__(self, x, generator=None):
-        angle = self.degrees[_randint(0, len(self.degrees) - 1, generator)]
-        if angle == 0.0:
-            return x
-        theta = math.radians(angle)
-        c, s = math.cos(theta), math.sin(theta)
-        matrix = torch.tensor([[c, -s, 0.0], [s, c, 0.0]], dtype=x.dtype, device=x.device)
-        grid = F.affine_grid(matrix.expand(x.shape[0], 2, 3), list(x.shape), align_corners=False)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-
-
-class Compose:
-    """Apply transforms in order: ``Compose(Pad(12), Jitter(8, "crop"), RandomScale([0.9, 1, 1.1]))``."""
-
-    def __init__(self, *transforms):
-        self.transforms = [t for t in transforms if t is not None]
-
-    def __call__(self, x, generator=None):
-        for t in self.transforms:
-            x = t(x, generator)
-        return x
 
 
 # ----------------------------------------------------------------------------- regularisers
@@ -457,6 +382,7 @@ def optimize_image(
     transforms: Sequence[Callable] = (),
     regularizers: Sequence[Regularizer] = (),
     clamp: tuple[float, float] | None = (0.0, 1.0),
+    project: Callable[[torch.Tensor], torch.Tensor | None] | None = None,
     generator: torch.Generator | None = None,
     progress: bool = True,
     desc: str | None = None,
@@ -466,7 +392,9 @@ def optimize_image(
 
     Parameters
     ----------
-    objective : callable ``x -> scalar tensor`` to minimise (return ``-score`` to ascend).
+    objective : callable ``x -> scalar tensor`` to minimise (return ``-score`` to ascend), usually an
+        :class:`cs_utils.objectives.Objective`: the value of each term marked ``.track(key)`` is then
+        appended to ``history.extra[key]`` at every evaluation.
     init : (N, 3, H, W) starting image in [0, 1] for the raw-pixel parameterisation; not modified.
     steps : optimiser steps (for ``"lbfgs"``: objective evaluations).
     lr : step size; default 0.05 for Adam, 0.1 for SGD, 1 for L-BFGS.
@@ -479,6 +407,10 @@ def optimize_image(
     regularizers : :class:`Regularizer` objects (penalties, gradient filters, after-step edits).
     clamp : pixel range enforced after every step (raw pixels only; with L-BFGS the objective sees
         the clamped image at every evaluation); ``None`` for no clamping.
+    project : ``project(pixels)`` applied to the raw pixels after every step (after ``clamp``), under
+        ``torch.no_grad()``: it edits them in place or returns the projected tensor (e.g. PGD's
+        L-infinity ball around the photo). Raw pixels and first-order optimisers only: L-BFGS's
+        line search cannot be projected between evaluations.
     generator : ``torch.Generator`` for every random choice; same seed, same image.
     progress : show a tqdm progress bar.
     callback : ``callback(step, image, objective_value) -> bool``; return True to stop.
@@ -496,6 +428,11 @@ def optimize_image(
     elif init is not None:
         raise ValueError("give either init (raw pixels) or a parameterization, not both")
     pixels = isinstance(parameterization, PixelImage)
+    if project is not None and not callable(project):
+        raise TypeError(f"project must be a callable pixels -> pixels, got {type(project).__name__}")
+    if project is not None and not pixels:
+        raise ValueError(f"project edits raw pixels; it cannot be used with "
+                         f"{type(parameterization).__name__}")
     regularizers = list(regularizers)
     for reg in regularizers:
         if not isinstance(reg, Regularizer):
@@ -507,6 +444,9 @@ def optimize_image(
     params = parameterization.parameters()
     opt = _make_optimizer(optimizer, params, lr, steps)
     lbfgs = isinstance(opt, torch.optim.LBFGS)
+    if lbfgs and project is not None:
+        raise ValueError("project needs a first-order optimiser ('adam', 'sgd', NormalizedGradient): "
+                         "L-BFGS's line search cannot be projected between evaluations")
     history = History()
     bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False)
     start = time.perf_counter()
@@ -520,10 +460,16 @@ def optimize_image(
                 # the clamped image, and the gradient passes the clamp unchanged (straight through),
                 # so the problem stays smooth for the line search.
                 image = image + (image.clamp(*clamp) - image).detach()
-            value = objective(transform(image, generator))
+            seen = transform(image, generator)
+            if isinstance(objective, Objective):
+                value, terms = objective.evaluate(seen)
+            else:
+                value, terms = objective(seen), {}
             if not isinstance(value, torch.Tensor) or value.numel() != 1:
                 raise ValueError("the objective must return a scalar tensor (sum or mean over the batch)")
             value = value.reshape(())
+            for key, term in terms.items():
+                history.record(key, float(term.detach()))
             total = value
             for reg in regularizers:
                 penalty = reg.penalty(image)
@@ -552,6 +498,10 @@ def optimize_image(
                     reg.after_step(parameterization.pixels, step)
                 if clamp is not None:
                     parameterization.pixels.clamp_(*clamp)
+                if project is not None:
+                    projected = project(parameterization.pixels)
+                    if projected is not None and projected is not parameterization.pixels:
+                        parameterization.pixels.copy_(projected)
         if callback is not None and callback(step, parameterization.image().detach(), value):
             raise _Stop
 

@@ -10,7 +10,8 @@
   :func:`mix_styles` blends styles by a weighted sum of their Gram matrices.
 
 Both optimisations are :func:`cs_utils.optimize_image` with an objective built from
-:mod:`cs_utils.losses`; the forward pass stops after the deepest layer used
+:mod:`cs_utils.objectives` (``gram_match``, plus ``feature_match`` for the content); the
+terms share one forward pass that stops after the deepest layer used
 (:func:`cs_utils.extract_features`), so nothing after it is ever computed.
 
 The style images are the project's fixed set of four: :data:`STYLE_NAMES`, loaded by
@@ -27,11 +28,12 @@ from dataclasses import dataclass
 
 import torch
 
-from .checks import check_image
+from . import objectives
+from .checks import check_image, check_layer
 from .hooks import evaluating, extract_features, get_layer
-from .losses import content_loss, gram_matrix, style_loss
+from .losses import gram_matrix, style_loss
 from .models import CONTENT_LAYER, STYLE_LAYERS, has_same_padding, reflect_pad
-from .optimize import History, TVPenalty, optimize_image
+from .optimize import Clamp, History, TVPenalty, optimize_image
 from .runtime import model_device
 
 __all__ = [
@@ -208,28 +210,6 @@ def _as_targets(model, style, layers) -> StyleTargets:
     return style_targets(model, style, STYLE_LAYERS if layers is None else layers)
 
 
-def _features_objective(model, layers, grams, layer_weights, style_weight, content_target,
-                        content_layer, content_weight, parts, pad=0):
-    """``x -> style_weight * style_loss + content_weight * content loss`` with the feature
-    pass stopped after the deepest layer; the pieces are appended to ``parts``."""
-    names = list(layers) + ([content_layer] if content_layer and content_layer not in layers else [])
-    odd = has_same_padding(model)
-
-    def objective(x):
-        # L-BFGS moves pixels freely between evaluations; the network sees them in [0, 1].
-        feats = extract_features(model, reflect_pad(x.clamp(0, 1), pad, same_padding=odd), names)
-        s = style_loss([feats[name] for name in layers], grams, layer_weights)
-        total = style_weight * s
-        c = None
-        if content_target is not None:
-            f = feats[content_layer]
-            c = content_loss(f, content_target, weight=1.0 / f.numel())
-            total = total + content_weight * c
-        parts["style"].append(float(s.detach()))
-        parts["content"].append(float("nan") if c is None else float(c.detach()))
-        return total
-
-    return objective
 
 
 def _check_pad(pad) -> int:
@@ -238,15 +218,28 @@ def _check_pad(pad) -> int:
     return pad
 
 
-def _run(model, objective, init, parts, *, steps, optimizer, lr, tv_weight, generator, progress, desc,
+class _Mirror:
+    """Mirror ``pad`` pixels at each border before the network sees the image (and, for
+    "SAME"-padded networks, up to an odd size; see :func:`_reflect`)."""
+
+    def __init__(self, pad: int, odd: bool):
+        self.pad, self.odd = pad, odd
+
+    def __call__(self, x: torch.Tensor, generator=None) -> torch.Tensor:
+        return reflect_pad(x, self.pad, same_padding=self.odd)
+
+
+def _run(model, objective, init, *, pad, steps, optimizer, lr, tv_weight, generator, progress, desc,
          callback) -> tuple[torch.Tensor, History]:
+    """``objective`` on :func:`optimize_image` with a TV penalty on the pixels. The network sees
+    them clamped to [0, 1] (L-BFGS moves pixels freely between evaluations) and mirrored at the
+    borders."""
     regularizers = [TVPenalty(tv_weight)] if tv_weight else []
     with evaluating(model):
-        image, history = optimize_image(objective, init, steps=steps, optimizer=optimizer, lr=lr,
-                                        regularizers=regularizers, generator=generator,
-                                        progress=progress, desc=desc, callback=callback)
-    history.extra.update(parts)
-    return image, history
+        return optimize_image(objective, init, steps=steps, optimizer=optimizer, lr=lr,
+                              transforms=[Clamp(0.0, 1.0), _Mirror(pad, has_same_padding(model))],
+                              regularizers=regularizers, generator=generator, progress=progress,
+                              desc=desc, callback=callback)
 
 
 def synthesize_texture(model, texture: torch.Tensor, layers=None, *, size=None, steps: int = 300,
@@ -285,13 +278,10 @@ def synthesize_texture(model, texture: torch.Tensor, layers=None, *, size=None, 
         check_image(init, "init")
         out_device = init.device
         margin = 0
-    parts = {"style": [], "content": []}
-    objective = _features_objective(model, targets.layers, list(targets.grams), layer_weights, 1.0,
-                                    None, None, 0.0, parts, _check_pad(pad))
-    image, history = _run(model, objective, init.to(device), parts, steps=steps, optimizer=optimizer,
-                          lr=lr, tv_weight=tv_weight, generator=generator, progress=progress,
-                          desc="texture", callback=callback)
-    del history.extra["content"]
+    objective = objectives.gram_match(model, targets.layers, targets.grams, layer_weights).track("style")
+    image, history = _run(model, objective, init.to(device), pad=_check_pad(pad), steps=steps,
+                          optimizer=optimizer, lr=lr, tv_weight=tv_weight, generator=generator,
+                          progress=progress, desc="texture", callback=callback)
     if margin:
         image = image[..., margin:image.shape[-2] - margin, margin:image.shape[-1] - margin]
     return image.to(out_device), history
@@ -326,7 +316,7 @@ def style_transfer(model, content: torch.Tensor, style, *, style_layers=None,
     if not isinstance(content_layer, str):
         raise TypeError(f"content_layer must be one layer name such as {CONTENT_LAYER!r}, "
                         f"got {content_layer!r}")
-    get_layer(model, content_layer)
+    check_layer(model, content_layer)
     targets = _as_targets(model, style, style_layers)
     content_dev = content.detach().to(device)
     with torch.no_grad(), evaluating(model):
@@ -344,10 +334,12 @@ def style_transfer(model, content: torch.Tensor, style, *, style_layers=None,
         if init.shape != content.shape:
             raise ValueError(f"init has shape {tuple(init.shape)} but content has {tuple(content.shape)}")
         init = init.detach().to(device)
-    parts = {"style": [], "content": []}
-    objective = _features_objective(model, targets.layers, list(targets.grams), layer_weights, style_weight,
-                                    content_target, content_layer, content_weight, parts, pad)
-    image, history = _run(model, objective, init, parts, steps=steps, optimizer=optimizer, lr=lr,
+    # Both terms read one forward pass, stopped after the deepest of their layers.
+    style_term = objectives.gram_match(model, targets.layers, targets.grams, layer_weights).track("style")
+    content_term = objectives.feature_match(model, content_layer, content_target,
+                                            weight=1.0 / content_target.numel()).track("content")
+    objective = style_weight * style_term + content_weight * content_term
+    image, history = _run(model, objective, init, pad=pad, steps=steps, optimizer=optimizer, lr=lr,
                           tv_weight=tv_weight, generator=generator, progress=progress,
                           desc="style transfer", callback=callback)
     return image.to(content.device), history

@@ -259,3 +259,21 @@ def test_lbfgs_objective_only_sees_pixels_in_range():
                                     progress=False)
     assert all(0.0 <= lo and hi <= 1.0 for lo, hi in seen)
     assert history.loss[-1] < history.loss[0] and image.max() == 1.0
+
+
+def test_project_runs_after_every_step_in_place_or_returned():
+    init = torch.full((1, 1, 2, 2), 0.5)
+    ball = (0.45, 0.55)
+    sign_steps = NormalizedGradient(0.1, "sign")
+    for project in (lambda p: p.clamp_(*ball), lambda p: p.clamp(*ball)):
+        seen = []
+        image, _ = optimize_image(lambda x: -x.sum(), init, steps=3, optimizer=sign_steps, project=project,
+                                  callback=lambda s, im, v, seen=seen: seen.append(im.max().item()),
+                                  progress=False)
+        assert seen == pytest.approx([0.55] * 3) and torch.allclose(image, torch.full_like(init, 0.55))
+    with pytest.raises(ValueError, match="first-order"):
+        optimize_image(lambda x: x.sum(), init, steps=2, optimizer="lbfgs", project=lambda p: p,
+                       progress=False)
+    with pytest.raises(ValueError, match="raw pixels"):
+        optimize_image(lambda x: x.sum(), parameterization=FourierImage((1, 3, 4, 4)), steps=1,
+                       project=lambda p: p, progress=False)
