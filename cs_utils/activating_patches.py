@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .checks import check_image, positive_int
+from .checks import check_image, model_dtype, positive_int
 from .hooks import _as_names, evaluating, extract_features, get_layer
 from .receptive_fields import ReceptiveField
 from .runtime import model_device, progress_bar
@@ -66,13 +66,13 @@ def top_activations(model: nn.Module, images: torch.Tensor, layer: str, channels
                          f"are {tuple(images.shape[-2:])}")
     _as_names([layer])
     get_layer(model, layer)
-    device = model_device(model)
+    device, dtype = model_device(model), model_dtype(model)
     per_image_best, per_image_where, all_maps = [], [], []
     map_width = 0
     starts = range(0, len(images), batch_size)
     with torch.no_grad(), evaluating(model):
         for i in progress_bar(starts, total=len(starts), desc=f"activations of {layer}", enabled=progress):
-            out = extract_features(model, images[i:i + batch_size].to(device), [layer])[layer]
+            out = extract_features(model, images[i:i + batch_size].to(device, dtype), [layer])[layer]
             if out.dim() != 4:
                 raise ValueError(f"layer {layer!r} outputs shape {tuple(out.shape)}, not a spatial map "
                                  "(N, C, H, W); pick a convolutional layer")

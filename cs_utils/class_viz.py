@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from . import checks, objectives
+from .checks import check_image, model_input
 from .hooks import evaluating
-from .image import check_image
 from .objectives import Objective
 from .optimize import (
     Compose,
@@ -79,7 +79,7 @@ def class_visualization_step(model: nn.Module, img: torch.Tensor, target: int, *
     ``img + learning_rate * d/d img (...)``. Not clamped and without blur or jitter:
     :func:`class_visualization` adds those.
     """
-    check_image(img, "img")
+    img = model_input(model, img, "img")   # a checked, detached copy in the model's device and dtype
     targets = checks.class_indices(target, img.shape[0], classes=checks.num_classes(model))
     ### BEGIN SOLUTION
     x = img.detach().clone().requires_grad_(True)
@@ -159,12 +159,11 @@ def class_visualization(model: nn.Module, target, *, steps: int, recipe: str = "
 def class_ranks(model: nn.Module, images: torch.Tensor, targets, *, size: int | None = None) -> torch.Tensor:
     """Rank of each image's target class among ``model``'s scores (0 = top-1, < 5 = in the top 5),
     after resizing the images to ``size`` (default: the model's native size, bilinear)."""
-    check_image(images, "images")
+    x = model_input(model, images, "images")
     targets = checks.class_indices(targets, images.shape[0], classes=checks.num_classes(model),
                                    what="targets")
     size = int(size or getattr(model, "native_image_size", images.shape[-1]))
-    device = model_device(model)
-    x = images.detach().to(device)
+    device = x.device
     if x.shape[-2:] != (size, size):
         x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     with torch.no_grad(), evaluating(model):

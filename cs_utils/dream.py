@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import objectives
-from .checks import check_image, check_layer
+from .checks import check_image, check_layer, model_dtype, model_input
 from .hooks import evaluating, extract_features
 from .optimize import Clamp, History, Jitter, NormalizedGradient, TVPenalty, optimize_image
 from .runtime import model_device
@@ -73,10 +73,9 @@ def deepdream_step(model: nn.Module, x: torch.Tensor, layer: str, *, step_size: 
 
     Returns the new image, detached, on ``x``'s device; ``x`` itself is not changed.
     """
-    x = check_image(x)
-    check_layer(model, layer)  # a clear error for a wrong name, before any work
+    image = model_input(model, x)      # a checked, detached copy on the model's device, in its dtype
+    check_layer(model, layer)          # a clear error for a wrong name, before any work
     dy, dx = roll_offsets(_check_jitter(jitter), generator)   # the random shift, drawn for you
-    image = x.detach().to(model_device(model))                # a detached copy on the model's device
     with evaluating(model):
         ### BEGIN SOLUTION
         rolled = torch.roll(image, shifts=(dy, dx), dims=(2, 3)).requires_grad_(True)
@@ -84,7 +83,7 @@ def deepdream_step(model: nn.Module, x: torch.Tensor, layer: str, *, step_size: 
         (grad,) = torch.autograd.grad(activation, [rolled], grad_outputs=activation.detach())
         grad = grad / (grad.abs().mean(dim=(1, 2, 3), keepdim=True) + 1e-12)
         stepped = rolled.detach() + step_size * grad
-        return torch.roll(stepped, shifts=(-dy, -dx), dims=(2, 3)).clamp(0.0, 1.0).to(x.device)
+        return torch.roll(stepped, shifts=(-dy, -dx), dims=(2, 3)).clamp(0.0, 1.0).to(x.device, x.dtype)
         ### END SOLUTION
 
 
@@ -183,8 +182,8 @@ def deepdream(model: nn.Module, x: torch.Tensor, layer: str, *, octaves: int = 3
         return image
 
     with evaluating(model):
-        dreamed = dream_octaves(x.detach().to(model_device(model)), sizes, dream_octave)
-    return dreamed.detach().to(x.device), history
+        dreamed = dream_octaves(model_input(model, x), sizes, dream_octave)
+    return dreamed.detach().to(x.device, x.dtype), history
 
 
 def invert_features(model: nn.Module, x: torch.Tensor, layer: str, *, steps: int = 200,
@@ -219,9 +218,9 @@ def invert_features(model: nn.Module, x: torch.Tensor, layer: str, *, steps: int
     n, _, h, w = x.shape
     with evaluating(model):
         with torch.no_grad():
-            target = extract_features(model, x.detach().to(device), [layer])[layer].detach()
+            target = extract_features(model, model_input(model, x), [layer])[layer].detach()
         objective = objectives.feature_match(model, layer, target)   # ||phi(x*) - phi(x)||^2 / ||phi(x)||^2
-        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype) * init_noise
+        noise = torch.randn(x.shape, generator=generator, dtype=model_dtype(model)) * init_noise
         init = (0.5 + noise).clamp(0.0, 1.0).to(device)
         regularizers = [TVPenalty(tv_weight / (n * h * w), beta=tv_beta)] if tv_weight > 0 else []
         # L-BFGS's line search may leave [0, 1] between steps: the model sees the pixels clamped.
@@ -229,9 +228,9 @@ def invert_features(model: nn.Module, x: torch.Tensor, layer: str, *, steps: int
         image, history = optimize_image(objective, init, steps=steps, lr=lr, optimizer=optimizer,
                                         transforms=transforms, regularizers=regularizers, clamp=(0.0, 1.0),
                                         generator=generator, progress=progress, desc=f"invert {layer}")
-    error = relative_feature_error(model, image, x.to(device), layer)
+    error = relative_feature_error(model, image, x, layer)
     history.extra["relative_feature_error"] = error.tolist()
-    return image.to(x.device), history
+    return image.to(x.device, x.dtype), history
 
 
 def relative_feature_error(model: nn.Module, image: torch.Tensor, x: torch.Tensor,
@@ -242,8 +241,8 @@ def relative_feature_error(model: nn.Module, image: torch.Tensor, x: torch.Tenso
         raise ValueError(f"image and x must have the same shape, got {tuple(image.shape)} and "
                          f"{tuple(x.shape)}")
     check_layer(model, layer)
-    device = model_device(model)
     with torch.no_grad(), evaluating(model):
-        both = extract_features(model, torch.cat([image, x]).to(device), [layer])[layer].flatten(1)
+        both = torch.cat([model_input(model, image, "image"), model_input(model, x)])
+        both = extract_features(model, both, [layer])[layer].flatten(1)
     found, target = both[: len(x)], both[len(x):]
     return ((found - target).norm(dim=1) / target.norm(dim=1).clamp(min=1e-12)).to(x.device)

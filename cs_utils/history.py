@@ -40,9 +40,11 @@ def running_mean(values: Sequence[float], window: int) -> list[float]:
 class History:
     """What happened during an optimisation (and the base of every other history).
 
-    ``loss`` holds the total minimised value at every step (for L-BFGS: every
-    evaluation), ``objective`` the objective alone, ``extra`` any series a technique
-    adds (e.g. ``"style"``, ``"confidence"``); ``steps`` counts the steps taken,
+    ``loss`` holds the total minimised value (objective plus penalties) at every step
+    (for L-BFGS: every evaluation), ``objective`` the objective alone, ``extra`` the
+    terms the objective tracks (``objective.track("style")``, one value per evaluation)
+    and any series a technique adds (e.g. ``"octave"``, ``"confidence"``);
+    ``steps`` counts the steps taken,
     ``stopped_early`` says whether a stopping rule ended the run, ``seconds`` is the
     wall-clock time.
     """

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import check_image, non_negative_int, positive_int
+from .checks import check_image, model_dtype, non_negative_int, positive_int
 from .hooks import evaluating, extract_features, get_layer
 from .image import load_image
 from .runtime import model_device, progress_bar
@@ -57,13 +57,13 @@ def compute_features(model: nn.Module, images: torch.Tensor, layer: str = "pool"
     check_image(images, "images")
     batch_size = positive_int(batch_size, "batch_size")
     get_layer(model, layer)
-    device = model_device(model)
+    device, dtype = model_device(model), model_dtype(model)
     chunks = []
     starts = range(0, len(images), batch_size)
     with torch.no_grad(), evaluating(model):
         for i in progress_bar(starts, total=len(starts), desc=desc or f"features of {layer}",
                               enabled=progress):
-            out = extract_features(model, images[i:i + batch_size].to(device), [layer])[layer]
+            out = extract_features(model, images[i:i + batch_size].to(device, dtype), [layer])[layer]
             chunks.append(out.reshape(out.shape[0], -1).to(images.device))
     return torch.cat(chunks)
 

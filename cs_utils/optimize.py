@@ -40,12 +40,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .history import History
 from .losses import tv_loss
 from .objectives import Objective
 from .transforms import Clamp, Compose, Jitter, Pad, RandomRotate, RandomScale
@@ -72,48 +73,6 @@ __all__ = [
     "normalized_direction",
     "optimize_image",
 ]
-
-
-# ----------------------------------------------------------------------------- history
-
-@dataclass
-class History:
-    """What happened during an optimisation.
-
-    ``loss`` holds the total minimised value (objective plus penalties) at every
-    step (for L-BFGS: every evaluation), ``objective`` the objective alone,
-    ``extra`` the terms the objective tracks (``objective.track("style")``, one value per
-    evaluation) and any series a technique adds (e.g. ``"octave"``).
-    """
-
-    loss: list[float] = field(default_factory=list)
-    objective: list[float] = field(default_factory=list)
-    extra: dict[str, list] = field(default_factory=dict)
-    steps: int = 0
-    stopped_early: bool = False
-    seconds: float = 0.0
-
-    def record(self, name: str, value) -> None:
-        """Append ``value`` to the series ``extra[name]``."""
-        self.extra.setdefault(name, []).append(value)
-
-    def plot(self, ax=None, *, series: str = "loss", title: str | None = None, logy: bool = False):
-        """Plot a series (``"loss"``, ``"objective"`` or an ``extra`` name); returns the Figure."""
-        import matplotlib.pyplot as plt
-
-        values = getattr(self, series) if series in ("loss", "objective") else self.extra[series]
-        if ax is None:
-            fig, ax = plt.subplots(figsize=(4.5, 3))
-        else:
-            fig = ax.figure
-        ax.plot(range(1, len(values) + 1), values)
-        ax.set_xlabel("step")
-        ax.set_ylabel(series)
-        if logy:
-            ax.set_yscale("log")
-        ax.set_title(title or f"{series} over {len(values)} steps")
-        ax.grid(alpha=0.3)
-        return fig
 
 
 # ----------------------------------------------------------------------------- parameterisations

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from . import objectives
-from .checks import check_image, check_layer
+from .checks import check_image, check_layer, model_dtype, model_input
 from .hooks import evaluating, extract_features, get_layer
 from .losses import gram_matrix, style_loss
 from .models import CONTENT_LAYER, STYLE_LAYERS, has_same_padding, reflect_pad
@@ -150,7 +150,7 @@ def style_targets(model, style: torch.Tensor, layers=STYLE_LAYERS) -> StyleTarge
         raise ValueError(f"style must be one image (1, 3, H, W), got a batch of {style.shape[0]}; "
                          "blend several styles with mix_styles")
     with torch.no_grad(), evaluating(model):
-        feats = extract_features(model, reflect_pad(style.detach().to(model_device(model)), 0,
+        feats = extract_features(model, reflect_pad(model_input(model, style, "style"), 0,
                                                     same_padding=has_same_padding(model)), layers)
     return StyleTargets(layers, tuple(gram_matrix(feats[name]) for name in layers))
 
@@ -186,7 +186,7 @@ def style_distance(model, image: torch.Tensor, targets: StyleTargets,
     if not isinstance(targets, StyleTargets):
         raise TypeError(f"targets must be StyleTargets from style_targets(...), got {type(targets).__name__}")
     with torch.no_grad(), evaluating(model):
-        feats = extract_features(model, reflect_pad(image.detach().to(model_device(model)), 0,
+        feats = extract_features(model, reflect_pad(model_input(model, image, "image"), 0,
                                                     same_padding=has_same_padding(model)),
                                  list(targets.layers))
         return float(style_loss([feats[name] for name in targets.layers], list(targets.grams), layer_weights))
@@ -279,12 +279,14 @@ def synthesize_texture(model, texture: torch.Tensor, layers=None, *, size=None, 
         out_device = init.device
         margin = 0
     objective = objectives.gram_match(model, targets.layers, targets.grams, layer_weights).track("style")
-    image, history = _run(model, objective, init.to(device), pad=_check_pad(pad), steps=steps,
+    image, history = _run(model, objective, init.to(device, model_dtype(model)), pad=_check_pad(pad),
+                          steps=steps,
                           optimizer=optimizer, lr=lr, tv_weight=tv_weight, generator=generator,
                           progress=progress, desc="texture", callback=callback)
     if margin:
         image = image[..., margin:image.shape[-2] - margin, margin:image.shape[-1] - margin]
-    return image.to(out_device), history
+    out_dtype = texture.dtype if isinstance(texture, torch.Tensor) else image.dtype
+    return image.to(out_device, out_dtype), history
 
 
 def style_transfer(model, content: torch.Tensor, style, *, style_layers=None,
@@ -318,7 +320,7 @@ def style_transfer(model, content: torch.Tensor, style, *, style_layers=None,
                         f"got {content_layer!r}")
     check_layer(model, content_layer)
     targets = _as_targets(model, style, style_layers)
-    content_dev = content.detach().to(device)
+    content_dev = model_input(model, content, "content")
     with torch.no_grad(), evaluating(model):
         padded = reflect_pad(content_dev, pad, same_padding=has_same_padding(model))
         content_target = extract_features(model, padded, [content_layer])[content_layer]
@@ -326,14 +328,14 @@ def style_transfer(model, content: torch.Tensor, style, *, style_layers=None,
         if init == "content":
             init = content_dev
         elif init == "noise":
-            init = noise_image(content.shape, generator=generator, device=device)
+            init = noise_image(content.shape, generator=generator, device=device).to(content_dev.dtype)
         else:
             raise ValueError(f"init must be 'content', 'noise' or an image tensor, got {init!r}")
     else:
         check_image(init, "init")
         if init.shape != content.shape:
             raise ValueError(f"init has shape {tuple(init.shape)} but content has {tuple(content.shape)}")
-        init = init.detach().to(device)
+        init = model_input(model, init, "init")
     # Both terms read one forward pass, stopped after the deepest of their layers.
     style_term = objectives.gram_match(model, targets.layers, targets.grams, layer_weights).track("style")
     content_term = objectives.feature_match(model, content_layer, content_target,
@@ -342,4 +344,4 @@ def style_transfer(model, content: torch.Tensor, style, *, style_layers=None,
     image, history = _run(model, objective, init, pad=pad, steps=steps, optimizer=optimizer, lr=lr,
                           tv_weight=tv_weight, generator=generator, progress=progress,
                           desc="style transfer", callback=callback)
-    return image.to(content.device), history
+    return image.to(content.device, content.dtype), history

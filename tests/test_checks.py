@@ -168,7 +168,7 @@ def _techniques():
         "synthesize_texture": lambda m, x: cs_utils.synthesize_texture(m, x, ["conv"], steps=2, pad=0,
                                                                        margin=0, **quiet),
         "compute_features": lambda m, x: cs_utils.compute_features(m, x, "relu", **quiet),
-        "top_activations": lambda m, x: cs_utils.top_activations(m, x, "relu", [0], k=1, **quiet).values,
+        "top_activations": lambda m, x: cs_utils.top_activations(m, x, "relu", [0], k=1, **quiet).value,
     }
 
 
