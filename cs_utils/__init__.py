@@ -2,53 +2,41 @@
 
 Importing the package does no work: nothing is downloaded, seeded, chosen or
 configured until you call a function.
+
+The public API has two tiers. The names below (``cs_utils.__all__``) are what a
+notebook calls: ``import cs_utils as cs`` and ``cs.saliency_map(...)``. Everything
+else (result types, settings, building blocks) is reached through its module, e.g.
+``cs_utils.optimize.FourierImage``, ``cs_utils.checks.check_image``,
+``cs_utils.adversarial.AttackHistory``; each module lists its own ``__all__``.
 """
 
-from . import grading  # cs_utils.grading.check(name): the exercises' golden checks
-from .activating_patches import TopActivations, crop_patches, top_activations
-from .adversarial import (
-    AttackHistory,
-    fgsm,
-    fooling_image,
-    fooling_step,
-    pgd,
-    quantize_8bit,
-)
+from .activating_patches import crop_patches, top_activations
+from .adversarial import difference_image, fgsm, fooling_image, fooling_step, pgd, reload_as_png
 from .class_viz import (
-    Objective,
     channel_objective,
+    class_ranks,
     class_score_objective,
     class_visualization,
     class_visualization_step,
     neuron_objective,
     representation_objective,
+    stretch_contrast,
 )
-from .data import (
-    DATA_DIR,
-    SampleImage,
-    imagenet_index,
-    imagenet_label,
-    imagenet_labels,
-    sample_image,
-    sample_images,
-)
-from .dream import (
-    deepdream,
-    deepdream_step,
-    dream_octaves,
-    invert_features,
-    octave_sizes,
-    relative_feature_error,
-)
+from .data import imagenet_index, imagenet_label, imagenet_labels, sample_image, sample_images
+from .dream import deepdream, deepdream_step, invert_features, octave_sizes
+from .exercise_registry import rel_error
 from .fast_style import (
+    HELD_OUT_PHOTOS,
     ConditionalInstanceNorm,
-    FastStyleHistory,
     TransformerNet,
     instance_norm,
     load_fast_style,
     stylize,
     train_fast_style,
+    training_photos,
 )
+from .grading import check as check_exercise
+from .history import History
 from .hooks import (
     capture_activations,
     capture_gradients,
@@ -57,17 +45,11 @@ from .hooks import (
     get_layer,
     layer_names,
 )
-from .image import check_image, load_image, save_image, to_numpy, to_pil
-from .labelled_images import (
-    FASHION_MNIST_CLASSES,
-    FASHION_MNIST_DIR,
-    LabelledImages,
-    load_labelled_images,
-)
+from .image import load_image, save_image, to_numpy, to_pil
+from .labelled_images import load_labelled_images
 from .losses import content_loss, gram_matrix, style_loss, tv_loss
-from .models import MODEL_NAMES, load_model
+from .models import CONTENT_LAYER, MODEL_NAMES, STYLE_LAYERS, load_model
 from .neighbours import (
-    Gallery,
     compute_features,
     embed_2d,
     gallery_with_copies,
@@ -76,40 +58,26 @@ from .neighbours import (
     place_randomly,
     random_crops,
 )
-from .optimize import History, optimize_image
-from .receptive_fields import ReceptiveField, receptive_field
-from .runtime import Budget, budget, get_device, is_fast, seed_everything
+from .objectives import Objective
+from .optimize import L2Penalty, optimize_image
+from .receptive_fields import receptive_field
+from .runtime import budget, get_device, seed_everything
 from .saliency import (
-    DeletionCurve,
     cascading_randomization,
     deletion_curve,
     gradient_image,
     guided_backprop,
-    guided_relu_grad,
     occlusion_map,
     occlusion_windows,
-    randomized_copy,
     rank_correlation,
     saliency_map,
-    target_scores,
 )
-from .segmentation import grabcut_from_saliency, saliency_seeds
-from .small_cnn import (
-    SmallCNN,
-    TrainingHistory,
-    classifier_accuracy,
-    filter_images,
-    filter_smoothness,
-    train_classifier,
-)
+from .segmentation import grabcut_from_saliency
+from .small_cnn import SmallCNN, classifier_accuracy, filter_images, filter_smoothness, train_classifier
 from .style import (
-    CONTENT_LAYER,
-    STYLE_LAYERS,
     STYLE_NAMES,
-    StyleTargets,
     load_style,
     mix_styles,
-    noise_image,
     style_distance,
     style_images,
     style_targets,
@@ -118,7 +86,6 @@ from .style import (
 )
 from .texture import TEXTURE_NAMES, copy_fraction, efros_leung, load_texture
 from .viz import (
-    filter_montage,
     overlay_heatmap,
     plot_embedding,
     show_filters,
@@ -126,130 +93,45 @@ from .viz import (
     show_images,
     show_maps,
     show_thumbnails,
-    thumbnail_canvas,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AttackHistory",
-    "Budget",
-    "ConditionalInstanceNorm",
-    "CONTENT_LAYER",
-    "DATA_DIR",
-    "DeletionCurve",
-    "FASHION_MNIST_CLASSES",
-    "FASHION_MNIST_DIR",
-    "FastStyleHistory",
-    "Gallery",
-    "History",
-    "LabelledImages",
-    "MODEL_NAMES",
-    "Objective",
-    "ReceptiveField",
-    "SampleImage",
-    "SmallCNN",
-    "STYLE_LAYERS",
-    "STYLE_NAMES",
-    "StyleTargets",
-    "TEXTURE_NAMES",
-    "TopActivations",
-    "TrainingHistory",
-    "TransformerNet",
-    "budget",
-    "capture_activations",
-    "capture_gradients",
-    "cascading_randomization",
-    "channel_objective",
-    "check_image",
-    "class_score_objective",
-    "class_visualization",
-    "class_visualization_step",
-    "classifier_accuracy",
-    "compute_features",
-    "content_loss",
-    "copy_fraction",
-    "crop_patches",
-    "deepdream",
-    "deepdream_step",
-    "deletion_curve",
-    "dream_octaves",
-    "efros_leung",
-    "embed_2d",
-    "evaluating",
-    "extract_features",
-    "fgsm",
-    "filter_images",
-    "filter_montage",
-    "filter_smoothness",
-    "fooling_image",
-    "fooling_step",
-    "gallery_with_copies",
-    "get_device",
-    "get_layer",
-    "grabcut_from_saliency",
-    "gradient_image",
-    "grading",
-    "gram_matrix",
-    "guided_backprop",
-    "guided_relu_grad",
-    "imagenet_index",
-    "imagenet_label",
-    "imagenet_labels",
-    "instance_norm",
-    "invert_features",
-    "is_fast",
-    "knn_accuracy",
-    "layer_names",
-    "load_fast_style",
-    "load_image",
+    # setup: device, seeds, budget, models, photos and labels
+    "budget", "get_device", "seed_everything",
+    "MODEL_NAMES", "load_model",
+    "imagenet_index", "imagenet_label", "imagenet_labels", "sample_image", "sample_images",
+    "load_image", "save_image", "to_numpy", "to_pil",
+    # hooks: activations and gradients of any layer
+    "capture_activations", "capture_gradients", "evaluating", "extract_features", "get_layer", "layer_names",
+    # 01: filters, neighbours, embeddings, receptive fields, activating patches
+    "SmallCNN", "classifier_accuracy", "filter_images", "filter_smoothness", "train_classifier",
     "load_labelled_images",
-    "load_model",
-    "load_style",
-    "load_texture",
-    "mix_styles",
-    "nearest_neighbours",
-    "neuron_objective",
-    "noise_image",
-    "occlusion_map",
-    "occlusion_windows",
-    "octave_sizes",
-    "optimize_image",
-    "overlay_heatmap",
-    "pgd",
-    "place_randomly",
-    "plot_embedding",
-    "quantize_8bit",
-    "random_crops",
-    "randomized_copy",
-    "rank_correlation",
-    "receptive_field",
-    "relative_feature_error",
-    "representation_objective",
-    "saliency_map",
-    "saliency_seeds",
-    "sample_image",
-    "sample_images",
-    "save_image",
-    "seed_everything",
-    "show_filters",
-    "show_image_rows",
-    "show_images",
-    "show_maps",
+    "compute_features", "embed_2d", "gallery_with_copies", "knn_accuracy", "nearest_neighbours",
+    "place_randomly", "random_crops",
+    "receptive_field", "crop_patches", "top_activations",
+    # 02: which pixels matter
+    "saliency_map", "occlusion_map", "occlusion_windows", "guided_backprop", "gradient_image",
+    "cascading_randomization", "deletion_curve", "rank_correlation", "grabcut_from_saliency",
+    # 03: class visualization and adversarial images
+    "Objective", "channel_objective", "class_score_objective", "neuron_objective", "representation_objective",
+    "class_visualization", "class_visualization_step", "class_ranks", "stretch_contrast",
+    "optimize_image", "L2Penalty", "History",
+    "fooling_step", "fooling_image", "fgsm", "pgd", "difference_image", "reload_as_png",
+    # 04: DeepDream and feature inversion
+    "deepdream", "deepdream_step", "octave_sizes", "invert_features",
+    # 05: texture synthesis and style transfer
+    "content_loss", "gram_matrix", "style_loss", "tv_loss",
+    "CONTENT_LAYER", "STYLE_LAYERS", "STYLE_NAMES", "load_style", "style_images", "style_targets",
+    "mix_styles", "style_distance", "style_transfer", "synthesize_texture",
+    "TEXTURE_NAMES", "copy_fraction", "efros_leung", "load_texture",
+    # 06: fast style transfer
+    "HELD_OUT_PHOTOS", "ConditionalInstanceNorm", "TransformerNet", "instance_norm", "load_fast_style",
+    "stylize", "train_fast_style", "training_photos",
+    # plots
+    "overlay_heatmap", "plot_embedding", "show_filters", "show_image_rows", "show_images", "show_maps",
     "show_thumbnails",
-    "style_distance",
-    "style_images",
-    "style_loss",
-    "style_targets",
-    "style_transfer",
-    "stylize",
-    "synthesize_texture",
-    "target_scores",
-    "thumbnail_canvas",
-    "to_numpy",
-    "to_pil",
-    "top_activations",
-    "train_classifier",
-    "train_fast_style",
-    "tv_loss",
+    # exercises
+    "check_exercise", "rel_error",
 ]

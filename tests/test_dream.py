@@ -173,10 +173,10 @@ def test_relative_feature_error_by_hand():
     phi_x = torch.einsum("oc,nchw->nohw", w, x) + b
     phi_image = torch.einsum("oc,nchw->nohw", w, image) + b
     expected = (phi_image - phi_x).norm() / phi_x.norm()
-    error = cs_utils.relative_feature_error(model, image, x, "mix")
+    error = cs_utils.dream.relative_feature_error(model, image, x, "mix")
     assert error.shape == (1,)
     torch.testing.assert_close(error[0], expected)
-    assert cs_utils.relative_feature_error(model, x, x, "mix").item() == 0.0
+    assert cs_utils.dream.relative_feature_error(model, x, x, "mix").item() == 0.0
 
 
 @pytest.mark.parametrize("optimizer, lr", [("adam", 0.05), ("lbfgs", None)])
@@ -189,7 +189,7 @@ def test_inversion_lowers_the_feature_error(tiny_cnn, optimizer, lr):
     assert start > 0.3
     assert final < 0.5 * start
     torch.testing.assert_close(torch.tensor(final),
-                               cs_utils.relative_feature_error(tiny_cnn, image, x, "relu")[0])
+                               cs_utils.dream.relative_feature_error(tiny_cnn, image, x, "relu")[0])
     assert image.shape == x.shape and 0 <= image.min() and image.max() <= 1
 
 
@@ -241,7 +241,7 @@ def run_each(model, x, layer):
                              generator=seeded(0))
     cs_utils.invert_features(model, x, layer, steps=3, optimizer="lbfgs", progress=False,
                              generator=seeded(0))
-    cs_utils.relative_feature_error(model, x, x, layer)
+    cs_utils.dream.relative_feature_error(model, x, x, layer)
 
 
 def test_caller_state_is_left_unchanged(tiny_cnn, caller_state):
@@ -281,7 +281,7 @@ def test_bad_layer_name_raises_a_clear_error(lite0, caller_state):
     for call in (lambda: cs_utils.deepdream_step(lite0, x, "block.10"),
                  lambda: cs_utils.deepdream(lite0, x, "block.10", progress=False),
                  lambda: cs_utils.invert_features(lite0, x, "block.10", progress=False),
-                 lambda: cs_utils.relative_feature_error(lite0, x, x, "block.10")):
+                 lambda: cs_utils.dream.relative_feature_error(lite0, x, x, "block.10")):
         with pytest.raises(KeyError, match=r"no layer 'block.10'.*'blocks.10'"):
             call()
     state.assert_unchanged()
@@ -300,4 +300,4 @@ def test_bad_arguments_raise_clear_errors(tiny_cnn):
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         cs_utils.deepdream(tiny_cnn, x * 3, "relu")
     with pytest.raises(ValueError, match="same shape"):
-        cs_utils.relative_feature_error(tiny_cnn, x[..., :8], x, "relu")
+        cs_utils.dream.relative_feature_error(tiny_cnn, x[..., :8], x, "relu")

@@ -45,7 +45,7 @@ def test_test_run_uses_fast_budget():
     # `make test` and CI set CS_UTILS_FAST=1; a plain `pytest` run gets the full budget.
     import os
 
-    assert cs_utils.is_fast() == (os.environ.get("CS_UTILS_FAST") == "1")
+    assert cs_utils.runtime.is_fast() == (os.environ.get("CS_UTILS_FAST") == "1")
 
 
 def test_get_device_prefers_cuda_then_mps(monkeypatch):

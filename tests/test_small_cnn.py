@@ -95,7 +95,7 @@ def test_filter_smoothness_by_hand():
     assert values[2].item() == 0.0
     noise = cs_utils.filter_smoothness(torch.randn(200, 1, 7, 7, generator=torch.Generator().manual_seed(0)))
     assert abs(noise.mean().item()) < 0.05
-    history = cs_utils.TrainingHistory(loss=[2.0, 1.0, 0.5], accuracy=[0.1, 0.5, 0.9])
+    history = cs_utils.small_cnn.TrainingHistory(loss=[2.0, 1.0, 0.5], accuracy=[0.1, 0.5, 0.9])
     fig = history.plot(smooth=2)
     np.testing.assert_allclose(fig.axes[0].lines[0].get_ydata(), [2.0, 1.0, 0.5])    # each step, faint
     np.testing.assert_allclose(fig.axes[0].lines[1].get_ydata(), [2.0, 1.5, 0.75])   # running mean of 2

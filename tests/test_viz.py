@@ -85,16 +85,16 @@ def test_filter_montage_tiles_rescaled_filters():
     weight[0, 0, 0, 0] = 5.0                      # filter 0: one bright red pixel
     weight[1] = torch.arange(12.0).reshape(3, 2, 2)
     weight[2] = -1.0                              # constant: mid-grey
-    montage = cs_utils.filter_montage(weight, ncols=2, pad=1)
+    montage = cs_utils.viz.filter_montage(weight, ncols=2, pad=1)
     assert montage.shape == (2 * 3 + 1, 2 * 3 + 1, 3)
     np.testing.assert_allclose(montage[1:3, 1:3, 0], [[1, 0], [0, 0]])
     np.testing.assert_allclose(montage[1:3, 4:6, 2], [[8 / 11, 9 / 11], [10 / 11, 1]])
     np.testing.assert_allclose(montage[4:6, 1:3], 0.5)
     assert montage[0].min() == 1.0 and np.all(montage[4:6, 4:6] == 1.0)  # padding and the empty tile
-    grey = cs_utils.filter_montage(torch.randn(4, 1, 5, 5))
+    grey = cs_utils.viz.filter_montage(torch.randn(4, 1, 5, 5))
     assert grey.shape == (13, 13)
     with pytest.raises(ValueError, match="input channels"):
-        cs_utils.filter_montage(torch.randn(4, 8, 3, 3))
+        cs_utils.viz.filter_montage(torch.randn(4, 8, 3, 3))
 
 
 def test_show_filters_draws_colour_or_grey(tmp_path):
@@ -126,16 +126,16 @@ def test_thumbnail_canvas_places_images_at_their_points():
     images = torch.zeros(2, 1, 4, 4)
     images[1] = 0.5
     points = np.array([[0.0, 0.0], [1.0, 1.0]])  # bottom-left and top-right corners
-    canvas = cs_utils.thumbnail_canvas(points, images, canvas_size=20, thumb_size=4)
+    canvas = cs_utils.viz.thumbnail_canvas(points, images, canvas_size=20, thumb_size=4)
     assert canvas.shape == (20, 20, 3)
     assert np.all(canvas[16:, :4] == 0) and np.all(canvas[:4, 16:] == 0.5)
     assert np.all(canvas[5:15, 5:15] == 1.0)      # background elsewhere
     with pytest.raises(ValueError, match="points for"):
-        cs_utils.thumbnail_canvas(points[:1], images)
+        cs_utils.viz.thumbnail_canvas(points[:1], images)
     with pytest.raises(ValueError, match="smaller"):
-        cs_utils.thumbnail_canvas(points, images, canvas_size=4, thumb_size=4)
+        cs_utils.viz.thumbnail_canvas(points, images, canvas_size=4, thumb_size=4)
     # stretched per axis: points on a line still fill the width
-    wide = cs_utils.thumbnail_canvas(np.array([[0.0, 5.0], [10.0, 5.0]]), images, canvas_size=20,
+    wide = cs_utils.viz.thumbnail_canvas(np.array([[0.0, 5.0], [10.0, 5.0]]), images, canvas_size=20,
                                      thumb_size=4)
     assert np.all(wide[16:, :4] == 0) and np.all(wide[16:, 16:] == 0.5) and np.all(wide[:16] == 1)
     fig = cs_utils.show_thumbnails(points, images + 0.5, canvas_size=20, thumb_size=4, title="map",
@@ -162,7 +162,7 @@ def test_thumbnail_grid_keeps_the_point_nearest_each_cell_centre():
     images = torch.stack([torch.full((1, 2, 2), v) for v in (0.0, 0.2, 0.4, 0.6)])
     # canvas 8, cells of 2: the range maps x, y in [0, 3] to left/top = round(unit * 6)
     points = np.array([[0.0, 3.0], [0.1, 2.9], [3.0, 0.0], [1.5, 1.5]])
-    canvas = cs_utils.thumbnail_canvas(points, images, canvas_size=8, thumb_size=2, grid=True)
+    canvas = cs_utils.viz.thumbnail_canvas(points, images, canvas_size=8, thumb_size=2, grid=True)
     np.testing.assert_allclose(canvas[0:2, 0:2], 0.0)     # image 0 sits exactly on cell (0, 0); 1 loses it
     np.testing.assert_allclose(canvas[6:8, 6:8], 0.4)     # image 2: bottom-right
     np.testing.assert_allclose(canvas[4:6, 4:6], 0.6)     # image 3: left/top 3, centre 4 -> cell 2
