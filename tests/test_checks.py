@@ -161,7 +161,8 @@ def _techniques():
         "deepdream": lambda m, x: cs_utils.deepdream(m, x, "relu", octaves=1, steps_per_octave=2, jitter=1,
                                                      **quiet),
         "invert_features": lambda m, x: cs_utils.invert_features(m, x, "relu", steps=2, **quiet),
-        "relative_feature_error": lambda m, x: cs_utils.dream.relative_feature_error(m, x, x.clamp(0, 1), "relu"),
+        "relative_feature_error": lambda m, x: cs_utils.dream.relative_feature_error(m, x, x.clamp(0, 1),
+                                                                                     "relu"),
         "style_transfer": lambda m, x: cs_utils.style_transfer(
             m, x, torch.rand(1, 3, 8, 8), style_layers=["conv"], content_layer="relu", steps=2, pad=0,
             **quiet),

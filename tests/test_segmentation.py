@@ -26,7 +26,7 @@ def iou(a, b):
 
 def test_seeds_follow_the_percentiles_by_hand():
     saliency = torch.arange(100, dtype=torch.float32).view(10, 10)
-    labels = cs_utils.segmentation.saliency_seeds(saliency, foreground=90, background=20, sigma=0)
+    labels = seg.saliency_seeds(saliency, foreground=90, background=20, sigma=0)
     flat = labels.ravel()
     # values 0..99: below the 20th percentile (19.8) -> sure background, >= 90th (89.1) -> sure foreground,
     # the rest split at the median (49.5) into probable background / probable foreground.
@@ -47,7 +47,7 @@ def test_grabcut_recovers_a_square_from_a_rough_saliency_blob(caller_state):
     mask = cs_utils.grabcut_from_saliency(x, saliency)
     assert mask.shape == (1, 64, 64) and mask.dtype == torch.bool
     assert iou(mask, truth) > 0.9
-    seeds_only = torch.from_numpy(cs_utils.segmentation.saliency_seeds(saliency[0]) % 2 == 1)[None]   # FGD or PR_FGD
+    seeds_only = torch.from_numpy(seg.saliency_seeds(saliency[0]) % 2 == 1)[None]   # FGD or PR_FGD
     assert iou(mask, truth) > iou(seeds_only, truth) + 0.1      # GrabCut improved on the seeds
     assert torch.equal(x, x_before) and torch.equal(saliency, s_before)
 
