@@ -138,11 +138,14 @@ class StyleTargets:
             raise ValueError(f"{len(self.layers)} layers but {len(self.grams)} Gram matrices")
 
 
-def style_targets(model, style: torch.Tensor, layers=STYLE_LAYERS) -> StyleTargets:
+def style_targets(model, style: torch.Tensor, layers=STYLE_LAYERS, *, mirror: bool = True) -> StyleTargets:
     """The (normalised) Gram matrices of ``style`` (1, 3, H, W) at ``layers``, without gradient.
 
     The style image may have any size: a Gram matrix is C x C whatever H and W are,
     and resizing the style image changes which scale of its brush strokes the layers see.
+    ``mirror`` (default): mirror-pad the image to a size the network's "SAME" padding treats
+    symmetrically (:func:`cs_utils.models.reflect_pad`), as :func:`style_transfer` does;
+    ``mirror=False``: the plain forward pass, as :func:`cs_utils.train_fast_style`'s loss sees it.
     """
     layers = _check_layers(model, layers)
     check_image(style, "style")
@@ -151,7 +154,7 @@ def style_targets(model, style: torch.Tensor, layers=STYLE_LAYERS) -> StyleTarge
                          "blend several styles with mix_styles")
     with torch.no_grad(), evaluating(model):
         feats = extract_features(model, reflect_pad(model_input(model, style, "style"), 0,
-                                                    same_padding=has_same_padding(model)), layers)
+                                                    same_padding=mirror and has_same_padding(model)), layers)
     return StyleTargets(layers, tuple(gram_matrix(feats[name]) for name in layers))
 
 
@@ -176,18 +179,19 @@ def mix_styles(targets: Sequence[StyleTargets], weights: Sequence[float]) -> Sty
 
 
 def style_distance(model, image: torch.Tensor, targets: StyleTargets,
-                   layer_weights: float | Sequence[float] = 1.0) -> float:
+                   layer_weights: float | Sequence[float] = 1.0, *, mirror: bool = True) -> float:
     """How far ``image``'s Gram matrices are from ``targets``: the style loss, without gradient.
 
     Measures results against a style on the same scale as the optimisation's Gram loss,
-    e.g. to compare outputs made with different layers or style weights.
+    e.g. to compare outputs made with different layers or style weights. ``mirror`` as in
+    :func:`style_targets` (use the same setting for both).
     """
     check_image(image, "image")
     if not isinstance(targets, StyleTargets):
         raise TypeError(f"targets must be StyleTargets from style_targets(...), got {type(targets).__name__}")
     with torch.no_grad(), evaluating(model):
         feats = extract_features(model, reflect_pad(model_input(model, image, "image"), 0,
-                                                    same_padding=has_same_padding(model)),
+                                                    same_padding=mirror and has_same_padding(model)),
                                  list(targets.layers))
         return float(style_loss([feats[name] for name in targets.layers], list(targets.grams), layer_weights))
 

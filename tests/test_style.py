@@ -273,3 +273,20 @@ def test_padding_mirrors_the_borders_before_the_network(tiny_cnn):
     assert history.extra["content"][0] == pytest.approx(float(content_part), rel=1e-5)
     with pytest.raises(ValueError, match="pad must be an int >= 0"):
         style_transfer(tiny_cnn, content, style, style_layers=["conv"], content_layer="relu", pad=-1)
+
+
+def test_style_distance_without_mirror_is_the_plain_gram_loss(lite0):
+    """mirror=False measures what train_fast_style's loss sees: the plain forward pass."""
+    from cs_utils.hooks import extract_features
+    from cs_utils.losses import gram_matrix, style_loss
+
+    gen = torch.Generator().manual_seed(0)
+    image, style = torch.rand(1, 3, 40, 40, generator=gen), torch.rand(1, 3, 48, 48, generator=gen)
+    layers = ["stem", "blocks.2"]
+    with torch.no_grad():
+        feats, grams = extract_features(lite0, image, layers), extract_features(lite0, style, layers)
+        expected = style_loss([feats[name] for name in layers], [gram_matrix(grams[name]) for name in layers])
+    targets = cs_utils.style_targets(lite0, style, layers, mirror=False)
+    assert cs_utils.style_distance(lite0, image, targets, mirror=False) == pytest.approx(expected.item(), rel=1e-6)
+    mirrored = cs_utils.style_distance(lite0, image, cs_utils.style_targets(lite0, style, layers), mirror=True)
+    assert mirrored != pytest.approx(expected.item(), rel=1e-3)   # 40 px is padded to 49 for SAME padding
