@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import objectives
-from .checks import check_image, check_layer, model_dtype, model_input
+from .checks import check_image, check_layer, model_dtype, model_input, non_negative_int, positive_int
 from .hooks import evaluating, extract_features
 from .optimize import Clamp, History, Jitter, NormalizedGradient, TVPenalty, optimize_image
 from .runtime import model_device
@@ -37,12 +37,6 @@ __all__ = [
     "relative_feature_error",
     "roll_offsets",
 ]
-
-
-def _check_jitter(jitter) -> int:
-    if isinstance(jitter, bool) or not isinstance(jitter, int) or jitter < 0:
-        raise ValueError(f"jitter is a number of pixels >= 0, got {jitter!r}")
-    return jitter
 
 
 def roll_offsets(jitter: int, generator: torch.Generator | None = None) -> tuple[int, int]:
@@ -75,7 +69,7 @@ def deepdream_step(model: nn.Module, x: torch.Tensor, layer: str, *, step_size: 
     """
     image = model_input(model, x)      # a checked, detached copy on the model's device, in its dtype
     check_layer(model, layer)          # a clear error for a wrong name, before any work
-    dy, dx = roll_offsets(_check_jitter(jitter), generator)   # the random shift, drawn for you
+    dy, dx = roll_offsets(non_negative_int(jitter, "jitter"), generator)   # the random shift, drawn for you
     with evaluating(model):
         ### BEGIN SOLUTION
         rolled = torch.roll(image, shifts=(dy, dx), dims=(2, 3)).requires_grad_(True)
@@ -94,8 +88,7 @@ def octave_sizes(height: int, width: int, octaves: int, octave_scale: float,
     Octave ``k`` of ``octaves`` is the image shrunk by ``octave_scale ** (octaves - 1 - k)``
     (rounded to whole pixels). Raises if a shrunk octave would be under ``min_size`` pixels.
     """
-    if isinstance(octaves, bool) or not isinstance(octaves, int) or octaves < 1:
-        raise ValueError(f"octaves must be an int >= 1, got {octaves!r}")
+    octaves = positive_int(octaves, "octaves")
     if not octave_scale >= 1.0:
         raise ValueError(f"octave_scale must be >= 1 (each octave this much bigger), got {octave_scale!r}")
     sizes = []
@@ -132,12 +125,6 @@ def dream_octaves(x: torch.Tensor, sizes: list[tuple[int, int]], dream_octave) -
     return dreamed
 
 
-def _check_steps(steps, name: str) -> int:
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {steps!r}")
-    return steps
-
-
 def deepdream(model: nn.Module, x: torch.Tensor, layer: str, *, octaves: int = 3, octave_scale: float = 1.4,
               steps_per_octave: int = 20, step_size: float = 0.01, jitter: int = 32, progress: bool = True,
               generator: torch.Generator | None = None) -> tuple[torch.Tensor, History]:
@@ -161,8 +148,8 @@ def deepdream(model: nn.Module, x: torch.Tensor, layer: str, *, octaves: int = 3
     """
     x = check_image(x)
     check_layer(model, layer)
-    _check_jitter(jitter)
-    _check_steps(steps_per_octave, "steps_per_octave")
+    non_negative_int(jitter, "jitter")
+    positive_int(steps_per_octave, "steps_per_octave")
     sizes = octave_sizes(x.shape[2], x.shape[3], octaves, octave_scale)
     history = History()
     objective = objectives.layer_l2(model, layer)
@@ -210,8 +197,8 @@ def invert_features(model: nn.Module, x: torch.Tensor, layer: str, *, steps: int
     """
     x = check_image(x)
     check_layer(model, layer)
-    _check_steps(steps, "steps")
-    _check_jitter(jitter)
+    positive_int(steps, "steps")
+    non_negative_int(jitter, "jitter")
     if tv_weight < 0:
         raise ValueError(f"tv_weight must be >= 0, got {tv_weight}")
     device = model_device(model)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .checks import check_image
+from .checks import check_image, positive_int
 
 __all__ = ["grabcut_from_saliency", "saliency_seeds"]
 
@@ -72,8 +72,7 @@ def grabcut_from_saliency(x: torch.Tensor, saliency: torch.Tensor, *, foreground
     if not isinstance(saliency, torch.Tensor) or saliency.shape != (x.shape[0], *x.shape[2:]):
         raise ValueError(f"saliency must be a tensor of shape (N, H, W) = {(x.shape[0], *x.shape[2:])}, "
                          f"got {getattr(saliency, 'shape', type(saliency).__name__)}")
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-        raise ValueError(f"iterations must be a positive int, got {iterations!r}")
+    iterations = positive_int(iterations, "iterations")
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     masks = []
     for image, smap in zip(x.detach().cpu(), saliency.detach().cpu()):

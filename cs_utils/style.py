@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from . import objectives
-from .checks import check_image, check_layer, model_dtype, model_input
+from .checks import check_image, check_layer, model_dtype, model_input, non_negative_int
 from .hooks import evaluating, extract_features, get_layer
 from .losses import gram_matrix, style_loss
 from .models import CONTENT_LAYER, STYLE_LAYERS, has_same_padding, reflect_pad
@@ -216,12 +216,6 @@ def _as_targets(model, style, layers) -> StyleTargets:
 
 
 
-def _check_pad(pad) -> int:
-    if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
-        raise ValueError(f"pad must be an int >= 0 (pixels mirrored at each border), got {pad!r}")
-    return pad
-
-
 class _Mirror:
     """Mirror ``pad`` pixels at each border before the network sees the image (and, for
     "SAME"-padded networks, up to an odd size; see :func:`_reflect`)."""
@@ -265,8 +259,7 @@ def synthesize_texture(model, texture: torch.Tensor, layers=None, *, size=None, 
     ``steps``: optimiser steps (objective evaluations for ``"lbfgs"``).
     Returns ``(image, history)``; ``history.extra["style"]`` holds the Gram loss per evaluation.
     """
-    if isinstance(margin, bool) or not isinstance(margin, int) or margin < 0:
-        raise ValueError(f"margin must be an int >= 0 (pixels cropped at each border), got {margin!r}")
+    margin = non_negative_int(margin, "margin")
     device = model_device(model)
     targets = _as_targets(model, texture, layers)
     if init is None:
@@ -283,10 +276,9 @@ def synthesize_texture(model, texture: torch.Tensor, layers=None, *, size=None, 
         out_device = init.device
         margin = 0
     objective = objectives.gram_match(model, targets.layers, targets.grams, layer_weights).track("style")
-    image, history = _run(model, objective, init.to(device, model_dtype(model)), pad=_check_pad(pad),
-                          steps=steps,
-                          optimizer=optimizer, lr=lr, tv_weight=tv_weight, generator=generator,
-                          progress=progress, desc="texture", callback=callback)
+    image, history = _run(model, objective, init.to(device, model_dtype(model)),
+                          pad=non_negative_int(pad, "pad"), steps=steps, optimizer=optimizer, lr=lr,
+                          tv_weight=tv_weight, generator=generator, progress=progress, desc="texture", callback=callback)
     if margin:
         image = image[..., margin:image.shape[-2] - margin, margin:image.shape[-1] - margin]
     out_dtype = texture.dtype if isinstance(texture, torch.Tensor) else image.dtype
@@ -317,7 +309,7 @@ def style_transfer(model, content: torch.Tensor, style, *, style_layers=None,
     Returns ``(image, history)``: ``history.extra`` has ``"style"`` and ``"content"`` per evaluation.
     """
     check_image(content, "content")
-    pad = _check_pad(pad)
+    pad = non_negative_int(pad, "pad")
     device = model_device(model)
     if not isinstance(content_layer, str):
         raise TypeError(f"content_layer must be one layer name such as {CONTENT_LAYER!r}, "
