@@ -278,7 +278,8 @@ def synthesize_texture(model, texture: torch.Tensor, layers=None, *, size=None, 
     objective = objectives.gram_match(model, targets.layers, targets.grams, layer_weights).track("style")
     image, history = _run(model, objective, init.to(device, model_dtype(model)),
                           pad=non_negative_int(pad, "pad"), steps=steps, optimizer=optimizer, lr=lr,
-                          tv_weight=tv_weight, generator=generator, progress=progress, desc="texture", callback=callback)
+                          tv_weight=tv_weight, generator=generator, progress=progress, desc="texture",
+                          callback=callback)
     if margin:
         image = image[..., margin:image.shape[-2] - margin, margin:image.shape[-1] - margin]
     out_dtype = texture.dtype if isinstance(texture, torch.Tensor) else image.dtype
