@@ -191,7 +191,7 @@ def test_the_release_scores_zero_and_says_what_to_write(release):
 
     pytest_socket.socket_allow_hosts(["127.0.0.1", "::1"], allow_unix_socket=True)   # the grader's workers
     report = grade.grade(release, timeout=60)
-    assert report["points"] == 0 and report["max_points"] == len(grading.EXERCISES) == 14
+    assert report["points"] == 0 and report["max_points"] == len(grading.EXERCISES) >= 14
     for score in report["exercises"]:
         exercise = grading.get_exercise(score["name"])
         assert score["status"] == "not implemented", score
