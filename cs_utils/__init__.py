@@ -24,6 +24,13 @@ from .class_viz import (
 )
 from .data import imagenet_index, imagenet_label, imagenet_labels, sample_image, sample_images
 from .dream import deepdream, deepdream_step, invert_features, octave_sizes
+from .evaluation import (
+    cascading_randomization,
+    deletion_curve,
+    evaluation_table,
+    insertion_curve,
+    rank_correlation,
+)
 from .exercise_registry import rel_error
 from .fast_style import (
     HELD_OUT_PHOTOS,
@@ -62,16 +69,7 @@ from .objectives import Objective
 from .optimize import L2Penalty, optimize_image
 from .receptive_fields import receptive_field
 from .runtime import budget, get_device, seed_everything
-from .saliency import (
-    cascading_randomization,
-    deletion_curve,
-    gradient_image,
-    guided_backprop,
-    occlusion_map,
-    occlusion_windows,
-    rank_correlation,
-    saliency_map,
-)
+from .saliency import gradient_image, guided_backprop, occlusion_map, occlusion_windows, saliency_map
 from .segmentation import grabcut_from_saliency
 from .small_cnn import SmallCNN, classifier_accuracy, filter_images, filter_smoothness, train_classifier
 from .style import (
@@ -114,6 +112,7 @@ __all__ = [
     # 02: which pixels matter
     "saliency_map", "occlusion_map", "occlusion_windows", "guided_backprop", "gradient_image",
     "cascading_randomization", "deletion_curve", "rank_correlation", "grabcut_from_saliency",
+    "insertion_curve", "evaluation_table",
     # 03: class visualization and adversarial images
     "Objective", "channel_objective", "class_score_objective", "neuron_objective", "representation_objective",
     "class_visualization", "class_visualization_step", "class_ranks", "stretch_contrast",

@@ -1,4 +1,4 @@
-"""Which pixels matter? Gradient saliency, occlusion, guided backprop, and checks of the maps.
+"""Which pixels matter? Gradient saliency, occlusion and guided backprop.
 
 * :func:`saliency_map`: |d score_c / d x|, max over RGB (Simonyan et al. 2014).
 * :func:`occlusion_map`: the drop of the class probability when a patch is hidden
@@ -6,8 +6,9 @@
 * :func:`guided_backprop`: backprop that lets only positive gradients through each
   ReLU/ReLU6, and only where the unit was active (Springenberg et al. 2015);
   :func:`guided_relu_grad` is the rule at one activation.
-* Are the maps telling the truth? :func:`cascading_randomization` (model
-  randomisation, Adebayo et al. 2018) and :func:`deletion_curve` (Petsiuk et al. 2018).
+
+Are the maps telling the truth? The sanity and faithfulness measures (model
+randomisation, deletion and insertion curves) are in :mod:`cs_utils.evaluation`.
 
 Every function leaves the caller's model and tensors as it found them: the
 image gradient comes from ``torch.autograd.grad`` (nothing is written into
@@ -17,10 +18,7 @@ activations live only inside a ``with`` block.
 
 from __future__ import annotations
 
-import copy
 import math
-from collections.abc import Callable, Sequence
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -28,20 +26,15 @@ from torch import nn
 from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 
-from .checks import check_layer, check_layers, class_indices, int_pair, model_input, num_classes, positive_int
-from .hooks import evaluating, extract_features, get_layer
+from .checks import check_layer, class_indices, int_pair, model_input, num_classes, positive_int
+from .hooks import evaluating, extract_features
 
 __all__ = [
-    "DeletionCurve",
-    "cascading_randomization",
-    "deletion_curve",
     "gradient_image",
     "guided_backprop",
     "guided_relu_grad",
     "occlusion_map",
     "occlusion_windows",
-    "randomized_copy",
-    "rank_correlation",
     "saliency_map",
     "target_scores",
 ]
@@ -346,144 +339,3 @@ def gradient_image(grad: torch.Tensor, *, percentile: float = 99.0) -> torch.Ten
     g = grad.detach().float()
     scale = g.abs().flatten(1).quantile(percentile / 100, dim=1).clamp(min=1e-12).view(-1, 1, 1, 1)
     return (0.5 + 0.5 * g / scale).clamp(0, 1)
-
-
-# --------------------------------------------------------------------------- sanity checks
-
-def randomized_copy(model: nn.Module, layer_names: Sequence[str], *,
-                    generator: torch.Generator | None = None) -> nn.Module:
-    """A deep copy of ``model`` whose named layers have random weights; ``model`` is not touched.
-
-    Every parameter of the named layers (and their sublayers) is redrawn from a
-    normal distribution with that tensor's own mean and standard deviation, so
-    scales stay plausible while everything learned is gone (Adebayo et al.
-    2018). Buffers (batch-norm statistics) are kept.
-    """
-    layer_names = check_layers(model, layer_names, "layer_names")  # validate on the original
-    generator = generator if generator is not None else torch.Generator().manual_seed(0)
-    clone = copy.deepcopy(model)
-    with torch.no_grad():
-        for name in layer_names:
-            for param in get_layer(clone, name).parameters():
-                mean = param.float().mean().item()
-                std = param.float().std().item() if param.numel() > 1 else 0.0
-                noise = torch.randn(param.shape, generator=generator, dtype=torch.float32)
-                param.copy_((noise * std + mean).to(param))
-    return clone
-
-
-def rank_correlation(maps_a: torch.Tensor, maps_b: torch.Tensor) -> torch.Tensor:
-    """Spearman rank correlation between corresponding maps: (N, ...) and (N, ...) -> (N,).
-
-    1 means the pixels are ranked identically, 0 unrelated. Ties get average
-    ranks (``scipy.stats.spearmanr``).
-    """
-    from scipy.stats import spearmanr
-
-    if maps_a.shape != maps_b.shape or maps_a.dim() < 2:
-        raise ValueError(f"expected two batches of maps of the same shape (N, ...), got "
-                         f"{tuple(maps_a.shape)} and {tuple(maps_b.shape)}")
-    a = maps_a.detach().double().flatten(1).cpu().numpy()
-    b = maps_b.detach().double().flatten(1).cpu().numpy()
-    return torch.tensor([spearmanr(u, v).statistic for u, v in zip(a, b)], dtype=torch.float64)
-
-
-def cascading_randomization(model: nn.Module, x: torch.Tensor, target, layer_names: Sequence[str], *,
-                            explain: Callable = saliency_map,
-                            generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-    """Model-randomisation sanity check (Adebayo et al. 2018), cascading from the top.
-
-    ``layer_names`` from the output towards the input, e.g. ``["fc", "head",
-    "blocks.15"]``. Step k randomises the first k + 1 of them in a copy of the
-    model (:func:`randomized_copy`; ``model`` itself is never changed) and
-    compares ``explain(copy, x, target)`` with ``explain(model, x, target)``.
-    Maps are compared as magnitudes (``abs``, then max over channels for
-    (N, 3, H, W) maps). Returns ``{last randomised layer: (N,) Spearman rank
-    correlations}`` in order: a map that explains the model must change,
-    i.e. correlations near 0.
-    """
-    if isinstance(layer_names, str):
-        layer_names = [layer_names]
-    if not layer_names:
-        raise ValueError("name at least one layer to randomise, e.g. ['fc']")
-    generator = generator if generator is not None else torch.Generator().manual_seed(0)
-
-    def magnitude(maps):
-        maps = maps.abs()
-        return maps.amax(dim=1) if maps.dim() == 4 else maps
-
-    trained = magnitude(explain(model, x, target))
-    results = {}
-    for k in range(len(layer_names)):
-        randomized = randomized_copy(model, layer_names[:k + 1], generator=generator)
-        results[layer_names[k]] = rank_correlation(trained, magnitude(explain(randomized, x, target)))
-    return results
-
-
-class DeletionCurve(NamedTuple):
-    """``probabilities[i, k]``: p(target) of image i with a ``fractions[k]`` share of its pixels deleted."""
-
-    fractions: torch.Tensor      # (steps + 1,) from 0 to 1
-    probabilities: torch.Tensor  # (N, steps + 1)
-    auc: torch.Tensor            # (N,) area under each curve (trapezoid rule)
-
-
-def deletion_curve(model: nn.Module, x: torch.Tensor, target, saliency: torch.Tensor | None, *,
-                   steps: int = 20, until: float = 1.0, cell: int = 8, fill=None, batch_size: int = 32,
-                   generator: torch.Generator | None = None) -> DeletionCurve:
-    """The deletion metric (Petsiuk et al. 2018): delete pixels in order, watch p(target) fall.
-
-    The image is cut into ``cell`` x ``cell`` squares. With ``saliency``
-    (N, H, W) the squares of largest total saliency go first; with
-    ``saliency=None`` a random order (from ``generator``) is the baseline.
-    Deleted squares take the image's mean colour (or ``fill``). Squares rather
-    than single pixels: deleting scattered single pixels adds noise that alone
-    destroys the prediction, whatever the order, and hides the difference
-    between orders. ``cell=1`` deletes pixel by pixel. The curve has ``steps + 1``
-    points, 0 to 100 % deleted; a map that finds the evidence the model relies
-    on gives a fast drop, i.e. a small ``auc``.
-    """
-    xd, target = _prepare(model, x, target)
-    n, _, height, width = xd.shape
-    steps = positive_int(steps, "steps")
-    batch_size = positive_int(batch_size, "batch_size")
-    if isinstance(cell, bool) or not isinstance(cell, int) or not 1 <= cell <= min(height, width):
-        raise ValueError(f"cell must be an int from 1 to the image side {min(height, width)}, got {cell!r}")
-    rows, cols = math.ceil(height / cell), math.ceil(width / cell)
-    if saliency is None:
-        generator = generator if generator is not None else torch.Generator().manual_seed(0)
-        order = torch.stack([torch.randperm(rows * cols, generator=generator) for _ in range(n)])
-    else:
-        if saliency.shape != (n, height, width):
-            raise ValueError(f"saliency must have shape (N, H, W) = {(n, height, width)}, got "
-                             f"{tuple(saliency.shape)}")
-        totals = F.avg_pool2d(saliency.detach().float().cpu()[:, None], cell, ceil_mode=True)
-        order = totals.flatten(1).argsort(dim=1, descending=True, stable=True)
-    rank = torch.empty_like(order)
-    rank.scatter_(1, order, torch.arange(rows * cols).expand(n, -1))   # rank[i, square]
-    rank = rank.view(n, 1, rows, cols).repeat_interleave(cell, 2).repeat_interleave(cell, 3)
-    rank = rank[:, :, :height, :width].to(xd.device)
-    if not 0 < until <= 1:
-        raise ValueError(f"until (the share of the image deleted at the end) must be in (0, 1], "
-                         f"got {until!r}")
-    fractions = torch.linspace(0, until, steps + 1)
-    deleted = (fractions * rows * cols).round().long().tolist()
-    if isinstance(fill, torch.Tensor) and fill.dim() == 4:
-        if fill.shape != xd.shape:
-            raise ValueError(f"a fill image must have the shape of x, {tuple(xd.shape)}, "
-                             f"got {tuple(fill.shape)}")
-        colours = fill.detach().to(xd.device, xd.dtype)
-    else:
-        colours = _fill_colours(xd, fill)[:, :, None, None]
-    jobs = [(i, k) for i in range(n) for k in range(steps + 1)]
-    probabilities = torch.empty(n, steps + 1)
-    with evaluating(model), torch.inference_mode():
-        for start in range(0, len(jobs), batch_size):
-            chunk = jobs[start:start + batch_size]
-            images = torch.tensor([i for i, _ in chunk], device=xd.device)
-            limits = torch.tensor([deleted[k] for _, k in chunk], device=xd.device).view(-1, 1, 1, 1)
-            batch = torch.where(rank[images] < limits, colours[images], xd[images])
-            probs = target_scores(model(batch).softmax(dim=1), target[images]).float().cpu()
-            probabilities[[i for i, _ in chunk], [k for _, k in chunk]] = probs
-    auc = torch.trapezoid(probabilities, fractions, dim=1) / until
-    return DeletionCurve(fractions, probabilities, auc)
