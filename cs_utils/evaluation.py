@@ -314,10 +314,10 @@ class MethodScores:
                 "seconds_per_image": self.seconds_per_image}
 
 
-_COLUMNS = (("deletion_auc", "deletion AUC (lower better)", "{:.3f}"),
-            ("insertion_auc", "insertion AUC (higher better)", "{:.3f}"),
-            ("randomization_correlation", "rank corr. after randomisation (near 0 good)", "{:+.2f}"),
-            ("seconds_per_image", "s / image", "{:.3g}"))
+_COLUMNS = (("deletion_auc", "deletion AUC ↓", "{:.3f}"),
+            ("insertion_auc", "insertion AUC ↑", "{:.3f}"),
+            ("randomization_correlation", "randomisation corr. →0", "{:+.2f}"),
+            ("seconds_per_image", "s / image", "{:.2g}"))
 
 
 @dataclass(frozen=True)
@@ -346,8 +346,9 @@ class EvaluationTable:
         return header, rows
 
     def _caption(self) -> str:
-        return (f"mean over {self.n_images} images; randomised layers (cascading from the top): "
-                f"{', '.join(self.randomized_layers)}")
+        layers = ", ".join(self.randomized_layers)
+        return (f"mean over {self.n_images} images. ↓ lower is better, ↑ higher is better, →0: near 0 is "
+                f"good (rank correlation with the maps after randomising {layers})")
 
     def to_markdown(self) -> str:
         """The table in Markdown, numbers right-aligned, with a caption line below."""
