@@ -103,12 +103,14 @@ def test_shortcut_sets_split_and_mark_as_documented():
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_the_model_is_right_for_the_wrong_reason(seed, caller_state):
+    # digits, whatever is installed: the same numbers on every machine (60 steps: the fast budget)
     torch.manual_seed(123)
     before = torch.rand(3)
     torch.manual_seed(123)
-    result = B.bias_experiment(60, generator=torch.Generator().manual_seed(seed), progress=False)
+    result = B.bias_experiment(60, dataset="digits", generator=torch.Generator().manual_seed(seed),
+                               progress=False)
     assert torch.equal(torch.rand(3), before), "the global random state was used"
-    assert result.dataset in ("digits", "fashion_mnist") and result.history.steps == 60
+    assert result.dataset == "digits" and result.history.steps == 60
     assert result.accuracy_same > 0.8                           # it learned the task...
     assert result.accuracy_drop >= 0.20                         # ...and the marker fools it
     share = result.marker_saliency()
