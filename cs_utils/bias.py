@@ -162,7 +162,7 @@ class MarkedSet:
 
 
 def _chosen(group: torch.Tensor, share: float, generator: torch.Generator | None) -> torch.Tensor:
-    """A mask selecting ``round(share * len(group))`` of the indices ``group``, drawn at random."""
+    """``round(share * len(group))`` of the indices ``group``, drawn at random."""
     count = int(share * len(group) + 0.5)
     return group[torch.randperm(len(group), generator=generator)[:count]]
 
