@@ -523,3 +523,14 @@ def test_works_inside_no_grad(tiny_cnn):
     with torch.no_grad():
         for name in TECHNIQUES:
             torch.testing.assert_close(_maps(run(name, tiny_cnn, x)), expected[name])
+
+
+def test_the_package_never_imports_captum():
+    import ast
+    from pathlib import Path
+
+    for path in sorted((Path(cs_utils.__file__).parent).glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any(name.split(".")[0] == "captum" for name in names), f"{path.name} imports captum"
