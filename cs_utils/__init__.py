@@ -12,6 +12,7 @@ else (result types, settings, building blocks) is reached through its module, e.
 
 from .activating_patches import crop_patches, top_activations
 from .adversarial import difference_image, fgsm, fooling_image, fooling_step, pgd, reload_as_png
+from .attribution import class_activation_map, grad_cam, guided_grad_cam, integrated_gradients, smooth_grad
 from .bias import bias_experiment, marker_box, marker_share, shortcut_sets, stamp_marker
 from .class_viz import (
     channel_objective,
@@ -113,6 +114,7 @@ __all__ = [
     # 02: which pixels matter
     "saliency_map", "occlusion_map", "occlusion_windows", "guided_backprop", "gradient_image",
     "cascading_randomization", "deletion_curve", "rank_correlation", "grabcut_from_saliency",
+    "class_activation_map", "grad_cam", "guided_grad_cam", "integrated_gradients", "smooth_grad",
     "insertion_curve", "evaluation_table",
     "bias_experiment", "marker_box", "marker_share", "shortcut_sets", "stamp_marker",
     # 03: class visualization and adversarial images

@@ -56,8 +56,9 @@ ALIAS = "submission"
 #: taken from the grader, not from the submission, like every module other than the exercise's own.
 FOUNDATION = ("checks", "data", "hooks", "image", "models", "runtime")
 #: The instructor's tools: never imported on behalf of a submission.
-INSTRUCTOR_TOOLS = ("__init__", "__main__", "exercise_registry", "exercises_layers", "exercises_losses",
-                    "exercises_pixels", "grade", "grading", "release", "render", "train_weights")
+INSTRUCTOR_TOOLS = ("__init__", "__main__", "exercise_registry", "exercises_attribution", "exercises_layers",
+                    "exercises_losses", "exercises_pixels", "grade", "grading", "release", "render",
+                    "train_weights")
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_MEMORY_MB = 2048
 STARTUP_TIMEOUT = 300.0  # for the process server to import torch once, on a busy machine

@@ -70,7 +70,8 @@ __all__ = [
 ]
 
 #: The modules that register the exercises, in the order the grader reports them.
-EXERCISE_MODULES = ("exercises_losses", "exercises_pixels", "exercises_layers")
+EXERCISE_MODULES = ("exercises_losses", "exercises_pixels", "exercises_layers",
+                    "exercises_attribution")
 for _module in EXERCISE_MODULES:
     importlib.import_module(f".{_module}", __package__)
 
