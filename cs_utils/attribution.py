@@ -36,6 +36,7 @@ from torch.nn import functional as F
 
 from .checks import check_image, class_indices, model_input, num_classes, positive_int
 from .hooks import evaluating, get_layer
+from .optimize import gaussian_blur
 from .saliency import guided_backprop, saliency_map, target_scores
 
 __all__ = [
@@ -256,20 +257,6 @@ def guided_grad_cam(model: nn.Module, x: torch.Tensor, target, *, layer: str | N
 BLUR_FRACTION = 1 / 16
 
 
-def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """``x`` (N, 3, H, W) blurred by a Gaussian of standard deviation ``sigma`` pixels, borders mirrored."""
-    h, w = x.shape[2:]
-    radius = max(1, math.ceil(3 * sigma))
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    kernel = torch.exp(-0.5 * (t / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    mode = "reflect" if radius < min(h, w) else "replicate"
-    y = F.pad(x, (radius, radius, radius, radius), mode=mode)
-    y = F.conv2d(y, kernel.view(1, 1, 1, -1).expand(3, 1, 1, -1), groups=3)
-    y = F.conv2d(y, kernel.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)
-    return y.clamp(0, 1)
-
-
 def baseline_image(x: torch.Tensor, baseline=None, *,
                    generator: torch.Generator | None = None) -> torch.Tensor:
     """The baseline images (N, 3, H, W) of :func:`integrated_gradients`, in ``x``'s dtype and device.
@@ -286,7 +273,7 @@ def baseline_image(x: torch.Tensor, baseline=None, *,
         return torch.zeros_like(x)
     if isinstance(baseline, str):
         if baseline == "blur":
-            return _blur(x, max(x.shape[2:]) * BLUR_FRACTION)
+            return gaussian_blur(x, max(x.shape[2:]) * BLUR_FRACTION).clamp(0, 1)
         if baseline == "noise":
             generator = generator if generator is not None else torch.Generator().manual_seed(0)
             return torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)

@@ -155,7 +155,9 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Images (N, C, H, W) blurred with a Gaussian of ``sigma`` pixels; a new tensor.
 
     Each output pixel is the Gaussian-weighted mean of the pixels inside the image
-    (no padding values leak in at the borders), so a constant image stays constant.
+    (no padding values leak in at the borders), so a constant image stays constant; unlike
+    :func:`cs_utils.optimize.gaussian_blur` (mirrored borders, the class-visualization
+    regulariser) it also takes ``sigma`` larger than the image.
     ``sigma=0`` copies the images; ``sigma=math.inf`` gives each image's mean colour
     everywhere.
     """
