@@ -52,8 +52,11 @@ __all__ = [
 ]
 
 #: Images per forward + backward pass of :func:`integrated_gradients` and :func:`smooth_grad`
-#: when ``batch_size=None``. On a 2-core CPU, EfficientNet-Lite0 at 224 x 224 costs the least time
-#: per image in batches of 1 to 4 (larger batches leave the caches); see benchmarks/bench_attribution.py.
+#: when ``batch_size=None``. Measured with benchmarks/bench_attribution.py (EfficientNet-Lite0,
+#: 224 x 224, 2-core CPU): per image, batches of 2 to 4 are fastest on 1 thread and 4 to 8 on
+#: 2 threads of an idle machine (8 at most 8 % ahead of 4); from 16 on, the activations leave the
+#: caches and the time per image grows (3x at 64). 4 is near the best in every setting and loses
+#: least when other processes share the cores.
 DEFAULT_BATCH_SIZE = 4
 
 
