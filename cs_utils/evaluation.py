@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -78,7 +79,8 @@ def rank_correlation(maps_a: torch.Tensor, maps_b: torch.Tensor) -> torch.Tensor
     """Spearman rank correlation between corresponding maps: (N, ...) and (N, ...) -> (N,).
 
     1 means the pixels are ranked identically, 0 unrelated. Ties get average
-    ranks (``scipy.stats.spearmanr``); a constant map has no ranking (NaN).
+    ranks (``scipy.stats.spearmanr``). A constant map (e.g. a Grad-CAM that the ReLU made
+    all zero) ranks nothing, so it shares no ranking with any map: its correlation is 0.
     """
     from scipy.stats import spearmanr
 
@@ -87,7 +89,8 @@ def rank_correlation(maps_a: torch.Tensor, maps_b: torch.Tensor) -> torch.Tensor
                          f"{tuple(maps_a.shape)} and {tuple(maps_b.shape)}")
     a = maps_a.detach().double().flatten(1).cpu().numpy()
     b = maps_b.detach().double().flatten(1).cpu().numpy()
-    return torch.tensor([spearmanr(u, v).statistic for u, v in zip(a, b)], dtype=torch.float64)
+    return torch.tensor([spearmanr(u, v).statistic if np.ptp(u) > 0 and np.ptp(v) > 0 else 0.0
+                         for u, v in zip(a, b)], dtype=torch.float64)
 
 
 def _layer_list(layer_names) -> list[str]:
@@ -403,6 +406,7 @@ def _explain(fn: Callable, name: str, model: nn.Module, x: torch.Tensor, target)
 
 def evaluation_table(model: nn.Module, images: torch.Tensor, targets, explainers: Mapping[str, Callable], *,
                      randomize_layers: Sequence[str] | None = None, steps: int = 20, cell: int = 8,
+                     deletion_until: float = 1.0,
                      blur_sigma: float = 10.0, batch_size: int = 32, generator: torch.Generator | None = None,
                      progress: bool = True) -> EvaluationTable:
     """Faithfulness and sanity of several saliency methods on the same images, as one table.
@@ -412,7 +416,8 @@ def evaluation_table(model: nn.Module, images: torch.Tensor, targets, explainers
     ``{"gradient": cs.saliency_map, "guided backprop": cs.guided_backprop}``. For every
     method and image (``images`` (N, 3, H, W), ``targets`` one class index or one per image):
 
-    * ``deletion_auc``: :func:`deletion_curve` with the map (``steps``, ``cell``; lower is better);
+    * ``deletion_auc``: :func:`deletion_curve` with the map (``steps``, ``cell``, up to the share
+      ``deletion_until`` of the image; lower is better);
     * ``insertion_auc``: :func:`insertion_curve` with the map (``blur_sigma``; higher is better);
     * ``randomization_correlation``: the Spearman rank correlation between the map and the
       map of the model with ``randomize_layers`` randomised, top down (the last step of
@@ -456,7 +461,8 @@ def evaluation_table(model: nn.Module, images: torch.Tensor, targets, explainers
                 start = time.perf_counter()
                 maps = _explain(fn, name, model, x, t)
                 seconds += time.perf_counter() - start
-                scores["deletion"].append(deletion_curve(model, x, t, maps, **curves).auc)
+                scores["deletion"].append(deletion_curve(model, x, t, maps, until=deletion_until,
+                                                         **curves).auc)
                 scores["insertion"].append(insertion_curve(model, x, t, maps, blur_sigma=blur_sigma,
                                                            **curves).auc)
                 random_maps = _explain(fn, name, randomized, x.clone(), t)

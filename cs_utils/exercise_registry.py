@@ -2,7 +2,7 @@
 
 :class:`Exercise` describes one graded function (inputs, how to call it, tolerance, typical
 mistakes); :data:`EXERCISES` holds them all in the order the grader reports them, filled by
-``exercises_losses``, ``exercises_pixels`` and ``exercises_layers`` (imported by
+``exercises_losses``, ``exercises_pixels``, ``exercises_layers`` and ``exercises_attribution`` (imported by
 :mod:`cs_utils.grading`). :func:`rel_error` is CS231n's relative error, used by every check.
 """
 
