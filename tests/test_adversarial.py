@@ -1,5 +1,6 @@
 import pytest
 import torch
+from models_by_hand import linear_model
 from torch import nn
 
 import cs_utils
@@ -12,15 +13,6 @@ from cs_utils.adversarial import (
     quantize_8bit,
     reload_as_png,
 )
-
-
-def linear_model(weight: torch.Tensor, bias: torch.Tensor) -> nn.Module:
-    """scores = weight @ x.flatten() + bias, for (N, 3, 2, 2) images."""
-    fc = nn.Linear(weight.shape[1], weight.shape[0])
-    with torch.no_grad():
-        fc.weight.copy_(weight)
-        fc.bias.copy_(bias)
-    return nn.Sequential(nn.Flatten(), fc).eval()
 
 
 @pytest.fixture

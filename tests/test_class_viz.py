@@ -1,5 +1,6 @@
 import pytest
 import torch
+from models_by_hand import linear_model
 from torch import nn
 
 import cs_utils
@@ -50,13 +51,6 @@ def test_same_seed_same_image(tiny_cnn):
         assert torch.equal(run(0, recipe), run(0, recipe))
         assert not torch.equal(run(0, recipe), run(1, recipe))
 
-
-def linear_model(weight, bias):
-    fc = nn.Linear(weight.shape[1], weight.shape[0])
-    with torch.no_grad():
-        fc.weight.copy_(weight)
-        fc.bias.copy_(bias)
-    return nn.Sequential(nn.Flatten(), fc).eval()
 
 
 def test_class_visualization_step_by_hand_on_linear_model():
