@@ -1,4 +1,5 @@
 import random
+import time
 
 import numpy as np
 import pytest
@@ -83,3 +84,29 @@ def test_model_device_reads_parameters_then_buffers():
     bare = nn.Module()
     bare.register_buffer("scale", torch.ones(1, dtype=torch.float64))
     assert model_device(bare) == torch.device("cpu") and model_device(nn.ReLU()) == torch.device("cpu")
+
+
+def test_fastest_batch_size_picks_the_least_time_per_item():
+    seconds_per_item = {1: 0.004, 2: 0.003, 4: 0.001, 8: 0.002, 16: 0.0005}   # 16, then 4 is fastest
+    calls = []
+
+    def run(batch_size):
+        calls.append(batch_size)
+        time.sleep(batch_size * seconds_per_item[batch_size])
+
+    assert runtime.fastest_batch_size(run, [8, 4, 2, 1]) == 4
+    assert calls == [1, 1, 1, 2, 2, 4, 4, 8, 8]     # one warm-up, then two timed calls per size
+    assert runtime.fastest_batch_size(run, [1, 2], repeats=1) == 2
+    calls.clear()
+    assert runtime.fastest_batch_size(run, [1, 2, 4, 8, 16]) == 4   # 8 is 2x slower than 4: 16 is not tried
+    assert 16 not in calls
+    assert runtime.fastest_batch_size(run, [1, 2, 4, 8, 16], repeats=1, stop_when_slower=None) == 16
+
+
+def test_fastest_batch_size_rejects_bad_sizes():
+    with pytest.raises(ValueError, match="positive"):
+        runtime.fastest_batch_size(lambda b: None, [0, 1])
+    with pytest.raises(ValueError, match="positive"):
+        runtime.fastest_batch_size(lambda b: None, [])
+    with pytest.raises(ValueError, match="repeats"):
+        runtime.fastest_batch_size(lambda b: None, [1], repeats=0)

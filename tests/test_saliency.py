@@ -179,6 +179,29 @@ def test_occlusion_is_batch_size_invariant(tiny_cnn):
     torch.testing.assert_close(alone[0], results[0][1])
 
 
+def test_occlusion_measures_the_batch_size_once_and_keeps_an_explicit_one(tiny_cnn, monkeypatch):
+    measured = []
+
+    def fake_fastest(run, sizes):
+        measured.append(list(sizes))
+        run(sizes[-1])                      # a plain forward of the largest batch works
+        return 2
+
+    monkeypatch.setattr(S, "fastest_batch_size", fake_fastest)
+    monkeypatch.setattr(S, "_occlusion_batch_cache", S.weakref.WeakKeyDictionary())
+    x = torch.rand(1, 3, 8, 8)
+    calibrated = cs_utils.occlusion_map(tiny_cnn, x, 0, window=4, stride=2, progress=False)
+    assert measured == [[1, 2, 4, 8]]        # 9 copies: no size above the 9 copies is tried
+    again = cs_utils.occlusion_map(tiny_cnn, x, 0, window=4, stride=2, progress=False)
+    assert len(measured) == 1                # cached for this model, dtype and shape
+    explicit = cs_utils.occlusion_map(tiny_cnn, x, 0, window=4, stride=2, batch_size=5, progress=False)
+    assert len(measured) == 1
+    torch.testing.assert_close(again, calibrated)
+    torch.testing.assert_close(explicit, calibrated)
+    cs_utils.occlusion_map(tiny_cnn, x.double(), 0, window=4, stride=2, progress=False)
+    assert len(measured) == 1                # the images run in the model's dtype: the same key
+
+
 def test_occlusion_shows_the_number_of_passes_up_front(tiny_cnn, capsys):
     cs_utils.occlusion_map(tiny_cnn, torch.rand(2, 3, 8, 8), 0, window=4, stride=4, batch_size=3)
     # 2 images x 4 windows = 8 copies, 3 per batch
