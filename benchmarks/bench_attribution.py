@@ -76,12 +76,13 @@ def median_time(fn, runs):
 ROW = "| {:<50} | {:>8} | {:>8} | {:>6} | {:>6} | {:<13} |"
 
 
-def compare(name, references, technique, runs, goal=None):
+def measure(references, technique, runs):
     """``references``: {thread count: the plain passes at that count's fastest batch size}.
 
-    At each thread count the reference and the technique run back to back ``runs`` times. The
-    limit is the fastest reference median over thread counts; the technique's time is its
-    fastest median; "median" is the median per-run ratio at the technique's fastest count.
+    At each thread count the reference and the technique run back to back ``runs`` times.
+    Returns ``(count, time, limit, paired)``: the technique's fastest thread count and median
+    time there, the limit (the fastest reference median over thread counts) and the median
+    per-run ratio at the technique's fastest count.
     """
     results = {}
     for count, reference in references.items():
@@ -93,10 +94,27 @@ def compare(name, references, technique, runs, goal=None):
     count = min(results, key=lambda c: results[c][0])
     tech, _, paired = results[count]
     limit = min(ref for _, ref, _ in results.values())
+    return count, tech, limit, paired
+
+
+def compare(name, references, technique, runs, goal=None):
+    """Prints one table row of :func:`measure` (the verdict uses the median per-run ratio)."""
+    count, tech, limit, paired = measure(references, technique, runs)
     verdict = "" if goal is None else f"<= {goal:.2f}x {'ok' if paired <= goal else 'SLOW'}"
     print(ROW.format(f"{name} [{count} thr]", f"{tech * 1000:.0f}", f"{limit * 1000:.0f}",
                      f"{tech / limit:.2f}x", f"{paired:.2f}x", verdict), flush=True)
     return paired
+
+
+def sweep(work, sizes, thread_counts, runs):
+    """{thread count: {batch size: median seconds of ``work(batch_size)``}} and
+    {thread count: its fastest batch size}."""
+    seconds, fastest = {}, {}
+    for count in thread_counts:
+        with threads(count):
+            seconds[count] = {b: median_time(functools.partial(work, b), runs) for b in sizes}
+        fastest[count] = min(seconds[count], key=seconds[count].get)
+    return seconds, fastest
 
 
 def main():
@@ -127,14 +145,11 @@ def main():
     sizes = [b for b in (1, 2, 4, 8, 16, 32, 64) if b <= copies.shape[0]]
     print("| threads | " + " | ".join(f"b={b:<4}" for b in sizes) + " |")
     print("|---------|" + "|".join("--------" for _ in sizes) + "|")
-    fastest = {}     # thread count -> fastest batch size
+    seconds, fastest = sweep(lambda b: plain_passes(model, copies, copy_targets, b), sizes, args.threads,
+                             sweep_runs)
     for count in args.threads:
-        with threads(count):
-            seconds = {b: median_time(lambda b=b: plain_passes(model, copies, copy_targets, b), sweep_runs)
-                       for b in sizes}
-        fastest[count] = min(seconds, key=seconds.get)
-        print(f"| {count:>7} | " + " | ".join(f"{seconds[b] / copies.shape[0] * 1000:6.1f}" for b in sizes)
-              + " |", flush=True)
+        print(f"| {count:>7} | " + " | ".join(f"{seconds[count][b] / copies.shape[0] * 1000:6.1f}"
+                                             for b in sizes) + " |", flush=True)
     print("\nfastest batch size per thread count: "
           + ", ".join(f"{c} thread(s): {b}" for c, b in fastest.items()) + "\n")
     limit = {c: functools.partial(plain_passes, model, copies, copy_targets, b) for c, b in fastest.items()}

@@ -1,40 +1,48 @@
-"""Speed of saliency_map, guided_backprop and occlusion_map against their physical limits.
+"""Speed of saliency_map, guided_backprop and occlusion_map against their physical limits, and Captum's.
 
-Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_saliency.py [--threads 1] [--runs 7]``
+Run: ``.venv/bin/python benchmarks/bench_saliency.py [--threads 1 2] [--runs 3] [--window 16 --stride 8]``
 
-For EfficientNet-Lite0 on 224 x 224 photos it prints each technique's median
-time over several runs and its ratio to the least work the technique needs:
+For EfficientNet-Lite0 on 224 x 224 photos it prints one table: each technique's
+median time (at its fastest thread count), the limit, their ratio, and the time
+relative to Captum's peer at its best setting. The limit is the least work the
+technique needs, at the fastest of batch sizes 1, 2, 4, ... 64 and thread counts
+``--threads`` (not at our own batch size):
 
-* ``saliency_map`` and ``guided_backprop``: one plain forward + backward to the
-  pixels of the same batch (goal <= 1.1x);
-* ``occlusion_map``: one plain batched forward pass (no graph) over all the
-  occluded copies, built beforehand (goal <= 1.15x).
+* ``saliency_map`` and ``guided_backprop`` on ``--batch`` photos: plain forward +
+  backward to the pixels of the same photos (goal <= 1.1x);
+* ``occlusion_map`` on one photo: plain forward passes (no graph) over all its
+  occluded copies, built beforehand (goal <= 1.15x); once with ``batch_size=None``
+  (the size measured by :func:`cs_utils.runtime.fastest_batch_size`) and once with
+  the old default of 32.
 
-Each run times the reference and the technique back to back, so slow phases of
-a shared machine hit both; the medians of the per-run ratios are reported.
-Timings on a machine that other processes are using are noisy: read the ratios,
-and compare medians only between runs with the same thread count.
+The sweep of the plain passes and the back-to-back timing (each technique right
+after the limit's plain passes at the same thread count, so slow phases of a shared
+machine hit both) are those of ``bench_attribution.py``. The fastest batch size
+for occlusion is found on the first ``--sweep-copies`` copies (the per-copy cost
+does not depend on how many there are); the limit itself is timed on all copies.
+When captum is importable (the ``bench`` extra), ``Saliency``, ``GuidedBackprop``
+and ``Occlusion`` (softmax probability, the same windows and mean-colour fill,
+``perturbations_per_eval`` at the fastest plain batch size) run on the same inputs.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import functools
 import time
+import warnings
 
 import torch
+from bench_attribution import captum_attr, measure, plain_passes, sweep, threads
 
 import cs_utils
+from cs_utils import saliency
 
-
-def plain_forward_backward(model, x, target):
-    xg = x.clone().requires_grad_(True)
-    score = model(xg).gather(1, target[:, None]).sum()
-    return torch.autograd.grad(score, [xg])[0]
+ROW = "| {:<56} | {:>8} | {:>8} | {:>6} | {:>6} | {:>8} | {:<13} |"
 
 
 def occluded_copies(x, window, stride):
-    """Every occluded copy of every image, built outside the timed region."""
+    """Every occluded copy of every image (mean-colour fill), built outside the timed region."""
     windows = cs_utils.occlusion_windows(x.shape[2], x.shape[3], window, stride)
     copies = x.repeat_interleave(len(windows), dim=0)
     colours = x.mean(dim=(2, 3))
@@ -50,59 +58,97 @@ def plain_forward(model, copies, batch_size):
             model(copies[start:start + batch_size])
 
 
-def timed(fn):
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def compare(name, reference, technique, runs, goal):
-    reference(), technique()   # warm-up
-    pairs = [(timed(reference), timed(technique)) for _ in range(runs)]
-    ref = statistics.median(r for r, _ in pairs)
-    tech = statistics.median(t for _, t in pairs)
-    ratio = statistics.median(t / r for r, t in pairs)        # per run: both timed under the same load
-    verdict = "ok" if ratio <= goal else "SLOW"
-    print(f"| {name:<34} | {tech * 1000:9.1f} | {ref * 1000:9.1f} | {tech / ref:5.2f}x | {ratio:5.2f}x "
-          f"| <= {goal:.2f}x {verdict:4} |", flush=True)
-    return ratio
+def row(name, result, goal=None, peer=None):
+    count, tech, limit, paired = result
+    verdict = "" if goal is None else f"<= {goal:.2f}x {'ok' if paired <= goal else 'SLOW'}"
+    vs_peer = "" if peer is None else f"{tech / peer[1]:.2f}x"
+    print(ROW.format(f"{name} [{count} thr]", f"{tech * 1000:.0f}", f"{limit * 1000:.0f}",
+                     f"{tech / limit:.2f}x", f"{paired:.2f}x", vs_peer, verdict), flush=True)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--runs", type=int, default=7, help="timed runs per technique (default 7)")
-    parser.add_argument("--batch", type=int, default=4, help="photos per batch (default 4)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts (default 1 2)")
+    parser.add_argument("--runs", type=int, default=3, help="timed runs per comparison (default 3)")
+    parser.add_argument("--batch", type=int, default=4, help="photos for saliency/guided (default 4)")
+    parser.add_argument("--window", type=int, default=16, help="occlusion window (default 16)")
+    parser.add_argument("--stride", type=int, default=8, help="occlusion stride (default 8)")
+    parser.add_argument("--sweep-copies", type=int, default=128,
+                        help="occluded copies for the batch-size sweep (default 128)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    warnings.filterwarnings("ignore", category=UserWarning, module="captum")  # requires_grad, ReLU hooks
 
     model = cs_utils.load_model("efficientnet_lite0")
     photos = [s for s in cs_utils.sample_images("photo") if s.name.startswith("imagenet")][:args.batch]
     x = torch.cat([cs_utils.load_image(s.path, 224) for s in photos])
     with torch.no_grad():
         target = model(x).argmax(dim=1)
-    window, stride, batch_size = 56, 28, 32
-    n_windows = len(cs_utils.occlusion_windows(224, 224, window, stride))
-    copies = occluded_copies(x, window, stride)
+    x1, t1 = x[:1], target[:1]
+    copies = occluded_copies(x1, args.window, args.stride)
+    sweep_runs = 2
+    print(f"EfficientNet-Lite0, 224 x 224 photos, threads {args.threads}, median of {args.runs} runs; "
+          f"captum {'not installed' if captum_attr is None else 'installed'}")
+    print(f"occlusion: 1 photo, window {args.window}, stride {args.stride}: {copies.shape[0]} copies\n")
 
-    print(f"EfficientNet-Lite0, {x.shape[0]} photos of 224 x 224, {torch.get_num_threads()} torch thread(s), "
-          f"median of {args.runs} runs")
-    print(f"occlusion: window {window}, stride {stride}: {n_windows} copies per photo, "
-          f"{copies.shape[0]} in all, batches of {batch_size}\n")
-    print("ratio of medians, and median of the per-run ratios (the verdict uses the latter)\n")
-    print(f"| {'technique (reference)':<34} | {'time ms':>9} | {'ref ms':>9} "
-          "| ratio  | median | goal           |")
-    print(f"|{'-' * 36}|{'-' * 11}|{'-' * 11}|--------|--------|----------------|")
-    fwd_bwd = lambda: plain_forward_backward(model, x, target)  # noqa: E731
-    compare("saliency_map (fwd+bwd)", fwd_bwd, lambda: cs_utils.saliency_map(model, x, target),
-            args.runs, 1.1)
-    compare("guided_backprop (fwd+bwd)", fwd_bwd, lambda: cs_utils.guided_backprop(model, x, target),
-            args.runs, 1.1)
-    compare("occlusion_map (fwd of all copies)", lambda: plain_forward(model, copies, batch_size),
-            lambda: cs_utils.occlusion_map(model, x, target, window=window, stride=stride,
-                                           batch_size=batch_size, progress=False),
-            max(3, args.runs // 2), 1.15)
+    # the limits: plain work at the fastest batch size per thread count
+    sizes = [b for b in (1, 2, 4, 8, 16, 32, 64) if b <= x.shape[0]]
+    _, fastest = sweep(lambda b: plain_passes(model, x, target, b), sizes, args.threads, sweep_runs)
+    grad_limit = {c: functools.partial(plain_passes, model, x, target, b) for c, b in fastest.items()}
+    print("fwd+bwd of the photos, fastest batch size: "
+          + ", ".join(f"{c} thr: {b}" for c, b in fastest.items()))
+    sample = copies[:args.sweep_copies]
+    sizes = [b for b in (1, 2, 4, 8, 16, 32, 64) if b <= sample.shape[0]]
+    seconds, fastest = sweep(lambda b: plain_forward(model, sample, b), sizes, args.threads, sweep_runs)
+    for count in args.threads:
+        print(f"fwd of {sample.shape[0]} occluded copies on {count} thr, ms per copy: "
+              + ", ".join(f"b={b}: {seconds[count][b] / sample.shape[0] * 1000:.1f}" for b in sizes),
+              flush=True)
+    occl_limit = {c: functools.partial(plain_forward, model, copies, b) for c, b in fastest.items()}
+    best_batch = fastest[min(fastest, key=lambda c: seconds[c][fastest[c]])]
+
+    for count in args.threads:
+        with threads(count):
+            start = time.perf_counter()
+            chosen = saliency._occlusion_batch_size(model, x1, copies.shape[0])
+            print(f"occlusion_map(batch_size=None) on {count} thr: batch size {chosen}, measured in "
+                  f"{time.perf_counter() - start:.2f} s (once per process)")
+    print("\ntime: the technique at its fastest thread count; limit: the fastest plain work (batch sizes "
+          "1..64, all thread counts);\nratio: time / limit; median: the median per-run ratio to the limit's "
+          "plain work at the same thread count\n(the verdict uses it); vs peer: time / the captum peer's "
+          "time\n")
+    print(ROW.format("technique (limit)", "time ms", "limit ms", "ratio", "median", "vs peer", "goal"))
+    print(f"|{'-' * 58}|{'-' * 10}|{'-' * 10}|{'-' * 8}|{'-' * 8}|{'-' * 10}|{'-' * 15}|")
+
+    peers = {}
+    if captum_attr is not None:
+        sal, gbp = captum_attr.Saliency(model), captum_attr.GuidedBackprop(model)
+        occlusion = captum_attr.Occlusion(lambda images: model(images).softmax(dim=1))
+        baseline = x1.mean(dim=(2, 3), keepdim=True).expand_as(x1).contiguous()
+        window, stride = (3, args.window, args.window), (3, args.stride, args.stride)
+        peers = {
+            "saliency": measure(grad_limit, lambda: sal.attribute(x, target=target, abs=True).amax(dim=1),
+                                args.runs),
+            "guided": measure(grad_limit, lambda: gbp.attribute(x, target=target), args.runs),
+            "occlusion": measure(occl_limit, lambda: occlusion.attribute(
+                x1, sliding_window_shapes=window, strides=stride, baselines=baseline, target=t1,
+                perturbations_per_eval=best_batch), args.runs),
+        }
+    name = f"{x.shape[0]} photos (fwd+bwd)"
+    row(f"saliency_map, {name}", measure(grad_limit, lambda: cs_utils.saliency_map(model, x, target),
+                                         args.runs), 1.1, peers.get("saliency"))
+    if peers:
+        row("  captum Saliency", peers["saliency"])
+    row(f"guided_backprop, {name}", measure(grad_limit, lambda: cs_utils.guided_backprop(model, x, target),
+                                            args.runs), 1.1, peers.get("guided"))
+    if peers:
+        row("  captum GuidedBackprop", peers["guided"])
+    for label, batch_size in (("batch_size=None", None), ("batch_size=32", 32)):
+        result = measure(occl_limit, lambda b=batch_size: cs_utils.occlusion_map(
+            model, x1, t1, window=args.window, stride=args.stride, batch_size=b, progress=False), args.runs)
+        row(f"occlusion_map {label} ({copies.shape[0]} fwd)", result, 1.15, peers.get("occlusion"))
+    if peers:
+        row(f"  captum Occlusion (perturbations_per_eval {best_batch})", peers["occlusion"])
 
 
 if __name__ == "__main__":
