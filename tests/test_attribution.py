@@ -5,7 +5,7 @@ import functools
 import pytest
 import torch
 import torch.nn.functional as F
-from models_by_hand import linear_model
+from models_by_hand import linear_model, unusable_image
 from torch import nn
 
 import cs_utils
@@ -453,17 +453,7 @@ def test_same_seed_same_map(tiny_cnn, name):
 @pytest.mark.parametrize("bad, words", [("nan", "NaN"), ("inf", "infinite"), ("empty", "empty batch"),
                                         ("meta", "meta device"), ("range", r"\[0, 1\]")])
 def test_unusable_images_are_refused(tiny_cnn, caller_state, hook_count, name, bad, words):
-    x = torch.full((1, 3, 8, 8), 0.5)
-    if bad == "nan":
-        x[0, 0, 3, 3] = float("nan")
-    elif bad == "inf":
-        x[0, 2, 0, 7] = float("inf")
-    elif bad == "empty":
-        x = x[:0]
-    elif bad == "range":
-        x = x * 255
-    else:
-        x = torch.empty(1, 3, 8, 8, device="meta")
+    x = unusable_image(bad)
     state = caller_state(tiny_cnn)
     before = x.clone() if bad != "meta" else None
     with pytest.raises(ValueError, match=words):

@@ -8,6 +8,7 @@ batch, a tensor on the meta device, and float64 images for a float32 model.
 import numpy as np
 import pytest
 import torch
+from models_by_hand import unusable_image
 from torch import nn
 
 import cs_utils
@@ -188,15 +189,7 @@ def _first(result):
     ("meta", "meta device"),
 ])
 def test_every_technique_refuses_unusable_images(tiny_cnn, caller_state, hook_count, name, bad, words):
-    x = torch.full((1, 3, 8, 8), 0.5)
-    if bad == "nan":
-        x[0, 0, 3, 3] = float("nan")
-    elif bad == "inf":
-        x[0, 2, 0, 7] = float("inf")
-    elif bad == "empty":
-        x = x[:0]
-    else:
-        x = torch.empty(1, 3, 8, 8, device="meta")
+    x = unusable_image(bad)
     state = caller_state(tiny_cnn)
     before = x.clone() if bad != "meta" else None
     with pytest.raises(ValueError, match=words):

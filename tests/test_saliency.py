@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from models_by_hand import linear_model
+from models_by_hand import linear_model, red_square_image, red_square_model
 from torch import nn
 
 import cs_utils
@@ -122,17 +122,8 @@ def test_works_inside_no_grad_and_inference_mode(tiny_cnn):
 
 # --------------------------------------------------------------------------- occlusion_map
 
-def red_square_model():
-    """Two classes on 4x4 images: score 0 = sum of the red channel, score 1 = 0."""
-    weight = torch.zeros(2, 3, 4, 4)
-    weight[0, 0] = 1.0
-    return linear_model(weight.view(2, -1))
 
 
-def red_square_image():
-    x = torch.zeros(1, 3, 4, 4)
-    x[0, 0, :2, :2] = 1.0          # a red 2x2 square top left; mean colour (0.25, 0, 0)
-    return x
 
 
 def test_occlusion_on_a_linear_model_by_hand():
