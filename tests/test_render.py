@@ -2,6 +2,7 @@ import shutil
 from pathlib import Path
 
 import nbformat
+import pytest
 
 from cs_utils import render
 
@@ -62,3 +63,52 @@ def test_nbval_runs_a_notebook_against_the_package(tmp_path):
     online = subprocess.run(base + [str(tmp_path / "online.ipynb")], capture_output=True, text=True,
                             env=env, timeout=300, cwd=tmp_path)
     assert online.returncode == 1 and "SocketConnectBlockedError" in online.stdout, online.stdout
+
+
+def test_parallel_kernels_run_at_once_with_their_share_of_threads(tmp_path):
+    """Two notebooks that each wait for the other's file can only finish if their kernels run
+    at the same time; each kernel sees cores // jobs threads."""
+    import os
+
+    notebooks, out = tmp_path / "nb", tmp_path / "build"
+    notebooks.mkdir()
+    wait = ("import os, pathlib, time\n"
+            "me, other = pathlib.Path({me!r}), pathlib.Path({other!r})\n"
+            "me.touch()\n"
+            "deadline = time.monotonic() + 60\n"
+            "while not other.exists() and time.monotonic() < deadline:\n"
+            "    time.sleep(0.05)\n"
+            "assert other.exists(), 'the other notebook never started'\n"
+            "print('threads', os.environ.get('OMP_NUM_THREADS'))")
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    _notebook(notebooks / "01_a.ipynb", wait.format(me=a, other=b))
+    _notebook(notebooks / "02_b.ipynb", wait.format(me=b, other=a))
+    results = render.render_notebooks(notebooks, out, timeout=120, jobs=2, log=lambda _: None)
+    assert [r.error for r in results] == [None, None]
+    expected = f"threads {max(1, (os.cpu_count() or 1) // 2)}"
+    assert expected in (out / "01_a.html").read_text() and expected in (out / "02_b.html").read_text()
+
+
+def test_longest_notebook_starts_first_and_timings_are_kept(tmp_path):
+    notebooks, out = tmp_path / "nb", tmp_path / "build"
+    notebooks.mkdir()
+    out.mkdir()
+    for name in ("01_short", "02_long", "03_new"):
+        _notebook(notebooks / f"{name}.ipynb", "print(1)")
+    (out / "timings.json").write_text('{"01_short.ipynb": 5.0, "02_long.ipynb": 300.0, "gone.ipynb": 9}')
+    lines = []
+    results = render.render_notebooks(notebooks, out, timeout=120, jobs=1, log=lines.append)
+    started = [line.split()[1] for line in lines if line.startswith("executing")]
+    assert [Path(s).name for s in started] == ["02_long.ipynb", "01_short.ipynb", "03_new.ipynb"]
+    assert [r.notebook.name for r in results] == ["01_short.ipynb", "02_long.ipynb", "03_new.ipynb"]
+    import json
+    timings = json.loads((out / "timings.json").read_text())
+    assert set(timings) == {"01_short.ipynb", "02_long.ipynb", "03_new.ipynb", "gone.ipynb"}
+    assert timings["02_long.ipynb"] < 300.0   # replaced by this run's time
+
+
+def test_jobs_must_be_a_positive_int(tmp_path):
+    (tmp_path / "nb").mkdir()
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="jobs must be a positive int"):
+            render.render_notebooks(tmp_path / "nb", tmp_path / "b", jobs=bad)
