@@ -50,7 +50,7 @@ lint: setup
 	$(PY) -m ruff check cs_utils tests notebooks
 
 run: setup
-	$(PY) -m cs_utils.render --notebooks notebooks --out build
+	$(PY) -m cs_utils.course.render --notebooks notebooks --out build
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks
@@ -60,13 +60,13 @@ strip: setup
 
 # The fast-style networks of notebook 06, one after another on one thread (resumes an interrupted run).
 weights: setup
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m cs_utils.train_weights
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m cs_utils.course.train_weights
 
 checks: setup
-	OMP_NUM_THREADS=1 $(PY) -c 'import sys; from cs_utils.grading import main; sys.exit(main(["--generate"]))'
+	OMP_NUM_THREADS=1 $(PY) -c 'import sys; from cs_utils.course.grading import main; sys.exit(main(["--generate"]))'
 
 student: setup
-	$(PY) -m cs_utils.release --out build/student
+	$(PY) -m cs_utils.course.release --out build/student
 
 # bench_attribution.py also times Captum (the `bench` extra) when it can be installed, else skips those rows.
 bench: setup

@@ -33,7 +33,7 @@ from .evaluation import (
     insertion_curve,
     rank_correlation,
 )
-from .exercise_registry import rel_error
+from .course.exercise_registry import rel_error
 from .fast_style import (
     HELD_OUT_PHOTOS,
     ConditionalInstanceNorm,
@@ -44,7 +44,7 @@ from .fast_style import (
     train_fast_style,
     training_photos,
 )
-from .grading import check as check_exercise
+from .course.grading import check as check_exercise
 from .history import History
 from .hooks import (
     capture_activations,

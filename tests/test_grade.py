@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cs_utils import grade, grading
+from cs_utils.course import grade, grading
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -104,7 +104,7 @@ def test_a_complete_correct_submission_gets_full_marks(tmp_path):
     """Through the command line, on the whole project, with the JSON for a course platform."""
     out = tmp_path / "scores.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    run = subprocess.run([sys.executable, "-m", "cs_utils.grade", str(ROOT), "--json", str(out)],
+    run = subprocess.run([sys.executable, "-m", "cs_utils.course.grade", str(ROOT), "--json", str(out)],
                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert run.returncode == 0, run.stderr
     report = json.loads(out.read_text())

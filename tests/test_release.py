@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cs_utils import grading
-from cs_utils.release import BEGIN, END, build_release, marked_regions, project_files, strip_solutions
+from cs_utils.course import grading
+from cs_utils.course.release import BEGIN, END, build_release, marked_regions, project_files, strip_solutions
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "CS_UTILS_FAST": "1",
@@ -187,7 +187,7 @@ def test_the_release_scores_zero_and_says_what_to_write(release):
     """Every exercise of the untouched release is "not implemented" and names its file."""
     import pytest_socket
 
-    from cs_utils import grade, grading
+    from cs_utils.course import grade, grading
 
     pytest_socket.socket_allow_hosts(["127.0.0.1", "::1"], allow_unix_socket=True)   # the grader's workers
     report = grade.grade(release, timeout=60)

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import nbformat
 
-from cs_utils import render
+from cs_utils.course import render
 
 
 def _notebook(path, *sources):

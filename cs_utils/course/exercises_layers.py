@@ -57,7 +57,7 @@ def _rf_run(fn, t, ctx):
 
 def _rf_variant(kind):
     def wrong(model, layer, input_size):
-        from .receptive_fields import ReceptiveField, _spatial_ops_before
+        from ..receptive_fields import ReceptiveField, _spatial_ops_before
 
         input_size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
         ops, output_size = _spatial_ops_before(model, layer, input_size)
@@ -186,7 +186,7 @@ def _style_targets_class(fn):
     module = sys.modules.get(getattr(fn, "__module__", ""), None)
     cls = getattr(module, "StyleTargets", None)
     if cls is None:
-        from .style import StyleTargets as cls
+        from ..style import StyleTargets as cls
     return cls
 
 

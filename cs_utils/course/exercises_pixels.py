@@ -98,7 +98,7 @@ def _occlusion_run(fn, t, ctx):
 
 def _occlusion_variant(kind, batched=True):
     def wrong(model, x, target, *, window=32, stride=8, fill=None, batch_size=32, progress=True):
-        from .saliency import occlusion_windows
+        from ..saliency import occlusion_windows
 
         n, _, height, width = x.shape
         colour = x.mean(dim=(2, 3)) if fill is None else torch.full((n, 3), float(fill), dtype=x.dtype)
@@ -295,8 +295,8 @@ def _dream_run(fn, t, ctx):
 
 def _dream_variant(kind):
     def wrong(model, x, layer, *, step_size=0.01, jitter=32, generator=None):
-        from .dream import roll_offsets
-        from .hooks import extract_features
+        from ..dream import roll_offsets
+        from ..hooks import extract_features
 
         dy, dx = roll_offsets(jitter, generator)
         rolled = torch.roll(x.detach(), shifts=(dy, dx), dims=(2, 3)).requires_grad_(True)

@@ -2,7 +2,7 @@
 
 ::
 
-    python -m cs_utils.grade SUBMISSION [--json scores.json] [--timeout 60] [--memory 2048]
+    python -m cs_utils.course.grade SUBMISSION [--json scores.json] [--timeout 60] [--memory 2048]
 
 ``SUBMISSION`` is a student's ``cs_utils`` folder or the whole student project
 (the folder that holds ``cs_utils/``). Each exercise runs in its own process,
@@ -267,16 +267,16 @@ def grade_exercise(package_dir: Path, name: str, *, timeout: float = DEFAULT_TIM
                          seconds=round(float(result["seconds"] or elapsed), 3))
 
 
-# The grading processes run ``python -m cs_utils.grade``'s main module again as ``__mp_main__``;
+# The grading processes run ``python -m cs_utils.course.grade``'s main module again as ``__mp_main__``;
 # runpy then warns that the module is imported already. Harmless here, so the server ignores it.
-_RERUN_WARNING = "ignore:'cs_utils.grade' found in sys.modules:RuntimeWarning"
+_RERUN_WARNING = "ignore:'cs_utils.course.grade' found in sys.modules:RuntimeWarning"
 
 
 def _context():
     if _RERUN_WARNING not in sys.warnoptions:
         sys.warnoptions.append(_RERUN_WARNING)
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["cs_utils.grade"])
+    ctx.set_forkserver_preload(["cs_utils.course.grade"])
     return ctx
 
 
@@ -322,7 +322,7 @@ def render_table(report: dict) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cs_utils.grade",
+    parser = argparse.ArgumentParser(prog="python -m cs_utils.course.grade",
                                      description="Grade a student's cs_utils against the golden checks.")
     parser.add_argument("submission", type=Path, help="a student's cs_utils folder or project folder")
     parser.add_argument("--json", type=Path, default=None, help="also write the scores as JSON here")

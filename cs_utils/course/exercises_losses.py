@@ -1,6 +1,6 @@
 """The exercises of cs_utils/losses.py: gram_matrix, content_loss, style_loss, tv_loss.
 
-Importing this module registers them in :data:`cs_utils.exercise_registry.EXERCISES`.
+Importing this module registers them in :data:`cs_utils.course.exercise_registry.EXERCISES`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def _gram_run(fn, t, ctx):
 
 def _gram_variant(scale):
     def wrong(features, normalize=True):
-        from .losses import gram_matrix
+        from ..losses import gram_matrix
 
         n, c, h, w = features.shape
         return gram_matrix(features, normalize=False) / (scale(n, c, h, w) if normalize else 1)
@@ -107,7 +107,7 @@ def _style_run(fn, t, ctx):
 
 def _style_variant(kind):
     def wrong(features, target_grams, weights=1.0):
-        from .losses import gram_matrix
+        from ..losses import gram_matrix
 
         if isinstance(weights, (int, float)):
             weights = [float(weights)] * len(features)

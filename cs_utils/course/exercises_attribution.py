@@ -33,7 +33,7 @@ def _grad_cam_run(fn, t, ctx):
 
 def _grad_cam_variant(kind):
     def wrong(model, x, target, *, layer=None, upsample=True):
-        from .hooks import capture_activations
+        from ..hooks import capture_activations
 
         layer = "head" if layer is None else layer    # the input of Lite0's global pool
         xg = x.detach().clone().requires_grad_(True)
@@ -104,7 +104,7 @@ def _ig_run(fn, t, ctx):
 
 def _ig_variant(kind):
     def wrong(model, x, target, *, baseline=None, steps=32, batch_size=None, generator=None):
-        from .attribution import baseline_image
+        from ..attribution import baseline_image
 
         base = baseline_image(x, None if kind == "from_black" else baseline, generator=generator)
         target = _targets(target, x.shape[0])
