@@ -46,8 +46,9 @@ def _rf_inputs():
 
 def _rf_run(fn, t, ctx):
     model, size = ctx.model(), int(t["input_size"])
+    lite0_layers = RF_LAYERS if "blocks" not in t else ("stem", *(f"blocks.{int(i)}" for i in t["blocks"]))
     outputs = {}
-    for model_name, net, layers in (("lite0", model, RF_LAYERS), ("dilated", _dilated_net(), ("conv3",))):
+    for model_name, net, layers in (("lite0", model, lite0_layers), ("dilated", _dilated_net(), ("conv3",))):
         for layer in layers:
             field_ = fn(net, layer, size)
             outputs[f"{model_name}_{layer}"] = np.array([field_.size, field_.stride, field_.offset],
