@@ -166,6 +166,7 @@ def _accepted(fn, **kwargs) -> dict:
 
 def _input_grad(model, x, target, kind="score"):
     """d(objective)/dx for a batch, with the objective of a correct or a typical wrong version."""
+    ### BEGIN SOLUTION
     x = x.detach().clone().requires_grad_(True)
     scores = model(x)
     target = torch.as_tensor(target).reshape(-1).expand(x.shape[0])
@@ -177,5 +178,6 @@ def _input_grad(model, x, target, kind="score"):
         objective = torch.nn.functional.cross_entropy(scores, target, reduction="sum")
     (grad,) = torch.autograd.grad(objective, [x])
     return grad
+    ### END SOLUTION
 
 

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from .release import strip_solutions
+from .report import one_line
 
 __all__ = ["CASE_STATUS", "BadResult", "CaseFile", "Sandbox", "SandboxError", "build_base", "isolation_mode",
            "read_case"]
@@ -51,7 +52,7 @@ RUNNER = Path(__file__).resolve().with_name("sandbox_runner.py")
 INSTRUCTOR_TOOLS = ("autograder.py", "grade.py", "sandbox.py", "sandbox_runner.py", "class_grading.py", "gradescope.py",
                     "release.py", "render.py", "train_weights.py", "hidden_cases.py", "report.py")
 CASE_STATUS = {0: "ok", 1: "not implemented", 2: "error", 3: "fail", 4: "memory"}
-MAX_RESULT_BYTES = 256 * 2**20
+MAX_RESULT_BYTES = 64 * 2**20
 STARTUP_TIMEOUT = 300.0
 SANDBOX_UID = 65534
 IN_SANDBOX = Path("/sandbox")
@@ -179,11 +180,14 @@ def read_case(path: Path) -> CaseFile:
     except Exception as exc:  # noqa: BLE001 - whatever the file holds, it is a bad result
         raise BadResult(f"the result file cannot be read as plain arrays ({type(exc).__name__})") from None
     try:
-        status = CASE_STATUS[int(arrays.pop("status"))]
+        status, seconds = arrays.pop("status"), arrays.pop("seconds")
+        if status.shape != () or status.dtype.kind not in "iu" or seconds.shape != () or seconds.dtype.kind != "f":
+            raise TypeError("status and seconds must be one integer and one float")
+        status = CASE_STATUS[int(status)]
         message = _message(arrays.pop("message"))
-        seconds = float(arrays.pop("seconds"))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise BadResult(f"the result is malformed ({type(exc).__name__}: {str(exc)[:80]})") from None
+        seconds = float(seconds)
+    except (KeyError, TypeError, ValueError, BadResult) as exc:
+        raise BadResult(f"the result is malformed ({type(exc).__name__}: {one_line(exc, 80)})") from None
     outputs = {}
     for key, value in arrays.items():
         if not key.startswith("out/"):

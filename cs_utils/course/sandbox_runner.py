@@ -69,7 +69,7 @@ def _set_limits(memory_bytes: int, max_processes: int) -> None:
             if line.startswith("VmSize:"):
                 size = int(line.split()[1]) * 1024
     hard(resource.RLIMIT_AS, size + memory_bytes)
-    hard(resource.RLIMIT_FSIZE, 256 * 2**20)
+    hard(resource.RLIMIT_FSIZE, 64 * 2**20)
     hard(resource.RLIMIT_CORE, 0)
     hard(resource.RLIMIT_NPROC, max_processes)
 
@@ -111,7 +111,9 @@ def _import_message(exc: BaseException, exercise) -> str:
 
 
 class _Context:
-    """Fresh copies of the pretrained model the zygote loaded once."""
+    """The pretrained model the zygote loaded once, in each dtype. No copy is needed: the child is a
+    copy-on-write fork, and what a submission changes in the model dies with its child (or at worst
+    spoils its own later cases)."""
 
     def __init__(self, templates: dict):
         self.templates, self.models = templates, []
@@ -124,7 +126,7 @@ class _Context:
         dtype = dtype or torch.float64
         if dtype not in self.templates:
             self.templates[dtype] = self.templates[torch.float32].to(dtype)
-        model = copy.deepcopy(self.templates[dtype])
+        model = self.templates[dtype]
         self.models.append((model, _hooks_and_modes(model)))
         return model
 
@@ -220,7 +222,10 @@ def _child(name: str, submission: str, jobs: str, scratch: str, memory_bytes: in
             status, message, outputs = MEMORY, "MemoryError", {}
         except BaseException as exc:  # noqa: BLE001 - e.g. SystemExit raised by the submission
             status, message, outputs = ERROR, f"{type(exc).__name__}: {exc}", {}
-        _write_case(out, status, message, time.perf_counter() - start, outputs)
+        try:
+            _write_case(out, status, message, time.perf_counter() - start, outputs)
+        except OSError:   # e.g. larger than the file size limit
+            _write_case(out, ERROR, "the result is larger than the 64 MB a result file may take")
 
 
 def _processes() -> list[int]:
