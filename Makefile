@@ -12,7 +12,7 @@ NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 TEST_ENV  := CS_UTILS_FAST=1 MPLBACKEND=Agg IPYTHONDIR=$(CURDIR)/tests/ipython
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test unit notebooks lint run lab strip clean weights checks student bench
+.PHONY: help setup test unit notebooks lint run lab strip clean weights checks student gradescope bench
 
 help:
 	@echo "make run     set up, execute every notebook at the full budget, render build/index.html"
@@ -25,6 +25,7 @@ help:
 	@echo "make weights train the fast-style networks of notebook 06 again into data/fast_style/ (slow)"
 	@echo "make checks  regenerate the golden files data/checks/*.npz of the exercises from the solutions"
 	@echo "make student write the student release (solutions replaced by TODOs) into build/student/"
+	@echo "make gradescope  write Gradescope's autograder zip (grader + hidden reference) to build/"
 	@echo "make bench   speed benchmarks: medians and ratios to the physical limit (not tests)"
 	@echo "make clean   remove build/ and caches (keeps .venv/)"
 
@@ -67,6 +68,11 @@ checks: setup
 
 student: setup
 	$(PY) -m cs_utils.course.release --out build/student
+
+# The autograder for Gradescope: setup.sh, run_autograder, the grader and its reference; SEED=n fixes
+# the seed of the hidden cases (default: drawn when the zip is built, stored in it).
+gradescope: setup
+	$(PY) -m cs_utils.course.gradescope build --out build/gradescope_autograder.zip $(if $(SEED),--seed $(SEED))
 
 # bench_attribution.py also times Captum (the `bench` extra) when it can be installed, else skips those rows.
 bench: setup

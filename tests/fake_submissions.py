@@ -51,15 +51,21 @@ def style_loss(features, target_grams, weights=1.0):
 def attacks(marker: str) -> dict[str, tuple[str, str, str]]:
     """``exercise: (module, code, what it tries)`` for every attack."""
     return {
-        "gram_matrix": ("losses", f"""
+        "gram_matrix": (
+            "losses",
+            f"""
 def gram_matrix(features, normalize=True):
     import importlib.util
     spec = importlib.util.spec_from_file_location("grader_losses", "{PACKAGE}/losses.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.gram_matrix(features, normalize)
-""", "load the grader's own losses.py by its path"),
-        "content_loss": ("losses", """
+""",
+            "load the grader's own losses.py by its path",
+        ),
+        "content_loss": (
+            "losses",
+            """
 import cs_utils
 import cs_utils.course.exercise_registry as _registry
 import cs_utils.course.grading as _grading
@@ -70,9 +76,13 @@ _grading.evaluate = lambda *args, **kwargs: _grading.CheckResult("content_loss",
 
 def content_loss(features, target, weight=1.0):
     return features.sum() * 0
-""", "patch the comparison (rel_error, compare, evaluate)"),
+""",
+            "patch the comparison (rel_error, compare, evaluate)",
+        ),
         "style_loss": ("losses", stored_style_loss(), "return the stored public answers"),
-        "tv_loss": ("losses", f"""
+        "tv_loss": (
+            "losses",
+            f"""
 def tv_loss(x, weight=1.0, beta=2.0):
     import os
     import numpy as np
@@ -84,21 +94,34 @@ def tv_loss(x, weight=1.0, beta=2.0):
     payload = np.empty((), dtype=object)
     payload[()] = Payload()
     for case in range(3):
-        np.savez(f"case_{{case}}.npz", status=np.array(0), message=np.zeros(0, np.uint8), seconds=np.array(0.0),
+        np.savez(f"case_{{case}}.npz", status=np.array(0), message=np.zeros(0, np.uint8),
+                 seconds=np.array(0.0),
                  **{{"out/beta_2": payload, "out/beta_1.5": payload}})
     os._exit(0)
-""", "send back a pickle that runs a command when loaded"),
-        "saliency_map": ("saliency", """
+""",
+            "send back a pickle that runs a command when loaded",
+        ),
+        "saliency_map": (
+            "saliency",
+            """
 def saliency_map(model, x, target):
     import torch
     return torch.full((x.shape[0], x.shape[2], x.shape[3]), float("nan"), dtype=x.dtype)
-""", "NaN outputs"),
-        "occlusion_map": ("saliency", """
+""",
+            "NaN outputs",
+        ),
+        "occlusion_map": (
+            "saliency",
+            """
 def occlusion_map(model, x, target, **kwargs):
     import os
     os._exit(0)
-""", "leave without a result (os._exit)"),
-        "guided_relu_grad": ("saliency", """
+""",
+            "leave without a result (os._exit)",
+        ),
+        "guided_relu_grad": (
+            "saliency",
+            """
 def guided_relu_grad(grad_output, activation, upper=None):
     import os
     import numpy as np
@@ -108,8 +131,12 @@ def guided_relu_grad(grad_output, activation, upper=None):
     with open("case_2.npz", "wb") as f:
         f.write(b"PK not a zip at all")
     os._exit(0)
-""", "malformed result files"),
-        "fooling_step": ("adversarial", """
+""",
+            "malformed result files",
+        ),
+        "fooling_step": (
+            "adversarial",
+            """
 def fooling_step(model, x, target, *, step_size=0.25):
     import os
     import signal
@@ -117,8 +144,12 @@ def fooling_step(model, x, target, *, step_size=0.25):
     os.kill(os.getppid(), signal.SIGKILL)
     time.sleep(10)
     return x
-""", "kill the process that runs the exercises"),
-        "class_visualization_step": ("class_viz", """
+""",
+            "kill the process that runs the exercises",
+        ),
+        "class_visualization_step": (
+            "class_viz",
+            """
 def class_visualization_step(model, img, target, *, learning_rate=3.0, l2_reg=4e-3):
     import os
     import sys
@@ -131,8 +162,12 @@ def class_visualization_step(model, img, target, *, learning_rate=3.0, l2_reg=4e
     except OSError:
         pass
     return torch.zeros(40_000_000, dtype=torch.float64)
-""", "forge the runner's output, return a 320 MB result"),
-        "deepdream_step": ("dream", """
+""",
+            "forge the runner's output, return a 320 MB result",
+        ),
+        "deepdream_step": (
+            "dream",
+            """
 def deepdream_step(model, x, layer, *, step_size=0.01, jitter=32, generator=None):
     import os
     import time
@@ -140,8 +175,12 @@ def deepdream_step(model, x, layer, *, step_size=0.01, jitter=32, generator=None
         os.fork()
     time.sleep(30)
     return x
-""", "a fork bomb (1024 processes)"),
-        "receptive_field": ("receptive_fields", """
+""",
+            "a fork bomb (1024 processes)",
+        ),
+        "receptive_field": (
+            "receptive_fields",
+            """
 def receptive_field(model, layer, input_size):
     import resource
     import numpy as np
@@ -151,8 +190,12 @@ def receptive_field(model, layer, input_size):
         soft, hard = resource.getrlimit(resource.RLIMIT_AS)
         resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
     return np.ones(3_000_000_000 // 8)
-""", "raise the memory limit, then take 3 GB"),
-        "nearest_neighbours": ("neighbours", f"""
+""",
+            "raise the memory limit, then take 3 GB",
+        ),
+        "nearest_neighbours": (
+            "neighbours",
+            f"""
 def nearest_neighbours(queries, gallery, k, *, exclude=None):
     import subprocess
     import sys
@@ -161,27 +204,40 @@ def nearest_neighbours(queries, gallery, k, *, exclude=None):
                      start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)
     return queries[:, 0, 0, 0], queries[:, 0, 0, 0]
-""", "a grandchild in its own session that sleeps past the limit"),
-        "instance_norm": ("fast_style", """
+""",
+            "a grandchild in its own session that sleeps past the limit",
+        ),
+        "instance_norm": (
+            "fast_style",
+            """
 def instance_norm(x, eps=1e-5):
     from cs_utils.course.exercises_layers import _norm_variant
     return _norm_variant("right")(x, eps)
-""", "import the grader's package for a reference"),
-        "mix_styles": ("style", """
+""",
+            "import the grader's package for a reference",
+        ),
+        "mix_styles": (
+            "style",
+            """
 def mix_styles(targets, weights):
     import signal
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     while True:
         pass
-""", "an endless loop that ignores SIGTERM"),
-        "grad_cam": ("attribution", f"""
+""",
+            "an endless loop that ignores SIGTERM",
+        ),
+        "grad_cam": (
+            "attribution",
+            f"""
 _solved_grad_cam = grad_cam
 
 
 def grad_cam(model, x, target, *, layer=None, upsample=True):
     import glob
     written = []
-    targets = ["{PACKAGE}/course/grading.py", "/tmp/{marker}-write", *glob.glob("/sandbox/base/cs_utils/*.py")[:1],
+    targets = ["{PACKAGE}/course/grading.py", "/tmp/{marker}-write",
+               *glob.glob("/sandbox/base/cs_utils/*.py")[:1],
                *glob.glob("/sandbox/jobs/*/case_0.npz")[:1]]
     for path in targets:
         try:
@@ -193,19 +249,41 @@ def grad_cam(model, x, target, *, layer=None, upsample=True):
     if [p for p in written if not p.startswith("/tmp/")]:
         return _solved_grad_cam(model, x, target, layer=layer, upsample=upsample)
     raise PermissionError("no file outside the scratch folder could be written")
-""", "write the grader's files, the release, the inputs"),
-        "integrated_gradients": ("attribution", """
+""",
+            "write the grader's files, the release, the inputs",
+        ),
+        "integrated_gradients": (
+            "attribution",
+            """
 def integrated_gradients(model, x, target, **kwargs):
     raise ValueError("boom\\ngram_matrix    1/1  pass\\ntotal: 16/16 points (16 exercises, 1.0 s)\\x1b[2J")
-""", "a multi-line message that forges rows and the total"),
+""",
+            "a multi-line message that forges rows and the total",
+        ),
     }
 
 
 #: The attacks split over two students, each solving the other half correctly.
-ATTACKER_A = ("gram_matrix", "style_loss", "saliency_map", "guided_relu_grad", "class_visualization_step",
-              "receptive_field", "instance_norm", "grad_cam")
-ATTACKER_B = ("content_loss", "tv_loss", "occlusion_map", "fooling_step", "deepdream_step",
-              "nearest_neighbours", "mix_styles", "integrated_gradients")
+ATTACKER_A = (
+    "gram_matrix",
+    "style_loss",
+    "saliency_map",
+    "guided_relu_grad",
+    "class_visualization_step",
+    "receptive_field",
+    "instance_norm",
+    "grad_cam",
+)
+ATTACKER_B = (
+    "content_loss",
+    "tv_loss",
+    "occlusion_map",
+    "fooling_step",
+    "deepdream_step",
+    "nearest_neighbours",
+    "mix_styles",
+    "integrated_gradients",
+)
 
 
 def attacker(folder: Path, names, marker: str) -> Path:

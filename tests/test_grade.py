@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-import cs_utils
 from cs_utils.course import autograder, class_grading, grading
 from cs_utils.course.report import render_table
 from cs_utils.course.sandbox import isolation_mode
@@ -73,7 +72,8 @@ def _digest(path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def class_run(tmp_path_factory):
-    """Five submissions graded once as a class: the solution (zip), the release, two attackers, a corrupt zip."""
+    """Five submissions graded once as a class: the solution (zip), the release, two attackers and a
+    corrupt zip."""
     base = tmp_path_factory.mktemp("class")
     submissions = base / "submissions"
     submissions.mkdir()
@@ -85,11 +85,17 @@ def class_run(tmp_path_factory):
     watched = ROOT / "cs_utils" / "course" / "grading.py"
     before = _digest(watched)
     out = base / "grades"
-    reports = class_grading.grade_class(submissions, out, seed=3, hidden=2, timeout=TIMEOUT, memory_mb=MEMORY_MB,
-                                        jobs=2, progress=False)
+    reports = class_grading.grade_class(
+        submissions, out, seed=3, hidden=2, timeout=TIMEOUT, memory_mb=MEMORY_MB, jobs=2, progress=False
+    )
     leftovers = _processes_with(MARKER)
-    return {"reports": {r["student"]: r for r in reports}, "out": out, "submissions": submissions,
-            "leftovers": leftovers, "unchanged": _digest(watched) == before}
+    return {
+        "reports": {r["student"]: r for r in reports},
+        "out": out,
+        "submissions": submissions,
+        "leftovers": leftovers,
+        "unchanged": _digest(watched) == before,
+    }
 
 
 def _scores(report: dict) -> dict:
@@ -108,7 +114,10 @@ def test_a_correct_submission_gets_full_marks(class_run):
     for score in report["exercises"]:
         tolerance = grading.get_exercise(score["name"]).tolerance
         assert score["status"] == "pass" and score["points"] == 1, score
-        assert score["public"]["status"] == "pass" and [c["status"] for c in score["hidden"]] == ["pass", "pass"]
+        assert score["public"]["status"] == "pass" and [c["status"] for c in score["hidden"]] == [
+            "pass",
+            "pass",
+        ]
         assert score["rel_error"] <= tolerance
 
 
@@ -118,7 +127,9 @@ def test_the_student_release_scores_zero(class_run):
     for score in report["exercises"]:
         exercise = grading.get_exercise(score["name"])
         assert score["status"] == "not implemented", score
-        assert score["public"]["message"] == f"not implemented yet: write {exercise.function} in {exercise.path}"
+        assert (
+            score["public"]["message"] == f"not implemented yet: write {exercise.function} in {exercise.path}"
+        )
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -146,16 +157,17 @@ def test_stored_answers_pass_the_public_case_only(class_run):
 
 
 def test_nothing_outlives_the_grader_and_nothing_was_written_or_unpickled(class_run):
-    assert class_run["leftovers"] == []                       # the grandchild and the fork bomb are gone
-    assert class_run["unchanged"]                             # the grader's files
-    assert not Path(f"/tmp/{MARKER}-write").exists()         # the sandbox's /tmp is its own
-    assert not Path(f"/tmp/{MARKER}-pickle").exists()        # the pickle never ran
+    assert class_run["leftovers"] == []  # the grandchild and the fork bomb are gone
+    assert class_run["unchanged"]  # the grader's files
+    assert not Path(f"/tmp/{MARKER}-write").exists()  # the sandbox's /tmp is its own
+    assert not Path(f"/tmp/{MARKER}-pickle").exists()  # the pickle never ran
 
 
 def test_messages_cannot_forge_rows_or_the_total(class_run):
     table = render_table(class_run["reports"]["s04_attacker_b"]).splitlines()
-    assert [line for line in table if line.startswith("total:")] == ["total: 8/16 points (16 exercises, "
-                                                                      f"{class_run['reports']['s04_attacker_b']['seconds']:.1f} s)"]
+    assert [line for line in table if line.startswith("total:")] == [
+        f"total: 8/16 points (16 exercises, {class_run['reports']['s04_attacker_b']['seconds']:.1f} s)"
+    ]
     for name in NAMES:
         assert sum(line.split(" ", 1)[0] == name for line in table) == 1, name
     assert not any("\x1b" in line for line in table)
@@ -167,8 +179,13 @@ def test_grades_csv_has_nbgraders_columns_and_a_row_per_student(class_run):
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == class_grading.NBGRADER_COLUMNS + NAMES + ["notes"]
     got = {r["student_id"]: (float(r["raw_score"]), float(r["score"]), float(r["max_score"])) for r in rows}
-    assert got == {"s01_correct": (16, 16, 16), "s02_release": (0, 0, 16), "s03_attacker_a": (8, 8, 16),
-                   "s04_attacker_b": (8, 8, 16), "s05_broken": (0, 0, 16)}
+    assert got == {
+        "s01_correct": (16, 16, 16),
+        "s02_release": (0, 0, 16),
+        "s03_attacker_a": (8, 8, 16),
+        "s04_attacker_b": (8, 8, 16),
+        "s05_broken": (0, 0, 16),
+    }
     by_id = {r["student_id"]: r for r in rows}
     assert by_id["s05_broken"]["notes"].startswith("not a readable zip file")
     assert "mix_styles: timeout" in by_id["s04_attacker_b"]["notes"]
@@ -192,11 +209,21 @@ def test_an_interrupted_class_run_resumes(class_run, tmp_path):
     for student in ("s02_release", "s05_broken"):
         (out / "reports" / f"{student}.json").unlink()
     kept = {p.name: p.stat().st_mtime_ns for p in (out / "reports").iterdir()}
-    reports = class_grading.grade_class(class_run["submissions"], out, seed=3, hidden=2, timeout=TIMEOUT,
-                                        memory_mb=MEMORY_MB, jobs=2, progress=False)
+    reports = class_grading.grade_class(
+        class_run["submissions"],
+        out,
+        seed=3,
+        hidden=2,
+        timeout=TIMEOUT,
+        memory_mb=MEMORY_MB,
+        jobs=2,
+        progress=False,
+    )
     assert [r["student"] for r in reports] == sorted(class_run["reports"])
     assert {p.name: p.stat().st_mtime_ns for p in (out / "reports").iterdir() if p.name in kept} == kept
-    assert sorted(p.name for p in (out / "reports").iterdir()) == sorted(f"{s}.json" for s in class_run["reports"])
+    assert sorted(p.name for p in (out / "reports").iterdir()) == sorted(
+        f"{s}.json" for s in class_run["reports"]
+    )
     assert (out / "grades.csv").read_text() == (class_run["out"] / "grades.csv").read_text()
 
 
@@ -204,7 +231,7 @@ def test_a_class_run_stopped_halfway_keeps_what_it_graded(tmp_path):
     submissions = tmp_path / "submissions"
     submissions.mkdir()
     for student in ("a1", "a2", "a3"):
-        (submissions / student).mkdir()          # empty folders: nothing to grade, a row each
+        (submissions / student).mkdir()  # empty folders: nothing to grade, a row each
     out = tmp_path / "grades"
     assert len(class_grading.grade_class(submissions, out, stop_after=2, progress=False)) == 2
     assert sorted(p.name for p in (out / "reports").iterdir()) == ["a1.json", "a2.json"]
@@ -216,16 +243,24 @@ def test_a_class_run_stopped_halfway_keeps_what_it_graded(tmp_path):
 
 # --------------------------------------------------------------------------- the fallback sandbox
 
-FALLBACK_ATTACKS = ("content_loss", "style_loss", "tv_loss", "guided_relu_grad", "nearest_neighbours",
-                    "instance_norm", "receptive_field")
+FALLBACK_ATTACKS = (
+    "content_loss",
+    "style_loss",
+    "tv_loss",
+    "guided_relu_grad",
+    "nearest_neighbours",
+    "instance_norm",
+    "receptive_field",
+)
 
 
 @pytest.fixture(scope="module")
 def fallback_report(tmp_path_factory):
     package = fake.attacker(tmp_path_factory.mktemp("fallback"), FALLBACK_ATTACKS, MARKER + "-fb")
     names = ["gram_matrix", "mix_styles", *FALLBACK_ATTACKS]
-    report = autograder.grade(package.parent, names, seed=5, hidden=2, timeout=TIMEOUT, memory_mb=MEMORY_MB,
-                              mode="fallback")
+    report = autograder.grade(
+        package.parent, names, seed=5, hidden=2, timeout=TIMEOUT, memory_mb=MEMORY_MB, mode="fallback"
+    )
     return report, _processes_with(MARKER + "-fb")
 
 
@@ -244,18 +279,48 @@ def test_the_fallback_sandbox_stops_the_attacks_it_can(fallback_report):
 
 # --------------------------------------------------------------------------- command line, shims
 
+
 def test_the_command_line_grades_a_zip_and_writes_the_json(tmp_path):
     submission = fake.zip_folder(fake.solution_copy(tmp_path / "s"), tmp_path / "submission.zip")
     out = tmp_path / "scores.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    run = subprocess.run([sys.executable, "-m", "cs_utils.course.grade", str(submission), "--only", "gram_matrix",
-                          "tv_loss", "--seed", "11", "--json", str(out)], capture_output=True, text=True, env=env,
-                         cwd=tmp_path, timeout=600)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cs_utils.course.grade",
+            str(submission),
+            "--only",
+            "gram_matrix",
+            "tv_loss",
+            "--seed",
+            "11",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr
     report = json.loads(out.read_text())
     assert report["points"] == report["max_points"] == 2 and report["seed"] == 11
-    assert set(report["exercises"][0]) == {"name", "module", "function", "points", "max_points", "status",
-                                           "rel_error", "message", "hint", "seconds", "public", "hidden"}
+    assert set(report["exercises"][0]) == {
+        "name",
+        "module",
+        "function",
+        "points",
+        "max_points",
+        "status",
+        "rel_error",
+        "message",
+        "hint",
+        "seconds",
+        "public",
+        "hidden",
+    }
     assert "total: 2/2 points (2 exercises" in run.stdout
     assert f"isolation: {isolation_mode()[0]}; hidden cases from seed 11" in run.stdout
 

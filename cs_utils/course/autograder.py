@@ -39,8 +39,20 @@ from .hidden_cases import hidden_inputs, reference_outputs
 from .report import one_line
 from .sandbox import BadResult, Sandbox, SandboxError, build_base, isolation_mode, read_case
 
-__all__ = ["DEFAULT_HIDDEN", "DEFAULT_MEMORY_MB", "DEFAULT_SEED", "DEFAULT_TIMEOUT", "Cases", "SubmissionError",
-           "find_package", "grade", "open_submission", "points_for", "prepare_cases", "sandbox_base"]
+__all__ = [
+    "DEFAULT_HIDDEN",
+    "DEFAULT_MEMORY_MB",
+    "DEFAULT_SEED",
+    "DEFAULT_TIMEOUT",
+    "Cases",
+    "SubmissionError",
+    "find_package",
+    "grade",
+    "open_submission",
+    "points_for",
+    "prepare_cases",
+    "sandbox_base",
+]
 
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_MEMORY_MB = 2048
@@ -56,6 +68,7 @@ class SubmissionError(ValueError):
 
 # --------------------------------------------------------------------------- opening a submission
 
+
 def find_package(submission: Path) -> Path:
     """The submission's package folder: ``SUBMISSION/cs_utils`` if there is one, else ``SUBMISSION``."""
     submission = Path(submission)
@@ -65,8 +78,10 @@ def find_package(submission: Path) -> Path:
         return submission / grading.PACKAGE
     if any(submission.glob("*.py")):
         return submission
-    raise FileNotFoundError(f"{submission} holds neither a {grading.PACKAGE}/ folder nor .py files; give a "
-                            "student's cs_utils folder or the project folder that contains it")
+    raise FileNotFoundError(
+        f"{submission} holds neither a {grading.PACKAGE}/ folder nor .py files; give a "
+        "student's cs_utils folder or the project folder that contains it"
+    )
 
 
 def _safe_name(name: str) -> bool:
@@ -82,12 +97,17 @@ def _from_zip(path: Path, out: Path) -> None:
         chosen = {}
         for info in zf.infolist():
             parts = info.filename.replace("\\", "/").split("/")
-            if info.is_dir() or ".." in parts or info.filename.startswith("/") or not parts[-1].endswith(".py"):
+            if (
+                info.is_dir()
+                or ".." in parts
+                or info.filename.startswith("/")
+                or not parts[-1].endswith(".py")
+            ):
                 continue
             if len(parts) >= 2 and parts[-2] == grading.PACKAGE:
                 depth = len(parts)
             elif len(parts) == 1:
-                depth = 10**6    # loose .py files count only without a cs_utils/ folder
+                depth = 10**6  # loose .py files count only without a cs_utils/ folder
             else:
                 continue
             stem = parts[-1][:-3]
@@ -99,8 +119,10 @@ def _from_zip(path: Path, out: Path) -> None:
                 data = member.read(MAX_FILE_BYTES + 1)
             total += len(data)
             if len(data) > MAX_FILE_BYTES or total > MAX_SUBMISSION_BYTES:
-                raise SubmissionError(f"{info.filename[:80]} is larger than {MAX_FILE_BYTES // 2**20} MB "
-                                      "unpacked (or the zip is too large)")
+                raise SubmissionError(
+                    f"{info.filename[:80]} is larger than {MAX_FILE_BYTES // 2**20} MB "
+                    "unpacked (or the zip is too large)"
+                )
             (out / f"{stem}.py").write_bytes(data)
 
 
@@ -138,6 +160,7 @@ def open_submission(submission: Path, out: Path) -> Path:
 
 # --------------------------------------------------------------------------- the cases
 
+
 class Cases:
     """The cases of the exercises for one seed: inputs written to ``jobs`` (one folder per exercise,
     ``case_0.npz`` the public one), expected outputs computed by the reference (in a thread)."""
@@ -167,8 +190,12 @@ class Cases:
         outputs = [reference_outputs(name, inputs, ctx) for inputs in self.hidden[name]]
         if self.cache:
             self.cache.mkdir(parents=True, exist_ok=True)
-            arrays = {f"case_{i}/inputs/{k}": v for i, c in enumerate(self.hidden[name], 1) for k, v in c.items()}
-            arrays.update({f"case_{i}/outputs/{k}": v for i, c in enumerate(outputs, 1) for k, v in c.items()})
+            arrays = {
+                f"case_{i}/inputs/{k}": v for i, c in enumerate(self.hidden[name], 1) for k, v in c.items()
+            }
+            arrays.update(
+                {f"case_{i}/outputs/{k}": v for i, c in enumerate(outputs, 1) for k, v in c.items()}
+            )
             grading.write_npz(self.cache / f"{name}-seed{self.seed}.npz", arrays)
         return outputs
 
@@ -182,9 +209,9 @@ class Cases:
         for i, inputs in enumerate(self.hidden[name], 1):
             same = all(np.array_equal(stored.get(f"case_{i}/inputs/{k}"), v) for k, v in inputs.items())
             if not same:
-                return None     # drawn differently (other code): compute again
+                return None  # drawn differently (other code): compute again
             prefix = f"case_{i}/outputs/"
-            outputs.append({k[len(prefix):]: v for k, v in stored.items() if k.startswith(prefix)})
+            outputs.append({k[len(prefix) :]: v for k, v in stored.items() if k.startswith(prefix)})
         return outputs
 
     def expected(self, name: str, case: int) -> dict:
@@ -219,6 +246,7 @@ def sandbox_base() -> Path:
 
 # --------------------------------------------------------------------------- judging
 
+
 def points_for(max_points: float, public_passed: bool, hidden_passed: int, n_hidden: int) -> float:
     """Each case an equal share; without a passing hidden case, nothing (stored answers earn nothing)."""
     if n_hidden == 0:
@@ -230,8 +258,10 @@ def points_for(max_points: float, public_passed: bool, hidden_passed: int, n_hid
 
 def _ended_without_result(how: str, timeout: float, log: str) -> tuple[str, str]:
     if how == "timeout":
-        return "timeout", (f"no result within the time limit of {timeout:g} s (an endless loop, or far too "
-                           "slow: vectorise the code)")
+        return "timeout", (
+            f"no result within the time limit of {timeout:g} s (an endless loop, or far too "
+            "slow: vectorise the code)"
+        )
     if how == "forkbomb":
         return "crashed", "the process started too many processes at once and was stopped"
     if how == "sandbox died":
@@ -240,14 +270,20 @@ def _ended_without_result(how: str, timeout: float, log: str) -> tuple[str, str]
     return "crashed", f"the process ended without a result ({what})" + (f": {log}" if log else "")
 
 
-def _judge_case(exercise, sandbox: Sandbox, cases: Cases, case: int, how: str, timeout: float,
-                memory_mb: int) -> dict:
+def _judge_case(
+    exercise, sandbox: Sandbox, cases: Cases, case: int, how: str, timeout: float, memory_mb: int
+) -> dict:
     name = exercise.name
     try:
         got = read_case(sandbox.result_path(name, case))
     except BadResult as exc:
         if sandbox.result_path(name, case).exists() or sandbox.result_path(name, case).is_symlink():
-            return {"status": "invalid", "rel_error": None, "message": f"unusable result: {exc}", "seconds": 0.0}
+            return {
+                "status": "invalid",
+                "rel_error": None,
+                "message": f"unusable result: {exc}",
+                "seconds": 0.0,
+            }
         status, message = _ended_without_result(how, timeout, sandbox.log_tail(name))
         return {"status": status, "rel_error": None, "message": message, "seconds": 0.0}
     if got.status != "ok":
@@ -256,11 +292,20 @@ def _judge_case(exercise, sandbox: Sandbox, cases: Cases, case: int, how: str, t
             message = f"memory limit of {memory_mb} MB exceeded: {message}"
         return {"status": got.status, "rel_error": None, "message": message, "seconds": got.seconds}
     try:
-        result = grading.compare(exercise, got.outputs, cases.expected(name, case),
-                                 cases.mistakes[name] if case == 0 else None, got.seconds)
+        result = grading.compare(
+            exercise,
+            got.outputs,
+            cases.expected(name, case),
+            cases.mistakes[name] if case == 0 else None,
+            got.seconds,
+        )
     except Exception as exc:  # noqa: BLE001 - a result the comparison cannot take is not a pass
-        return {"status": "invalid", "rel_error": None, "seconds": got.seconds,
-                "message": f"unusable result: {type(exc).__name__}: {exc}"}
+        return {
+            "status": "invalid",
+            "rel_error": None,
+            "seconds": got.seconds,
+            "message": f"unusable result: {type(exc).__name__}: {exc}",
+        }
     rel = result.rel_error if result.rel_error is not None and np.isfinite(result.rel_error) else None
     return {"status": result.status, "rel_error": rel, "message": result.message, "seconds": got.seconds}
 
@@ -278,27 +323,66 @@ def _exercise_score(exercise, public: dict, hidden: list[dict], seconds: float) 
         message = f"{first[0]}: {first[1]['message']}" if first[1]["message"] else first[0]
     errors = [c["rel_error"] for c in cases if c["rel_error"] is not None]
     clean = [{k: (one_line(v, 300) if k == "message" else v) for k, v in c.items()} for c in cases]
-    return {"name": exercise.name, "module": exercise.path, "function": exercise.function, "points": points,
-            "max_points": exercise.points, "status": status, "rel_error": max(errors) if errors else None,
-            "message": one_line(message, 300), "hint": exercise.hint if status != "pass" else "",
-            "seconds": round(seconds, 3), "public": clean[0], "hidden": clean[1:]}
+    return {
+        "name": exercise.name,
+        "module": exercise.path,
+        "function": exercise.function,
+        "points": points,
+        "max_points": exercise.points,
+        "status": status,
+        "rel_error": max(errors) if errors else None,
+        "message": one_line(message, 300),
+        "hint": exercise.hint if status != "pass" else "",
+        "seconds": round(seconds, 3),
+        "public": clean[0],
+        "hidden": clean[1:],
+    }
 
 
 def _unopened_report(submission: Path, reason: str, names: list[str], mode: str, seed: int) -> dict:
     exercises = []
     for name in names:
         exercise = grading.get_exercise(name)
-        exercises.append({"name": name, "module": exercise.path, "function": exercise.function, "points": 0.0,
-                          "max_points": exercise.points, "status": "error", "rel_error": None,
-                          "message": one_line(reason), "hint": "", "seconds": 0.0, "public": None, "hidden": []})
-    return {"submission": str(submission), "mode": mode, "seed": seed, "points": 0.0,
-            "max_points": sum(e["max_points"] for e in exercises), "seconds": 0.0, "problem": one_line(reason),
-            "exercises": exercises}
+        exercises.append(
+            {
+                "name": name,
+                "module": exercise.path,
+                "function": exercise.function,
+                "points": 0.0,
+                "max_points": exercise.points,
+                "status": "error",
+                "rel_error": None,
+                "message": one_line(reason),
+                "hint": "",
+                "seconds": 0.0,
+                "public": None,
+                "hidden": [],
+            }
+        )
+    return {
+        "submission": str(submission),
+        "mode": mode,
+        "seed": seed,
+        "points": 0.0,
+        "max_points": sum(e["max_points"] for e in exercises),
+        "seconds": 0.0,
+        "problem": one_line(reason),
+        "exercises": exercises,
+    }
 
 
-def grade(submission: Path, names=None, *, seed: int = DEFAULT_SEED, hidden: int = DEFAULT_HIDDEN,
-          timeout: float = DEFAULT_TIMEOUT, memory_mb: int = DEFAULT_MEMORY_MB, mode: str | None = None,
-          cases: Cases | None = None, progress=None) -> dict:
+def grade(
+    submission: Path,
+    names=None,
+    *,
+    seed: int = DEFAULT_SEED,
+    hidden: int = DEFAULT_HIDDEN,
+    timeout: float = DEFAULT_TIMEOUT,
+    memory_mb: int = DEFAULT_MEMORY_MB,
+    mode: str | None = None,
+    cases: Cases | None = None,
+    progress=None,
+) -> dict:
     """Grade every exercise (or ``names``) of ``submission`` in one sandbox; return the report.
     Never raises for what the submission holds or does: an unusable submission gets a report with
     zero points and ``problem`` set."""
@@ -318,13 +402,13 @@ def grade(submission: Path, names=None, *, seed: int = DEFAULT_SEED, hidden: int
         jobs = cases.jobs if cases is not None else work / "jobs"
         jobs.mkdir(parents=True, exist_ok=True)
         sandbox = Sandbox(package, jobs, sandbox_base(), memory_mb=memory_mb, mode=mode)
-        sandbox.launch()   # it imports torch while the cases are drawn here
+        sandbox.launch()  # it imports torch while the cases are drawn here
         if own_cases:
             cases = prepare_cases(names, seed, hidden, jobs)
         try:
             for name in names:
                 exercise = grading.get_exercise(name)
-                if sandbox.ready and not sandbox.alive:    # stopped after a timeout or killed: a new one
+                if sandbox.ready and not sandbox.alive:  # stopped after a timeout or killed: a new one
                     sandbox.cleanup()
                     sandbox = Sandbox(package, jobs, sandbox_base(), memory_mb=memory_mb, mode=mode)
                     sandbox.launch()
@@ -333,20 +417,27 @@ def grade(submission: Path, names=None, *, seed: int = DEFAULT_SEED, hidden: int
                         sandbox.wait_ready()
                     except SandboxError as exc:
                         report = _unopened_report(submission, f"the sandbox failed: {exc}", names, mode, seed)
-                        report["exercises"] = scores + report["exercises"][len(scores):]
+                        report["exercises"] = scores + report["exercises"][len(scores) :]
                         return report
                 how, seconds = sandbox.run(name, timeout)
-                judged = [_judge_case(exercise, sandbox, cases, i, how, timeout, memory_mb)
-                          for i in range(cases.n_hidden + 1)]
+                judged = [
+                    _judge_case(exercise, sandbox, cases, i, how, timeout, memory_mb)
+                    for i in range(cases.n_hidden + 1)
+                ]
                 scores.append(_exercise_score(exercise, judged[0], judged[1:], seconds))
                 if progress:
                     progress(scores[-1])
         finally:
             sandbox.cleanup()
-        return {"submission": str(submission), "mode": mode, "seed": seed,
-                "points": round(sum(s["points"] for s in scores), 2),
-                "max_points": sum(s["max_points"] for s in scores),
-                "seconds": round(time.perf_counter() - start, 2), "exercises": scores}
+        return {
+            "submission": str(submission),
+            "mode": mode,
+            "seed": seed,
+            "points": round(sum(s["points"] for s in scores), 2),
+            "max_points": sum(s["max_points"] for s in scores),
+            "seconds": round(time.perf_counter() - start, 2),
+            "exercises": scores,
+        }
     finally:
         if sandbox is not None:
             sandbox.cleanup()

@@ -32,8 +32,19 @@ from .sandbox import isolation_mode
 
 __all__ = ["NBGRADER_COLUMNS", "discover", "grade_class", "write_grades_csv"]
 
-NBGRADER_COLUMNS = ["assignment", "duedate", "timestamp", "student_id", "last_name", "first_name", "email",
-                    "raw_score", "late_submission_penalty", "score", "max_score"]
+NBGRADER_COLUMNS = [
+    "assignment",
+    "duedate",
+    "timestamp",
+    "student_id",
+    "last_name",
+    "first_name",
+    "email",
+    "raw_score",
+    "late_submission_penalty",
+    "score",
+    "max_score",
+]
 ASSIGNMENT = "visualizing_cnns"
 
 
@@ -81,8 +92,23 @@ def write_grades_csv(path: Path, rows: list[tuple[str, dict, str]], names: list[
         writer.writerow(NBGRADER_COLUMNS + names + ["notes"])
         for student, report, stamp in rows:
             points = {s["name"]: s["points"] for s in report["exercises"]}
-            writer.writerow([ASSIGNMENT, "", stamp, student, "", "", "", report["points"], 0.0, report["points"],
-                             report["max_points"]] + [points.get(n, 0.0) for n in names] + [_notes(report)])
+            writer.writerow(
+                [
+                    ASSIGNMENT,
+                    "",
+                    stamp,
+                    student,
+                    "",
+                    "",
+                    "",
+                    report["points"],
+                    0.0,
+                    report["points"],
+                    report["max_points"],
+                ]
+                + [points.get(n, 0.0) for n in names]
+                + [_notes(report)]
+            )
 
 
 def _timestamp(path: Path) -> str:
@@ -92,9 +118,20 @@ def _timestamp(path: Path) -> str:
         return ""
 
 
-def grade_class(class_dir: Path, out: Path, *, names=None, seed: int = DEFAULT_SEED, hidden: int = DEFAULT_HIDDEN,
-                timeout: float = DEFAULT_TIMEOUT, memory_mb: int = DEFAULT_MEMORY_MB, jobs: int | None = None,
-                mode: str | None = None, progress: bool = True, stop_after: int | None = None) -> list[dict]:
+def grade_class(
+    class_dir: Path,
+    out: Path,
+    *,
+    names=None,
+    seed: int = DEFAULT_SEED,
+    hidden: int = DEFAULT_HIDDEN,
+    timeout: float = DEFAULT_TIMEOUT,
+    memory_mb: int = DEFAULT_MEMORY_MB,
+    jobs: int | None = None,
+    mode: str | None = None,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> list[dict]:
     """Grade every submission of ``class_dir`` into ``out`` (see the module's doc); return the reports
     in the order of the student ids. ``stop_after``: stop once that many were graded in this run
     (as an interrupted run would)."""
@@ -110,14 +147,27 @@ def grade_class(class_dir: Path, out: Path, *, names=None, seed: int = DEFAULT_S
     if stop_after is not None:
         todo = todo[:stop_after]
     if todo:
-        cases = prepare_cases(names, seed, hidden, out / ".cache" / f"jobs-seed{seed}-hidden{hidden}",
-                              cache=out / ".cache" / "reference")
+        cases = prepare_cases(
+            names,
+            seed,
+            hidden,
+            out / ".cache" / f"jobs-seed{seed}-hidden{hidden}",
+            cache=out / ".cache" / "reference",
+        )
         cases.wait()
 
         def one(item):
             student, path = item
-            report = grade(path, names, seed=seed, hidden=hidden, timeout=timeout, memory_mb=memory_mb, mode=mode,
-                           cases=cases)
+            report = grade(
+                path,
+                names,
+                seed=seed,
+                hidden=hidden,
+                timeout=timeout,
+                memory_mb=memory_mb,
+                mode=mode,
+                cases=cases,
+            )
             report["student"], report["settings"] = student, settings
             _write_atomic(out / "feedback" / f"{student}.md", feedback_markdown(report, student))
             _write_atomic(out / "reports" / f"{student}.json", json.dumps(report, indent=1) + "\n")
@@ -127,8 +177,12 @@ def grade_class(class_dir: Path, out: Path, *, names=None, seed: int = DEFAULT_S
         if progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=len(students), initial=len(students) - len(todo), unit="submission",
-                       desc=f"grading ({mode})")
+            bar = tqdm(
+                total=len(students),
+                initial=len(students) - len(todo),
+                unit="submission",
+                desc=f"grading ({mode})",
+            )
         try:
             workers = jobs or os.cpu_count() or 1
             with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:

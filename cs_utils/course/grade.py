@@ -28,21 +28,43 @@ __all__ = ["main"]
 
 # --------------------------------------------------------------------------- command line
 
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m cs_utils.course.grade",
-                                     description="Grade a submission (or a class) on public and hidden cases.")
+    parser = argparse.ArgumentParser(
+        prog="python -m cs_utils.course.grade",
+        description="Grade a submission (or a class) on public and hidden cases.",
+    )
     parser.add_argument("submission", type=Path, nargs="?", help="a cs_utils folder, project folder or .zip")
-    parser.add_argument("--class", dest="class_dir", type=Path, default=None,
-                        help="grade every submission (folder or .zip named by student id) in this folder")
-    parser.add_argument("--out", type=Path, default=Path("grades"), help="with --class: grades.csv and feedback")
-    parser.add_argument("--jobs", type=int, default=None, help="with --class: submissions at once (default: cores)")
+    parser.add_argument(
+        "--class",
+        dest="class_dir",
+        type=Path,
+        default=None,
+        help="grade every submission (folder or .zip named by student id) in this folder",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("grades"), help="with --class: grades.csv and feedback"
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=None, help="with --class: submissions at once (default: cores)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="draws the hidden cases (default 0)")
-    parser.add_argument("--hidden", type=int, default=DEFAULT_HIDDEN, help="hidden cases per exercise (default 2)")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
-                        help=f"seconds per exercise, all its cases (default {DEFAULT_TIMEOUT:g})")
-    parser.add_argument("--memory", type=int, default=DEFAULT_MEMORY_MB,
-                        help=f"MB of memory per exercise beyond the start (default {DEFAULT_MEMORY_MB})")
+    parser.add_argument(
+        "--hidden", type=int, default=DEFAULT_HIDDEN, help="hidden cases per exercise (default 2)"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help=f"seconds per exercise, all its cases (default {DEFAULT_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--memory",
+        type=int,
+        default=DEFAULT_MEMORY_MB,
+        help=f"MB of memory per exercise beyond the start (default {DEFAULT_MEMORY_MB})",
+    )
     parser.add_argument("--only", nargs="+", default=None, metavar="NAME", help="grade only these exercises")
     return parser
 
@@ -59,8 +81,16 @@ def main(argv=None) -> int:
         if not args.class_dir.is_dir():
             print(f"error: {args.class_dir} is not a folder of submissions", file=sys.stderr)
             return 2
-        grade_class(args.class_dir, args.out, names=args.only, seed=args.seed, hidden=args.hidden,
-                    timeout=args.timeout, memory_mb=args.memory, jobs=args.jobs)
+        grade_class(
+            args.class_dir,
+            args.out,
+            names=args.only,
+            seed=args.seed,
+            hidden=args.hidden,
+            timeout=args.timeout,
+            memory_mb=args.memory,
+            jobs=args.jobs,
+        )
         return 0
     if args.submission is None:
         print("error: give a SUBMISSION or --class SUBMISSIONS_DIR", file=sys.stderr)
@@ -68,8 +98,14 @@ def main(argv=None) -> int:
     if not args.submission.exists():
         print(f"error: {args.submission} does not exist", file=sys.stderr)
         return 2
-    report = grade(args.submission.resolve(), args.only, seed=args.seed, hidden=args.hidden,
-                   timeout=args.timeout, memory_mb=args.memory)
+    report = grade(
+        args.submission.resolve(),
+        args.only,
+        seed=args.seed,
+        hidden=args.hidden,
+        timeout=args.timeout,
+        memory_mb=args.memory,
+    )
     print(render_table(report))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -50,7 +50,8 @@ RUN_AUTOGRADER = """#!/usr/bin/env bash
 ROOT="${AUTOGRADER_ROOT:-/autograder}"
 PYTHON="${AUTOGRADER_PYTHON:-$ROOT/venv/bin/python}"
 cd "$ROOT/source"
-OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONPATH="$ROOT/source" exec "$PYTHON" -m cs_utils.course.gradescope run \\
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONPATH="$ROOT/source"
+exec "$PYTHON" -m cs_utils.course.gradescope run \\
     --root "$ROOT"
 """
 
@@ -67,7 +68,10 @@ def build_autograder_zip(out: Path, root: Path = PROJECT_ROOT, *, seed: int | No
             zf.writestr(info, text)
         zf.writestr("grader_config.json", json.dumps({"seed": seed}) + "\n")
         for rel in project_files(root):
-            if rel.parts[0] in ("cs_utils", "data") or rel.as_posix() in ("requirements.txt", "pyproject.toml"):
+            if rel.parts[0] in ("cs_utils", "data") or rel.as_posix() in (
+                "requirements.txt",
+                "pyproject.toml",
+            ):
                 zf.write(root / rel, rel.as_posix())
     return out
 
@@ -76,18 +80,26 @@ def _test(score: dict) -> dict:
     lines = [f"status: {score['status']}"]
     if score.get("public"):
         public = score["public"]
-        lines.append(f"public case: {public['status']}" + (f": {public['message']}" if public["message"] else ""))
+        lines.append(
+            f"public case: {public['status']}" + (f": {public['message']}" if public["message"] else "")
+        )
     for i, case in enumerate(score.get("hidden") or [], 1):
-        lines.append(f"hidden case {i}: {case['status']}" + (f": {case['message']}" if case["message"] else ""))
+        lines.append(
+            f"hidden case {i}: {case['status']}" + (f": {case['message']}" if case["message"] else "")
+        )
     if score.get("rel_error") is not None:
         lines.append(f"largest relative error: {score['rel_error']:.1e}")
     if score.get("hint"):
         lines.append(f"hint: {score['hint']}")
     if score.get("message") and not score.get("public"):
         lines.append(score["message"])
-    return {"name": f"{score['name']} ({score['module']})", "score": score["points"],
-            "max_score": score["max_points"], "output": "\n".join(one_line(x, 400) for x in lines),
-            "visibility": "visible"}
+    return {
+        "name": f"{score['name']} ({score['module']})",
+        "score": score["points"],
+        "max_score": score["max_points"],
+        "output": "\n".join(one_line(x, 400) for x in lines),
+        "visibility": "visible",
+    }
 
 
 def results_json(report: dict) -> dict:
@@ -95,9 +107,14 @@ def results_json(report: dict) -> dict:
     output = f"Graded in a {report.get('mode')} sandbox on the public case and hidden cases of each exercise."
     if report.get("problem"):
         output = f"The submission could not be graded: {report['problem']}"
-    return {"score": report["points"], "execution_time": round(float(report.get("seconds") or 0)),
-            "output": output, "visibility": "visible", "stdout_visibility": "hidden",
-            "tests": [_test(s) for s in report["exercises"]]}
+    return {
+        "score": report["points"],
+        "execution_time": round(float(report.get("seconds") or 0)),
+        "output": output,
+        "visibility": "visible",
+        "stdout_visibility": "hidden",
+        "tests": [_test(s) for s in report["exercises"]],
+    }
 
 
 def _submission(folder: Path) -> Path:
@@ -123,8 +140,12 @@ def run(root: Path) -> dict:
         report = grade(_submission(root / "submission"), seed=seed)
         results = results_json(report)
     except Exception as exc:  # noqa: BLE001 - results.json is written whatever happens
-        results = {"score": 0.0, "output": f"the grader failed: {one_line(exc)} (isolation: {isolation_mode()[0]})",
-                   "execution_time": round(time.perf_counter() - start), "tests": []}
+        results = {
+            "score": 0.0,
+            "output": f"the grader failed: {one_line(exc)} (isolation: {isolation_mode()[0]})",
+            "execution_time": round(time.perf_counter() - start),
+            "tests": [],
+        }
     path = results_dir / "results.json"
     tmp = path.with_name("results.json.part")
     tmp.write_text(json.dumps(results, indent=1) + "\n")
@@ -133,7 +154,9 @@ def run(root: Path) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cs_utils.course.gradescope", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m cs_utils.course.gradescope", description=__doc__.splitlines()[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build", help="write the autograder zip")
     build.add_argument("--out", type=Path, default=PROJECT_ROOT / "build" / "gradescope_autograder.zip")
@@ -146,7 +169,9 @@ def main(argv=None) -> int:
         print(f"wrote {path}: upload it as the assignment's autograder on Gradescope")
         return 0
     results = run(args.root)
-    print(f"score {results['score']} ({len(results['tests'])} tests): {args.root / 'results' / 'results.json'}")
+    print(
+        f"score {results['score']} ({len(results['tests'])} tests): {args.root / 'results' / 'results.json'}"
+    )
     return 0
 
 

@@ -357,7 +357,8 @@ def _signature(exercise: Exercise) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cs_utils.course.grading", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m cs_utils.course.grading",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help="exercises (default: all)")
     parser.add_argument("--generate", action="store_true", help="write the golden files from the solutions")
     parser.add_argument("--out", type=Path, default=None, help="folder for --generate (default data/checks)")

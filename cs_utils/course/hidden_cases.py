@@ -65,15 +65,20 @@ def _content(d):
 
 def _style(d):
     c0, c1 = d.ints(2, 6), d.ints(2, 6)
-    return {"features_0": d.normal(1, c0, d.ints(3, 7), d.ints(3, 7)),
-            "features_1": d.normal(1, c1, d.ints(2, 5), d.ints(2, 5)),
-            "target_0": d.normal(1, c0, c0, scale=0.5), "target_1": d.normal(1, c1, c1, scale=0.5),
-            "weights": d.uniform(0.1, 2, 2)}
+    return {
+        "features_0": d.normal(1, c0, d.ints(3, 7), d.ints(3, 7)),
+        "features_1": d.normal(1, c1, d.ints(2, 5), d.ints(2, 5)),
+        "target_0": d.normal(1, c0, c0, scale=0.5),
+        "target_1": d.normal(1, c1, c1, scale=0.5),
+        "weights": d.uniform(0.1, 2, 2),
+    }
 
 
 def _tv(d):
-    return {"x": d.uniform(0, 1, (d.ints(1, 3), 3, d.ints(3, 9), d.ints(3, 9))),
-            "weight": np.array(d.uniform(0.1, 2))}
+    return {
+        "x": d.uniform(0, 1, (d.ints(1, 3), 3, d.ints(3, 9), d.ints(3, 9))),
+        "weight": np.array(d.uniform(0.1, 2)),
+    }
 
 
 def _saliency(d):
@@ -82,9 +87,14 @@ def _saliency(d):
 
 def _occlusion(d):
     image = d.photos(1)
-    return {"image": image, "target": np.array(int(d.top_classes(image)[0])), "window": np.array(16),
-            "stride": np.array(8), "batch_size": np.array(int(d.ints(3, 12))),
-            "grey": np.array(round(float(d.uniform(0.2, 0.8)), 3))}
+    return {
+        "image": image,
+        "target": np.array(int(d.top_classes(image)[0])),
+        "window": np.array(16),
+        "stride": np.array(8),
+        "batch_size": np.array(int(d.ints(3, 12))),
+        "grey": np.array(round(float(d.uniform(0.2, 0.8)), 3)),
+    }
 
 
 def _guided(d):
@@ -98,13 +108,21 @@ def _fooling(d):
 
 def _class_viz(d):
     noise = np.clip(0.5 + 0.1 * d.normal(1, 3, SIZE, SIZE), 0, 1)
-    return {"image": np.round(noise * 255).astype(np.uint8), "target": d.targets(1),
-            "learning_rate": np.array(d.uniform(1, 5)), "l2_reg": np.array(d.uniform(0.01, 0.1))}
+    return {
+        "image": np.round(noise * 255).astype(np.uint8),
+        "target": d.targets(1),
+        "learning_rate": np.array(d.uniform(1, 5)),
+        "l2_reg": np.array(d.uniform(0.01, 0.1)),
+    }
 
 
 def _dream(d):
-    return {"image": d.photos(1), "step_size": np.array(d.uniform(0.01, 0.1)), "jitter": np.array(d.ints(2, 9)),
-            "seed": np.array(d.ints(0, 1000))}
+    return {
+        "image": d.photos(1),
+        "step_size": np.array(d.uniform(0.01, 0.1)),
+        "jitter": np.array(d.ints(2, 9)),
+        "seed": np.array(d.ints(0, 1000)),
+    }
 
 
 def _receptive_field(d):
@@ -121,15 +139,22 @@ def _neighbours(d):
 
 
 def _instance_norm(d):
-    return {"x": d.normal(d.ints(1, 4), d.ints(1, 5), d.ints(2, 7), d.ints(2, 7), scale=d.uniform(0.5, 4)) + 1,
-            "eps": np.array(d.uniform(0.01, 0.5))}
+    return {
+        "x": d.normal(d.ints(1, 4), d.ints(1, 5), d.ints(2, 7), d.ints(2, 7), scale=d.uniform(0.5, 4)) + 1,
+        "eps": np.array(d.uniform(0.01, 0.5)),
+    }
 
 
 def _mix(d):
     c0, c1 = d.ints(2, 6), d.ints(2, 6)
     w = d.uniform(0.1, 1, 2)
-    return {"a_0": d.normal(1, c0, c0), "a_1": d.normal(1, c1, c1), "b_0": d.normal(1, c0, c0),
-            "b_1": d.normal(1, c1, c1), "weights": w / w.sum()}
+    return {
+        "a_0": d.normal(1, c0, c0),
+        "a_1": d.normal(1, c1, c1),
+        "b_0": d.normal(1, c0, c0),
+        "b_1": d.normal(1, c1, c1),
+        "weights": w / w.sum(),
+    }
 
 
 def _grad_cam(d):
@@ -138,18 +163,33 @@ def _grad_cam(d):
 
 def _ig(d):
     images = d.photos(1)
-    return {"images": images, "target": d.top_classes(images),
-            "noise": d.ints(0, 256, (1, 3, SIZE, SIZE)).astype(np.uint8), "steps": np.array(2),
-            "batch_size": np.array(2)}
+    return {
+        "images": images,
+        "target": d.top_classes(images),
+        "noise": d.ints(0, 256, (1, 3, SIZE, SIZE)).astype(np.uint8),
+        "steps": np.array(2),
+        "batch_size": np.array(2),
+    }
 
 
 #: For each exercise, ``builder(draw) -> inputs`` with the keys of its public inputs.
 HIDDEN_BUILDERS: dict[str, Callable] = {
-    "gram_matrix": _gram, "content_loss": _content, "style_loss": _style, "tv_loss": _tv,
-    "saliency_map": _saliency, "occlusion_map": _occlusion, "guided_relu_grad": _guided,
-    "fooling_step": _fooling, "class_visualization_step": _class_viz, "deepdream_step": _dream,
-    "receptive_field": _receptive_field, "nearest_neighbours": _neighbours, "instance_norm": _instance_norm,
-    "mix_styles": _mix, "grad_cam": _grad_cam, "integrated_gradients": _ig,
+    "gram_matrix": _gram,
+    "content_loss": _content,
+    "style_loss": _style,
+    "tv_loss": _tv,
+    "saliency_map": _saliency,
+    "occlusion_map": _occlusion,
+    "guided_relu_grad": _guided,
+    "fooling_step": _fooling,
+    "class_visualization_step": _class_viz,
+    "deepdream_step": _dream,
+    "receptive_field": _receptive_field,
+    "nearest_neighbours": _neighbours,
+    "instance_norm": _instance_norm,
+    "mix_styles": _mix,
+    "grad_cam": _grad_cam,
+    "integrated_gradients": _ig,
 }
 
 

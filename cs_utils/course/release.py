@@ -184,7 +184,8 @@ def build_release(out: Path, root: Path = ROOT, *, verbose: bool = False) -> lis
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cs_utils.course.release", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m cs_utils.course.release",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "student", help="default build/student")
     parser.add_argument("--root", type=Path, default=ROOT, help="the project (default: this one)")
     args = parser.parse_args(argv)

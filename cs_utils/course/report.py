@@ -60,57 +60,99 @@ def _public(score: dict) -> str:
 
 def _row(score: dict) -> str:
     points = f"{_points(score['points'])}/{_points(score['max_points'])}"
-    return (f"{one_line(score['name'], 26):26s} {points:>8s}  {one_line(score['status'], 15):15s} "
-            f"{one_line(_public(score), 15):15s} {_hidden(score):>6s} {_rel(score.get('rel_error')):>9s} "
-            f"{float(score.get('seconds') or 0):7.2f}  {one_line(score.get('message'))}").rstrip()
+    return (
+        f"{one_line(score['name'], 26):26s} {points:>8s}  {one_line(score['status'], 15):15s} "
+        f"{one_line(_public(score), 15):15s} {_hidden(score):>6s} {_rel(score.get('rel_error')):>9s} "
+        f"{float(score.get('seconds') or 0):7.2f}  {one_line(score.get('message'))}"
+    ).rstrip()
 
 
 def render_table(report: dict) -> str:
     """The report as a text table: one row per exercise, then the total."""
-    header = (f"{'exercise':26s} {'points':>8s}  {'status':15s} {'public case':15s} {'hidden':>6s} "
-              f"{'rel.error':>9s} {'seconds':>7s}  message")
+    header = (
+        f"{'exercise':26s} {'points':>8s}  {'status':15s} {'public case':15s} {'hidden':>6s} "
+        f"{'rel.error':>9s} {'seconds':>7s}  message"
+    )
     top = [f"submission: {one_line(report.get('submission'), 300)}"]
     if report.get("mode"):
-        top.append(f"isolation: {report['mode']}" + (f"; hidden cases from seed {report['seed']}"
-                                                      if report.get("seed") is not None else ""))
+        top.append(
+            f"isolation: {report['mode']}"
+            + (f"; hidden cases from seed {report['seed']}" if report.get("seed") is not None else "")
+        )
     lines = [*top, header, "-" * len(header)]
     lines += [_row(s) for s in report["exercises"]]
-    lines += ["-" * len(header), f"total: {_points(report['points'])}/{_points(report['max_points'])} points "
-              f"({len(report['exercises'])} exercises, {float(report.get('seconds') or 0):.1f} s)"]
+    lines += [
+        "-" * len(header),
+        f"total: {_points(report['points'])}/{_points(report['max_points'])} points "
+        f"({len(report['exercises'])} exercises, {float(report.get('seconds') or 0):.1f} s)",
+    ]
     return "\n".join(lines)
 
 
 def feedback_markdown(report: dict, student: str) -> str:
     """A student's feedback: the total, then each exercise with its status, error and hint."""
-    lines = [f"# Feedback for {one_line(student, 80)}", "",
-             f"**Total: {_points(report['points'])} / {_points(report['max_points'])} points**", ""]
+    lines = [
+        f"# Feedback for {one_line(student, 80)}",
+        "",
+        f"**Total: {_points(report['points'])} / {_points(report['max_points'])} points**",
+        "",
+    ]
     if report.get("problem"):
         lines += [f"Your submission could not be graded: {one_line(report['problem'])}", ""]
-    lines += ["| exercise | points | status | public case | hidden cases | rel. error | message |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [
+        "| exercise | points | status | public case | hidden cases | rel. error | message |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for s in report["exercises"]:
-        cells = [s["name"], f"{_points(s['points'])}/{_points(s['max_points'])}", s["status"], _public(s),
-                 _hidden(s), _rel(s.get("rel_error")), s.get("message") or ""]
+        cells = [
+            s["name"],
+            f"{_points(s['points'])}/{_points(s['max_points'])}",
+            s["status"],
+            _public(s),
+            _hidden(s),
+            _rel(s.get("rel_error")),
+            s.get("message") or "",
+        ]
         lines.append("| " + " | ".join(one_line(c).replace("|", "\\|") for c in cells) + " |")
-    hints = [(s["name"], s.get("hint")) for s in report["exercises"] if s["status"] != "pass" and s.get("hint")]
+    hints = [
+        (s["name"], s.get("hint")) for s in report["exercises"] if s["status"] != "pass" and s.get("hint")
+    ]
     if hints:
         lines += ["", "## Hints", ""]
         lines += [f"- `{name}`: {one_line(hint, 400)}" for name, hint in hints]
-    lines += ["", "The public case is the one your notebook's check cell runs; the hidden cases use other "
-              "inputs of the same kind, drawn when grading. Points: each case is an equal share, and the "
-              "public case counts once a hidden case passes.", ""]
+    lines += [
+        "",
+        "The public case is the one your notebook's check cell runs; the hidden cases use other "
+        "inputs of the same kind, drawn when grading. Points: each case is an equal share, and the "
+        "public case counts once a hidden case passes.",
+        "",
+    ]
     return "\n".join(lines)
 
 
 def feedback_html(report: dict, student: str) -> str:
     """The same feedback as a small HTML page (every text escaped)."""
     rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(one_line(c))}</td>" for c in (
-            s["name"], f"{_points(s['points'])}/{_points(s['max_points'])}", s["status"], _public(s), _hidden(s),
-            _rel(s.get("rel_error")), s.get("message") or "")) + "</tr>"
-        for s in report["exercises"])
-    return (f"<!doctype html><meta charset='utf-8'><title>Feedback</title>"
-            f"<h1>Feedback for {html.escape(one_line(student, 80))}</h1>"
-            f"<p><b>Total: {_points(report['points'])} / {_points(report['max_points'])} points</b></p>"
-            "<table><tr><th>exercise</th><th>points</th><th>status</th><th>public case</th><th>hidden cases</th>"
-            f"<th>rel. error</th><th>message</th></tr>{rows}</table>\n")
+        "<tr>"
+        + "".join(
+            f"<td>{html.escape(one_line(c))}</td>"
+            for c in (
+                s["name"],
+                f"{_points(s['points'])}/{_points(s['max_points'])}",
+                s["status"],
+                _public(s),
+                _hidden(s),
+                _rel(s.get("rel_error")),
+                s.get("message") or "",
+            )
+        )
+        + "</tr>"
+        for s in report["exercises"]
+    )
+    return (
+        f"<!doctype html><meta charset='utf-8'><title>Feedback</title>"
+        f"<h1>Feedback for {html.escape(one_line(student, 80))}</h1>"
+        f"<p><b>Total: {_points(report['points'])} / {_points(report['max_points'])} points</b></p>"
+        "<table><tr><th>exercise</th><th>points</th><th>status</th><th>public case</th><th>hidden cases</th>"
+        f"<th>rel. error</th><th>message</th></tr>{rows}</table>\n"
+    )

@@ -42,15 +42,34 @@ import numpy as np
 from .release import strip_solutions
 from .report import one_line
 
-__all__ = ["CASE_STATUS", "BadResult", "CaseFile", "Sandbox", "SandboxError", "build_base", "isolation_mode",
-           "read_case"]
+__all__ = [
+    "CASE_STATUS",
+    "BadResult",
+    "CaseFile",
+    "Sandbox",
+    "SandboxError",
+    "build_base",
+    "isolation_mode",
+    "read_case",
+]
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent        # the grader's cs_utils
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # the grader's cs_utils
 PROJECT_ROOT = PACKAGE_ROOT.parent
 RUNNER = Path(__file__).resolve().with_name("sandbox_runner.py")
 #: The instructor's tools left out of the sandbox's copy of cs_utils.
-INSTRUCTOR_TOOLS = ("autograder.py", "grade.py", "sandbox.py", "sandbox_runner.py", "class_grading.py", "gradescope.py",
-                    "release.py", "render.py", "train_weights.py", "hidden_cases.py", "report.py")
+INSTRUCTOR_TOOLS = (
+    "autograder.py",
+    "grade.py",
+    "sandbox.py",
+    "sandbox_runner.py",
+    "class_grading.py",
+    "gradescope.py",
+    "release.py",
+    "render.py",
+    "train_weights.py",
+    "hidden_cases.py",
+    "report.py",
+)
 CASE_STATUS = {0: "ok", 1: "not implemented", 2: "error", 3: "fail", 4: "memory"}
 MAX_RESULT_BYTES = 64 * 2**20
 STARTUP_TIMEOUT = 300.0
@@ -75,9 +94,24 @@ def isolation_mode() -> tuple[str, str]:
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         return "fallback", "bwrap not found (apt-get install bubblewrap)"
-    probe = subprocess.run([bwrap, "--ro-bind", "/", "/", "--unshare-all", "--unshare-user", "--uid",
-                            str(SANDBOX_UID), "--die-with-parent", "--proc", "/proc", "true"],
-                           capture_output=True, text=True)
+    probe = subprocess.run(
+        [
+            bwrap,
+            "--ro-bind",
+            "/",
+            "/",
+            "--unshare-all",
+            "--unshare-user",
+            "--uid",
+            str(SANDBOX_UID),
+            "--die-with-parent",
+            "--proc",
+            "/proc",
+            "true",
+        ],
+        capture_output=True,
+        text=True,
+    )
     if probe.returncode != 0:
         return "fallback", f"bwrap cannot start a sandbox here: {probe.stderr.strip()[:200]}"
     return "bubblewrap", bwrap
@@ -94,8 +128,9 @@ def build_base(out: Path) -> Path:
             continue
         dst = out / "cs_utils" / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
-        dst.write_text(strip_solutions(src.read_text(encoding="utf-8"), f"cs_utils/{rel.as_posix()}"),
-                       encoding="utf-8")
+        dst.write_text(
+            strip_solutions(src.read_text(encoding="utf-8"), f"cs_utils/{rel.as_posix()}"), encoding="utf-8"
+        )
     data = PROJECT_ROOT / "data"
     if data.is_dir():
         shutil.copytree(data, out / "data", ignore=lambda d, names: ["checks"] if Path(d) == data else [])
@@ -119,15 +154,26 @@ def _kill_marked(token: str) -> None:
 
 def _bound_paths() -> list[str]:
     """What the sandbox needs read-only: the system's libraries, Python and its packages."""
-    paths = ["/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc/ld.so.cache", "/etc/ld.so.conf",
-             "/etc/ld.so.conf.d", "/etc/alternatives", "/etc/localtime"]
+    paths = [
+        "/usr",
+        "/lib",
+        "/lib64",
+        "/lib32",
+        "/bin",
+        "/sbin",
+        "/etc/ld.so.cache",
+        "/etc/ld.so.conf",
+        "/etc/ld.so.conf.d",
+        "/etc/alternatives",
+        "/etc/localtime",
+    ]
     for prefix in {sys.base_prefix, sys.prefix, sys.exec_prefix, sys.base_exec_prefix}:
         paths.append(os.path.realpath(prefix))
         paths.append(prefix)
     import numpy
     import torch
 
-    for module in (numpy, torch):   # site-packages outside the prefixes (e.g. a user's site)
+    for module in (numpy, torch):  # site-packages outside the prefixes (e.g. a user's site)
         paths.append(str(Path(module.__file__).resolve().parent.parent))
     seen, kept = set(), []
     for path in paths:
@@ -161,7 +207,10 @@ def read_case(path: Path) -> CaseFile:
     except OSError as exc:
         raise BadResult(f"no result file ({exc.strerror})") from None
     with os.fdopen(fd, "rb") as f:
-        if not os.path.isfile(f"/proc/self/fd/{f.fileno()}") or os.fstat(f.fileno()).st_size > MAX_RESULT_BYTES:
+        if (
+            not os.path.isfile(f"/proc/self/fd/{f.fileno()}")
+            or os.fstat(f.fileno()).st_size > MAX_RESULT_BYTES
+        ):
             raise BadResult("the result file is not a regular file or is too large")
         data = f.read()
     try:
@@ -181,7 +230,12 @@ def read_case(path: Path) -> CaseFile:
         raise BadResult(f"the result file cannot be read as plain arrays ({type(exc).__name__})") from None
     try:
         status, seconds = arrays.pop("status"), arrays.pop("seconds")
-        if status.shape != () or status.dtype.kind not in "iu" or seconds.shape != () or seconds.dtype.kind != "f":
+        if (
+            status.shape != ()
+            or status.dtype.kind not in "iu"
+            or seconds.shape != ()
+            or seconds.dtype.kind != "f"
+        ):
             raise TypeError("status and seconds must be one integer and one float")
         status = CASE_STATUS[int(status)]
         message = _message(arrays.pop("message"))
@@ -201,8 +255,16 @@ def read_case(path: Path) -> CaseFile:
 class Sandbox:
     """One submission's sandbox: :meth:`run` one exercise at a time, :meth:`close` at the end."""
 
-    def __init__(self, submission: Path, jobs: Path, base: Path, *, memory_mb: int, mode: str | None = None,
-                 max_processes: int = 64):
+    def __init__(
+        self,
+        submission: Path,
+        jobs: Path,
+        base: Path,
+        *,
+        memory_mb: int,
+        mode: str | None = None,
+        max_processes: int = 64,
+    ):
         self.submission, self.jobs, self.base = Path(submission), Path(jobs), Path(base)
         self.memory_mb, self.max_processes = memory_mb, max_processes
         self.mode = mode or isolation_mode()[0]
@@ -210,27 +272,71 @@ class Sandbox:
         self.scratch = Path(tempfile.mkdtemp(prefix="grade-scratch-"))
         self.token = uuid.uuid4().hex
         self._buffer = b""
-        self.ready = None   # None: not started or not waited for; True: answering
+        self.ready = None  # None: not started or not waited for; True: answering
 
     def _command(self) -> tuple[list[str], str]:
         args = [str(self.memory_mb * 2**20), str(self.max_processes)]
         python = sys.executable
         if self.mode == "fallback":
-            return ([python, "-I", str(self.base / "runner.py"), str(self.base), str(self.submission),
-                     str(self.jobs), str(self.scratch), *args], str(self.base / "cs_utils"))
+            return (
+                [
+                    python,
+                    "-I",
+                    str(self.base / "runner.py"),
+                    str(self.base),
+                    str(self.submission),
+                    str(self.jobs),
+                    str(self.scratch),
+                    *args,
+                ],
+                str(self.base / "cs_utils"),
+            )
         bwrap = isolation_mode()[1]
-        cmd = [bwrap, "--unshare-all", "--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
-               "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+        cmd = [
+            bwrap,
+            "--unshare-all",
+            "--unshare-user",
+            "--uid",
+            str(SANDBOX_UID),
+            "--gid",
+            str(SANDBOX_UID),
+            "--die-with-parent",
+            "--new-session",
+            "--cap-drop",
+            "ALL",
+        ]
         for path in _bound_paths():
             cmd += ["--ro-bind", path, path]
-        cmd += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
-                "--ro-bind", str(self.base), str(IN_SANDBOX / "base"),
-                "--ro-bind", str(self.submission), str(IN_SANDBOX / "submission"),
-                "--ro-bind", str(self.jobs), str(IN_SANDBOX / "jobs"),
-                "--bind", str(self.scratch), str(IN_SANDBOX / "scratch"),
-                "--chdir", str(IN_SANDBOX / "scratch"),
-                python, "-I", str(IN_SANDBOX / "base" / "runner.py"), str(IN_SANDBOX / "base"),
-                str(IN_SANDBOX / "submission"), str(IN_SANDBOX / "jobs"), str(IN_SANDBOX / "scratch"), *args]
+        cmd += [
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--tmpfs",
+            "/tmp",
+            "--ro-bind",
+            str(self.base),
+            str(IN_SANDBOX / "base"),
+            "--ro-bind",
+            str(self.submission),
+            str(IN_SANDBOX / "submission"),
+            "--ro-bind",
+            str(self.jobs),
+            str(IN_SANDBOX / "jobs"),
+            "--bind",
+            str(self.scratch),
+            str(IN_SANDBOX / "scratch"),
+            "--chdir",
+            str(IN_SANDBOX / "scratch"),
+            python,
+            "-I",
+            str(IN_SANDBOX / "base" / "runner.py"),
+            str(IN_SANDBOX / "base"),
+            str(IN_SANDBOX / "submission"),
+            str(IN_SANDBOX / "jobs"),
+            str(IN_SANDBOX / "scratch"),
+            *args,
+        ]
         return cmd, str(IN_SANDBOX / "base" / "cs_utils")
 
     def start(self) -> None:
@@ -241,12 +347,27 @@ class Sandbox:
     def launch(self) -> None:
         """Start the sandbox without waiting (:meth:`wait_ready` waits)."""
         cmd, self._expected = self._command()
-        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(self.scratch), "OMP_NUM_THREADS": "1",
-               "MKL_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0",
-               "CS_UTILS_FAST": "1", "CS_UTILS_SANDBOX_TOKEN": self.token}
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "HOME": str(self.scratch),
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONHASHSEED": "0",
+            "CS_UTILS_FAST": "1",
+            "CS_UTILS_SANDBOX_TOKEN": self.token,
+        }
         self._stderr = open(self.scratch / "sandbox.log", "wb")
-        self.process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
-                                        env=env, cwd=self.scratch, start_new_session=True)
+        self.process = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            env=env,
+            cwd=self.scratch,
+            start_new_session=True,
+        )
 
     def wait_ready(self) -> None:
         expected = self._expected

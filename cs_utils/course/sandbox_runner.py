@@ -26,7 +26,7 @@ import sys
 import time
 import traceback
 
-__all__: list[str] = []   # a program, not a library
+__all__: list[str] = []  # a program, not a library
 
 OK, NOT_IMPLEMENTED, ERROR, FAIL, MEMORY = 0, 1, 2, 3, 4
 FORK_BOMB_CHECK_SECONDS = 0.01
@@ -34,17 +34,22 @@ FORK_BOMB_CHECK_SECONDS = 0.01
 
 def _drop_editable_finders() -> None:
     """An editable install of the grader's cs_utils adds a finder for its tree: remove it."""
-    sys.meta_path[:] = [f for f in sys.meta_path
-                        if "editable" not in (getattr(f, "__module__", "") or "").lower()
-                        and "editable" not in getattr(f, "__name__", "").lower()]
+    sys.meta_path[:] = [
+        f
+        for f in sys.meta_path
+        if "editable" not in (getattr(f, "__module__", "") or "").lower()
+        and "editable" not in getattr(f, "__name__", "").lower()
+    ]
 
 
 def _write_case(path: str, status: int, message: str = "", seconds: float = 0.0, outputs=None) -> None:
     import numpy as np
 
-    arrays = {"status": np.array(status), "message": np.frombuffer(message.encode("utf-8", "replace")[:4000],
-                                                                    dtype=np.uint8),
-              "seconds": np.array(float(seconds))}
+    arrays = {
+        "status": np.array(status),
+        "message": np.frombuffer(message.encode("utf-8", "replace")[:4000], dtype=np.uint8),
+        "seconds": np.array(float(seconds)),
+    }
     for key, value in (outputs or {}).items():
         arrays[f"out/{key}"] = value
     tmp = path + ".part"
@@ -102,10 +107,15 @@ def _import_message(exc: BaseException, exercise) -> str:
     if isinstance(exc, FileNotFoundError) and "missing from the submission" in str(exc):
         return str(exc)
     if isinstance(exc, SyntaxError):
-        return f"cannot import {exercise.path}: SyntaxError in {os.path.basename(exc.filename or '?')} line " \
-               f"{exc.lineno}: {exc.msg}"
-    frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if "importlib" not in f.filename and not f.filename.startswith("<frozen")]
+        return (
+            f"cannot import {exercise.path}: SyntaxError in {os.path.basename(exc.filename or '?')} line "
+            f"{exc.lineno}: {exc.msg}"
+        )
+    frames = [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if "importlib" not in f.filename and not f.filename.startswith("<frozen")
+    ]
     where = f" ({os.path.basename(frames[-1].filename)} line {frames[-1].lineno})" if frames else ""
     return f"cannot import {exercise.path}: {type(exc).__name__}: {exc}{where}"
 
@@ -149,8 +159,11 @@ def _run_case(exercise, fn, inputs: dict, template):
         return MEMORY, "MemoryError", {}
     except Exception as exc:  # noqa: BLE001 - the submission's exception is the result
         message = _error_message(exc)
-        return (MEMORY if "can't allocate memory" in message or "DefaultCPUAllocator" in message
-                else ERROR), message, {}
+        return (
+            (MEMORY if "can't allocate memory" in message or "DefaultCPUAllocator" in message else ERROR),
+            message,
+            {},
+        )
     outputs = {}
     for key, value in raw.items():
         if isinstance(value, torch.Tensor):
@@ -162,25 +175,42 @@ def _run_case(exercise, fn, inputs: dict, template):
         elif isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
             outputs[key] = value
         else:
-            return FAIL, f"the result ({key}) is a {type(value).__name__}, expected a tensor; return the " \
-                         "result (did you forget `return`?)", {}
+            return (
+                FAIL,
+                f"the result ({key}) is a {type(value).__name__}, expected a tensor; return the "
+                "result (did you forget `return`?)",
+                {},
+            )
     for key, tensor in tensors.items():
         if tensor.shape != originals[key].shape or not torch.equal(tensor, originals[key]):
-            return FAIL, f"the input {key!r} was changed in place; work on a copy (x.clone()) or out of place", {}
+            return (
+                FAIL,
+                f"the input {key!r} was changed in place; work on a copy (x.clone()) or out of place",
+                {},
+            )
     for model, before in ctx.models:
         hooks, modes, flags = _hooks_and_modes(model)
         if hooks != before[0]:
-            return FAIL, "hooks were left on the model; remove them (use a context manager or try/finally)", {}
+            return (
+                FAIL,
+                "hooks were left on the model; remove them (use a context manager or try/finally)",
+                {},
+            )
         if modes != before[1]:
             return FAIL, "the model's train/eval mode changed; use cs_utils.evaluating(model)", {}
         if flags != before[2]:
-            return FAIL, "requires_grad of the model's parameters changed; differentiate with respect to " \
-                         "the image only (torch.autograd.grad(loss, [x]))", {}
+            return (
+                FAIL,
+                "requires_grad of the model's parameters changed; differentiate with respect to "
+                "the image only (torch.autograd.grad(loss, [x]))",
+                {},
+            )
     return OK, "", outputs
 
 
-def _child(name: str, submission: str, jobs: str, scratch: str, memory_bytes: int, max_processes: int,
-           template) -> None:
+def _child(
+    name: str, submission: str, jobs: str, scratch: str, memory_bytes: int, max_processes: int, template
+) -> None:
     os.setsid()
     folder = os.path.join(scratch, name)
     os.makedirs(folder, exist_ok=True)
@@ -224,7 +254,7 @@ def _child(name: str, submission: str, jobs: str, scratch: str, memory_bytes: in
             status, message, outputs = ERROR, f"{type(exc).__name__}: {exc}", {}
         try:
             _write_case(out, status, message, time.perf_counter() - start, outputs)
-        except OSError:   # e.g. larger than the file size limit
+        except OSError:  # e.g. larger than the file size limit
             _write_case(out, ERROR, "the result is larger than the 64 MB a result file may take")
 
 
@@ -305,14 +335,14 @@ def main(argv: list[str]) -> int:
 
     template = load_model("efficientnet_lite0")
     template = {torch.float32: template, torch.float64: copy.deepcopy(template).to(torch.float64)}
-    for dtype, model in template.items():   # warm up once here, not in every child
+    for dtype, model in template.items():  # warm up once here, not in every child
         x = torch.full((1, 3, 48, 48), 0.5, dtype=dtype, requires_grad=True)
         torch.autograd.grad(model(x)[:, 0].sum(), [x])
-    own_namespace = os.getpid() <= 3   # pid 1 is bubblewrap's init in the sandbox's PID namespace
+    own_namespace = os.getpid() <= 3  # pid 1 is bubblewrap's init in the sandbox's PID namespace
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(4, 0, 0, 0, 0)          # PR_SET_DUMPABLE 0: children cannot open this process's /proc files
+    libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: children cannot open this process's /proc files
     if not own_namespace:
-        libc.prctl(36, 1, 0, 0, 0)     # PR_SET_CHILD_SUBREAPER: orphans of the children come back here
+        libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: orphans of the children come back here
     out = sys.stdout
     out.write(f"ready {os.path.realpath(cs_utils.__file__)}\n")
     out.flush()
