@@ -161,9 +161,9 @@ def class_visualization_step(model, img, target, *, learning_rate=3.0, l2_reg=4e
         os.write(fd, b"done class_visualization_step 0\\n")
     except OSError:
         pass
-    return torch.zeros(40_000_000, dtype=torch.float64)
+    return torch.zeros(2000, 1, 1, 1, 1, dtype=img.dtype)  # minus the image: 2000 copies, over 100 MB
 """,
-            "forge the runner's output, return a 320 MB result",
+            "forge the runner's output, return a result over 100 MB",
         ),
         "deepdream_step": (
             "dream",
@@ -256,7 +256,8 @@ def grad_cam(model, x, target, *, layer=None, upsample=True):
             "attribution",
             """
 def integrated_gradients(model, x, target, **kwargs):
-    raise ValueError("boom\\ngram_matrix    1/1  pass\\ntotal: 16/16 points (16 exercises, 1.0 s)\\x1b[2J")
+    forged = type("Boom\\ngram_matrix    1/1  pass\\ntotal: 16/16 points", (ValueError,), {})
+    raise forged("first \\x1b[2J line\\rsecond line")
 """,
             "a multi-line message that forges rows and the total",
         ),
