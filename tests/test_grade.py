@@ -107,6 +107,8 @@ def test_ci_grades_in_bubblewrap(class_run):
     """CI installs bubblewrap (.ci/run): the class was graded in it, and it said so."""
     assert isolation_mode()[0] == "bubblewrap", isolation_mode()
     assert {r["mode"] for r in class_run["reports"].values()} == {"bubblewrap"}
+    # checked inside the sandbox: `import cs_utils` is the sandbox's copy of the release, not the grader's
+    assert class_run["reports"]["s01_correct"]["sandbox_cs_utils"] == "/sandbox/base/cs_utils/__init__.py"
 
 
 def test_a_correct_submission_gets_full_marks(class_run):

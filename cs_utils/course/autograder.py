@@ -418,6 +418,9 @@ def grade(
                     except SandboxError as exc:
                         report = _unopened_report(submission, f"the sandbox failed: {exc}", names, mode, seed)
                         report["exercises"] = scores + report["exercises"][len(scores) :]
+                        report["infrastructure_error"] = (
+                            True  # not the submission's doing: a rerun grades it again
+                        )
                         return report
                 how, seconds = sandbox.run(name, timeout)
                 judged = [
@@ -432,6 +435,7 @@ def grade(
         return {
             "submission": str(submission),
             "mode": mode,
+            "sandbox_cs_utils": sandbox.cs_utils_file if sandbox.ready else None,
             "seed": seed,
             "points": round(sum(s["points"] for s in scores), 2),
             "max_points": sum(s["max_points"] for s in scores),

@@ -69,7 +69,9 @@ def _finished(path: Path, settings: dict) -> dict | None:
         report = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return report if report.get("settings") == settings else None
+    if report.get("settings") != settings or report.get("infrastructure_error"):
+        return None
+    return report
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -136,7 +138,7 @@ def grade_class(
     in the order of the student ids. ``stop_after``: stop once that many were graded in this run
     (as an interrupted run would)."""
     names = list(names) if names else grading.exercise_names()
-    out = Path(out)
+    out = Path(out).resolve()
     for sub in ("reports", "feedback", ".cache"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     settings = _settings(names, seed, hidden)

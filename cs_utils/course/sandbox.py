@@ -265,7 +265,7 @@ class Sandbox:
         mode: str | None = None,
         max_processes: int = 64,
     ):
-        self.submission, self.jobs, self.base = Path(submission), Path(jobs), Path(base)
+        self.submission, self.jobs, self.base = (Path(p).resolve() for p in (submission, jobs, base))
         self.memory_mb, self.max_processes = memory_mb, max_processes
         self.mode = mode or isolation_mode()[0]
         self.process = None
@@ -308,7 +308,7 @@ class Sandbox:
         bound = _bound_paths()
         for path in bound:
             cmd += ["--ro-bind", path, path]
-        for hidden in (PROJECT_ROOT, PACKAGE_ROOT):   # the grader's tree inside a bound prefix: cover it
+        for hidden in (PROJECT_ROOT, PACKAGE_ROOT):  # the grader's tree inside a bound prefix: cover it
             if any(Path(p) in hidden.parents or Path(p) == hidden for p in bound):
                 cmd += ["--tmpfs", str(hidden)]
         cmd += [
@@ -426,7 +426,7 @@ class Sandbox:
         if len(parts) != 3 or parts[:2] != ["done", name]:
             self.close()
             return "sandbox died", seconds
-        if parts[2] == "forkbomb":   # what is left of it may still be dying: start afresh
+        if parts[2] == "forkbomb":  # what is left of it may still be dying: start afresh
             self.close()
         return parts[2], seconds
 
