@@ -264,6 +264,16 @@ def integrated_gradients(model, x, target, **kwargs):
     }
 
 
+#: gram_matrix writing files into its scratch folder until it is stopped.
+DISK_FILLER = """
+def gram_matrix(features, normalize=True):
+    count = 0
+    while True:
+        with open(f"file_{count}.txt", "w") as f:
+            f.write("x")
+        count += 1
+"""
+
 #: The attacks split over two students, each solving the other half correctly.
 ATTACKER_A = (
     "gram_matrix",

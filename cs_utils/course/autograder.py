@@ -262,6 +262,11 @@ def _ended_without_result(how: str, timeout: float, log: str) -> tuple[str, str]
             f"no result within the time limit of {timeout:g} s (an endless loop, or far too "
             "slow: vectorise the code)"
         )
+    if how == "disk":
+        return (
+            "crashed",
+            "the process wrote over 512 MB or 10000 files into its scratch folder and was stopped",
+        )
     if how == "forkbomb":
         return "crashed", "the process started too many processes at once and was stopped"
     if how == "sandbox died":

@@ -72,6 +72,8 @@ INSTRUCTOR_TOOLS = (
 )
 CASE_STATUS = {0: "ok", 1: "not implemented", 2: "error", 3: "fail", 4: "memory"}
 MAX_RESULT_BYTES = 64 * 2**20
+MAX_SCRATCH_BYTES = 512 * 2**20
+WATCH_SECONDS = 0.5
 STARTUP_TIMEOUT = 300.0
 SANDBOX_UID = 65534
 IN_SANDBOX = Path("/sandbox")
@@ -273,6 +275,7 @@ class Sandbox:
         self.token = uuid.uuid4().hex
         self._buffer = b""
         self.ready = None  # None: not started or not waited for; True: answering
+        self.stopped = None
 
     def _command(self) -> tuple[list[str], str]:
         args = [str(self.memory_mb * 2**20), str(self.max_processes)]
@@ -316,6 +319,8 @@ class Sandbox:
             "/proc",
             "--dev",
             "/dev",
+            "--size",
+            str(64 * 2**20),   # the sandbox's own /tmp, in memory: at most 64 MB
             "--tmpfs",
             "/tmp",
             "--ro-bind",
@@ -387,16 +392,22 @@ class Sandbox:
         self.cs_utils_file = where
         self.ready = True
 
-    def _read_line(self, timeout: float) -> str | None:
-        """The zygote's next line, or None on timeout or end of output."""
+    def _read_line(self, timeout: float, watch=None) -> str | None:
+        """The zygote's next line, or None on timeout, end of output, or when ``watch()`` (called
+        every :data:`WATCH_SECONDS`) returns a reason to stop (kept in ``self.stopped``)."""
         deadline = time.monotonic() + timeout
         fd = self.process.stdout.fileno()
         with selectors.DefaultSelector() as sel:
             sel.register(fd, selectors.EVENT_READ)
             while b"\n" not in self._buffer:
                 left = deadline - time.monotonic()
-                if left <= 0 or not sel.select(left):
+                if left <= 0:
                     return None
+                if not sel.select(min(left, WATCH_SECONDS)):
+                    if watch is not None and (why := watch()):
+                        self.stopped = why
+                        return None
+                    continue
                 chunk = os.read(fd, 4096)
                 if not chunk:
                     return None
@@ -416,10 +427,13 @@ class Sandbox:
         except (BrokenPipeError, OSError):
             self.close()
             return "sandbox died", 0.0
-        line = self._read_line(timeout)
+        self.stopped = None
+        line = self._read_line(timeout, self._scratch_overflow)
         seconds = time.perf_counter() - start
         if line is None:
-            how = "timeout" if self.process.poll() is None and seconds >= timeout * 0.99 else "sandbox died"
+            how = self.stopped or (
+                "timeout" if self.process.poll() is None and seconds >= timeout * 0.99 else "sandbox died"
+            )
             self.close()
             return how, seconds
         parts = line.split(" ")
@@ -429,6 +443,20 @@ class Sandbox:
         if parts[2] == "forkbomb":  # what is left of it may still be dying: start afresh
             self.close()
         return parts[2], seconds
+
+    def _scratch_overflow(self) -> str | None:
+        """"disk" once the scratch folder holds more than :data:`MAX_SCRATCH_BYTES` or 10000 files."""
+        total, count = 0, 0
+        for folder, _, files in os.walk(self.scratch):
+            for name in files:
+                count += 1
+                try:
+                    total += os.lstat(os.path.join(folder, name)).st_size
+                except OSError:
+                    continue
+            if total > MAX_SCRATCH_BYTES or count > 10_000:
+                return "disk"
+        return None
 
     @property
     def alive(self) -> bool:
