@@ -219,7 +219,8 @@ def test_the_sandbox_base_is_the_release_without_golden_files_or_grader(tmp_path
     )
     losses = (base / "cs_utils" / "losses.py").read_text()
     assert "### BEGIN SOLUTION" not in losses and 'raise NotImplementedError("gram_matrix' in losses
-    assert "raise NotImplementedError" in (base / "cs_utils" / "course" / "exercises_layers.py").read_text()
+    layers = (base / "cs_utils" / "course" / "exercises_layers.py").read_text()
+    assert "### BEGIN SOLUTION" not in layers and "is in the instructor's copy only" in layers
 
 
 # --------------------------------------------------------------------------- Gradescope

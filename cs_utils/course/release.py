@@ -86,6 +86,10 @@ def _enclosing_function(lines: list[str], line_no: int):
 
 
 def _replacement(region: Region, name: str | None, doc: str | None, where: str) -> list[str]:
+    if where.startswith("cs_utils/course/"):   # the instructor's tools: typical mistakes, not exercises
+        message = f"{name or 'this part'} ({where}) is in the instructor's copy only"
+        return [f"{region.indent}# (instructor's copy only)\n",
+                f"{region.indent}raise NotImplementedError({json.dumps(message)})\n"]
     if name:
         todo = f"{region.indent}# TODO: implement {name}" + (f": {doc}" if doc else "")
         if len(todo) > 110:
