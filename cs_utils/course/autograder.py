@@ -223,7 +223,8 @@ class Cases:
             future.result()
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        """Stop computing what nobody asked for yet (e.g. when no submission could be opened)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def prepare_cases(names, seed: int, n_hidden: int, jobs: Path, cache: Path | None = None) -> Cases:

@@ -359,7 +359,7 @@ class Sandbox:
         env = {
             "PATH": "/usr/bin:/bin",
             "LANG": "C.UTF-8",
-            "HOME": str(self.scratch),
+            "HOME": str(self.scratch) if self.mode == "fallback" else "/tmp",
             "OMP_NUM_THREADS": "1",
             "MKL_NUM_THREADS": "1",
             "PYTHONDONTWRITEBYTECODE": "1",
