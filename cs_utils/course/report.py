@@ -15,9 +15,7 @@ submission prints can forge a row or a total.
 
 from __future__ import annotations
 
-import html
-
-__all__ = ["MESSAGE_LIMIT", "feedback_html", "feedback_markdown", "one_line", "render_table"]
+__all__ = ["MESSAGE_LIMIT", "feedback_markdown", "one_line", "render_table"]
 
 MESSAGE_LIMIT = 200
 
@@ -128,31 +126,3 @@ def feedback_markdown(report: dict, student: str) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def feedback_html(report: dict, student: str) -> str:
-    """The same feedback as a small HTML page (every text escaped)."""
-    rows = "".join(
-        "<tr>"
-        + "".join(
-            f"<td>{html.escape(one_line(c))}</td>"
-            for c in (
-                s["name"],
-                f"{_points(s['points'])}/{_points(s['max_points'])}",
-                s["status"],
-                _public(s),
-                _hidden(s),
-                _rel(s.get("rel_error")),
-                s.get("message") or "",
-            )
-        )
-        + "</tr>"
-        for s in report["exercises"]
-    )
-    return (
-        f"<!doctype html><meta charset='utf-8'><title>Feedback</title>"
-        f"<h1>Feedback for {html.escape(one_line(student, 80))}</h1>"
-        f"<p><b>Total: {_points(report['points'])} / {_points(report['max_points'])} points</b></p>"
-        "<table><tr><th>exercise</th><th>points</th><th>status</th><th>public case</th><th>hidden cases</th>"
-        f"<th>rel. error</th><th>message</th></tr>{rows}</table>\n"
-    )
