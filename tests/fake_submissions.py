@@ -290,6 +290,19 @@ def gram_matrix(features, normalize=True):
         count += 1
 """
 
+#: mix_styles looping forever, after starting a process in its own session with an empty environment.
+DETACHED_LOOP = """
+def mix_styles(targets, weights):
+    import signal
+    import subprocess
+    import sys
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    subprocess.Popen([sys.executable, "-c", "import os, time; os.fork(); time.sleep(120)  # MARKER"],
+                     env={}, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while True:
+        pass
+"""
+
 #: The attacks split over two students, each solving the other half correctly.
 ATTACKER_A = (
     "gram_matrix",

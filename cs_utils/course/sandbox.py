@@ -428,8 +428,23 @@ class Sandbox:
             self.close()
             return "sandbox died", 0.0
         self.stopped = None
-        line = self._read_line(timeout, self._scratch_overflow)
+        deadline = time.monotonic() + timeout
+        started = self._read_line(timeout, self._scratch_overflow)
+        parts = (started or "").split(" ")
+        if len(parts) != 3 or parts[:2] != ["started", name] or not parts[2].isdigit():
+            self.close()
+            return "sandbox died", time.perf_counter() - start
+        child = int(parts[2])
+        line = self._read_line(max(0.0, deadline - time.monotonic()), self._scratch_overflow)
         seconds = time.perf_counter() - start
+        if line is None and self.mode == "fallback" and self.process.poll() is None:
+            # Kill the child's session; the runner, a subreaper, then kills what the child left
+            # (processes in other sessions included) and reports: nothing outlives the grader.
+            try:
+                os.killpg(child, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            self._read_line(10.0)
         if line is None:
             how = self.stopped or (
                 "timeout" if self.process.poll() is None and seconds >= timeout * 0.99 else "sandbox died"

@@ -7,8 +7,9 @@ folder of input files per exercise (``case_0.npz`` ...), ``SCRATCH`` the only wr
 
 The parent (the *zygote*) imports torch, ``cs_utils`` and the pretrained model once, prints
 ``ready <path of cs_utils>`` and then reads exercise names from stdin. For each name it forks a
-child that: starts its own session, sends its output to ``SCRATCH/<name>/log.txt``, sets hard
-limits (address space, file size, processes, soft = hard), imports the submission's module in
+child (printing ``started <name> <pid>``) that: starts its own session, sends its output to
+``SCRATCH/<name>/log.txt``, sets hard limits (address space, file size, processes, soft = hard),
+imports the submission's module in
 place of the release's, calls the function on every case and writes ``SCRATCH/<name>/case_<i>.npz``
 (plain arrays: ``status``, ``message`` as UTF-8 bytes, ``seconds`` and ``out/<key>``). When the
 child ends, the zygote kills whatever it left behind and prints ``done <name> <exit status>``.
@@ -359,6 +360,8 @@ def main(argv: list[str]) -> int:
                 code = 70
             finally:
                 os._exit(code)
+        out.write(f"started {name} {pid}\n")   # the grader may kill this child's session on timeout
+        out.flush()
         how = _wait_child(pid, own_namespace, max_processes)
         _kill_leftovers(own_namespace, pid)
         out.write(f"done {name} {how}\n")
