@@ -282,7 +282,7 @@ def test_the_fallback_sandbox_stops_the_attacks_it_can(fallback_report):
         assert scores[name]["points"] == 0 and scores[name]["status"] == status, scores[name]
         assert text in scores[name]["message"]
     assert scores["gram_matrix"]["status"] == "crashed" and scores["gram_matrix"]["points"] == 0
-    assert "10000 files into its scratch folder" in scores["gram_matrix"]["message"]
+    assert "2000 files into its scratch folder" in scores["gram_matrix"]["message"]
     assert scores["mix_styles"]["status"] == "timeout" and scores["mix_styles"]["points"] == 0
     assert scores["class_visualization_step"]["status"] == "pass"
     assert report["points"] == 1 and report["max_points"] == 10
@@ -350,3 +350,25 @@ def test_cs_utils_grading_is_the_short_name_of_the_checks():
 
     assert cs_utils.grading.check is grading.check is cs_utils.check_exercise
     assert cs_utils.grading.evaluate is grading.evaluate
+
+
+def test_a_grader_failure_costs_one_row_and_is_retried(tmp_path, monkeypatch):
+    submissions = tmp_path / "submissions"
+    (submissions / "b1").mkdir(parents=True)
+    (submissions / "b2").mkdir()
+    real = class_grading.grade
+
+    def flaky(path, *args, **kwargs):
+        if Path(path).name == "b1":
+            raise RuntimeError("out of disk")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(class_grading, "grade", flaky)
+    out = tmp_path / "grades"
+    reports = class_grading.grade_class(submissions, out, names=["tv_loss"], progress=False)
+    assert reports[0]["problem"] == "the grader failed: RuntimeError: out of disk"
+    assert "holds neither a cs_utils/ folder nor .py files" in reports[1]["problem"]
+    assert reports[0]["infrastructure_error"] and "infrastructure_error" not in reports[1]
+    monkeypatch.setattr(class_grading, "grade", real)
+    again = class_grading.grade_class(submissions, out, names=["tv_loss"], progress=False)
+    assert "holds neither a cs_utils/ folder" in again[0]["problem"]     # b1 graded again, for real

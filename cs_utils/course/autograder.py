@@ -52,6 +52,7 @@ __all__ = [
     "points_for",
     "prepare_cases",
     "sandbox_base",
+    "zero_report",
 ]
 
 DEFAULT_TIMEOUT = 60.0
@@ -266,7 +267,7 @@ def _ended_without_result(how: str, timeout: float, log: str) -> tuple[str, str]
     if how == "disk":
         return (
             "crashed",
-            "the process wrote over 512 MB or 10000 files into its scratch folder and was stopped",
+            "the process wrote over 512 MB or 2000 files into its scratch folder and was stopped",
         )
     if how == "forkbomb":
         return "crashed", "the process started too many processes at once and was stopped"
@@ -345,7 +346,8 @@ def _exercise_score(exercise, public: dict, hidden: list[dict], seconds: float) 
     }
 
 
-def _unopened_report(submission: Path, reason: str, names: list[str], mode: str, seed: int) -> dict:
+def zero_report(submission: Path, reason: str, names: list[str], mode: str, seed: int) -> dict:
+    """The report of a submission that could not be graded: zero points, ``reason`` as ``problem``."""
     exercises = []
     for name in names:
         exercise = grading.get_exercise(name)
@@ -404,7 +406,7 @@ def grade(
         try:
             package = open_submission(submission, work / "submission")
         except SubmissionError as exc:
-            return _unopened_report(submission, str(exc), names, mode, seed)
+            return zero_report(submission, str(exc), names, mode, seed)
         jobs = cases.jobs if cases is not None else work / "jobs"
         jobs.mkdir(parents=True, exist_ok=True)
         sandbox = Sandbox(package, jobs, sandbox_base(), memory_mb=memory_mb, mode=mode)
@@ -422,7 +424,7 @@ def grade(
                     try:
                         sandbox.wait_ready()
                     except SandboxError as exc:
-                        report = _unopened_report(submission, f"the sandbox failed: {exc}", names, mode, seed)
+                        report = zero_report(submission, f"the sandbox failed: {exc}", names, mode, seed)
                         report["exercises"] = scores + report["exercises"][len(scores) :]
                         report["infrastructure_error"] = (
                             True  # not the submission's doing: a rerun grades it again

@@ -26,7 +26,15 @@ import os
 from pathlib import Path
 
 from . import grading
-from .autograder import DEFAULT_HIDDEN, DEFAULT_MEMORY_MB, DEFAULT_SEED, DEFAULT_TIMEOUT, grade, prepare_cases
+from .autograder import (
+    DEFAULT_HIDDEN,
+    DEFAULT_MEMORY_MB,
+    DEFAULT_SEED,
+    DEFAULT_TIMEOUT,
+    grade,
+    prepare_cases,
+    zero_report,
+)
 from .report import feedback_markdown, one_line
 from .sandbox import isolation_mode
 
@@ -159,16 +167,13 @@ def grade_class(
 
         def one(item):
             student, path = item
-            report = grade(
-                path,
-                names,
-                seed=seed,
-                hidden=hidden,
-                timeout=timeout,
-                memory_mb=memory_mb,
-                mode=mode,
-                cases=cases,
-            )
+            try:
+                report = grade(path, names, seed=seed, hidden=hidden, timeout=timeout, memory_mb=memory_mb,
+                               mode=mode, cases=cases)
+            except Exception as exc:  # noqa: BLE001 - one submission never stops the class (a rerun retries)
+                reason = f"the grader failed: {type(exc).__name__}: {exc}"
+                report = zero_report(path, reason, names, mode, seed)
+                report["infrastructure_error"] = True
             report["student"], report["settings"] = student, settings
             _write_atomic(out / "feedback" / f"{student}.md", feedback_markdown(report, student))
             _write_atomic(out / "reports" / f"{student}.json", json.dumps(report, indent=1) + "\n")

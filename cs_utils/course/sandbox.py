@@ -73,6 +73,7 @@ INSTRUCTOR_TOOLS = (
 CASE_STATUS = {0: "ok", 1: "not implemented", 2: "error", 3: "fail", 4: "memory"}
 MAX_RESULT_BYTES = 64 * 2**20
 MAX_SCRATCH_BYTES = 512 * 2**20
+MAX_SCRATCH_FILES = 2000
 WATCH_SECONDS = 0.5
 STARTUP_TIMEOUT = 300.0
 SANDBOX_UID = 65534
@@ -460,7 +461,7 @@ class Sandbox:
         return parts[2], seconds
 
     def _scratch_overflow(self) -> str | None:
-        """"disk" once the scratch folder holds more than :data:`MAX_SCRATCH_BYTES` or 10000 files."""
+        """"disk" once the scratch folder holds over :data:`MAX_SCRATCH_BYTES` or :data:`MAX_SCRATCH_FILES`"""
         total, count = 0, 0
         for folder, _, files in os.walk(self.scratch):
             for name in files:
@@ -469,7 +470,7 @@ class Sandbox:
                     total += os.lstat(os.path.join(folder, name)).st_size
                 except OSError:
                     continue
-            if total > MAX_SCRATCH_BYTES or count > 10_000:
+            if total > MAX_SCRATCH_BYTES or count > MAX_SCRATCH_FILES:
                 return "disk"
         return None
 
