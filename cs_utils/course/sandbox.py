@@ -493,8 +493,15 @@ class Sandbox:
             return ""
         return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
 
-    def close(self) -> None:
+    def close(self, graceful: bool = False) -> None:
+        """Stop the sandbox: kill it (``graceful``: first end its input, so the idle runner leaves)."""
         if self.process is not None:
+            if graceful and self.ready and self.process.poll() is None:
+                try:
+                    self.process.stdin.close()
+                    self.process.wait(timeout=2)
+                except (OSError, subprocess.TimeoutExpired):
+                    pass
             try:
                 os.killpg(self.process.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
@@ -511,5 +518,5 @@ class Sandbox:
             _kill_marked(self.token)
 
     def cleanup(self) -> None:
-        self.close()
+        self.close(graceful=True)
         shutil.rmtree(self.scratch, ignore_errors=True)

@@ -366,7 +366,8 @@ def main(argv: list[str]) -> int:
         _kill_leftovers(own_namespace, pid)
         out.write(f"done {name} {how}\n")
         out.flush()
-    return 0
+    out.flush()
+    os._exit(0)   # end of input: leave at once (no interpreter teardown)
 
 
 if __name__ == "__main__":
