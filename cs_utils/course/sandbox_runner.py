@@ -336,6 +336,7 @@ def main(argv: list[str]) -> int:
 
     template = load_model("efficientnet_lite0")
     template = {torch.float32: template, torch.float64: copy.deepcopy(template).to(torch.float64)}
+    import torch.fx.experimental.symbolic_shapes  # noqa: F401 - autograd imports it lazily: once, here
     for dtype, model in template.items():  # warm up once here, not in every child
         x = torch.full((1, 3, 48, 48), 0.5, dtype=dtype, requires_grad=True)
         torch.autograd.grad(model(x)[:, 0].sum(), [x])
