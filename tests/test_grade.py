@@ -372,3 +372,18 @@ def test_a_grader_failure_costs_one_row_and_is_retried(tmp_path, monkeypatch):
     monkeypatch.setattr(class_grading, "grade", real)
     again = class_grading.grade_class(submissions, out, names=["tv_loss"], progress=False)
     assert "holds neither a cs_utils/ folder" in again[0]["problem"]     # b1 graded again, for real
+
+
+def test_a_failure_of_the_grader_still_writes_the_table_and_the_json(tmp_path, monkeypatch, capsys):
+    from cs_utils.course import grade as command
+
+    def broken(*args, **kwargs):
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(command, "grade", broken)
+    out = tmp_path / "report.json"
+    assert command.main([str(tmp_path), "--only", "tv_loss", "--json", str(out)]) == 1
+    report = json.loads(out.read_text())
+    assert report["points"] == 0
+    assert report["problem"] == "the grader failed: OSError: no space left on device"
+    assert "total: 0/1 points (1 exercises" in capsys.readouterr().out

@@ -19,9 +19,10 @@ import sys
 from pathlib import Path
 
 from . import grading
-from .autograder import DEFAULT_HIDDEN, DEFAULT_MEMORY_MB, DEFAULT_SEED, DEFAULT_TIMEOUT, grade
+from .autograder import DEFAULT_HIDDEN, DEFAULT_MEMORY_MB, DEFAULT_SEED, DEFAULT_TIMEOUT, grade, zero_report
 from .class_grading import grade_class
 from .report import render_table
+from .sandbox import isolation_mode
 
 __all__ = ["main"]
 
@@ -98,19 +99,20 @@ def main(argv=None) -> int:
     if not args.submission.exists():
         print(f"error: {args.submission} does not exist", file=sys.stderr)
         return 2
-    report = grade(
-        args.submission.resolve(),
-        args.only,
-        seed=args.seed,
-        hidden=args.hidden,
-        timeout=args.timeout,
-        memory_mb=args.memory,
-    )
+    names = args.only or grading.exercise_names()
+    try:
+        report = grade(args.submission.resolve(), names, seed=args.seed, hidden=args.hidden,
+                       timeout=args.timeout, memory_mb=args.memory)
+        status = 0
+    except Exception as exc:  # noqa: BLE001 - a failure of the grader itself: still a table and a JSON
+        report = zero_report(args.submission, f"the grader failed: {type(exc).__name__}: {exc}", names,
+                             isolation_mode()[0], args.seed)
+        status = 1
     print(render_table(report))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")
-    return 0
+    return status
 
 
 if __name__ == "__main__":
