@@ -12,7 +12,7 @@ NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 TEST_ENV  := CS_UTILS_FAST=1 MPLBACKEND=Agg IPYTHONDIR=$(CURDIR)/tests/ipython
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test unit notebooks lint run lab strip clean weights checks student bench
+.PHONY: help setup test unit notebooks lint run lab strip clean weights checks student gradescope bench
 
 help:
 	@echo "make run     set up, execute every notebook at the full budget, render build/index.html"
@@ -25,6 +25,7 @@ help:
 	@echo "make weights train the fast-style networks of notebook 06 again into data/fast_style/ (slow)"
 	@echo "make checks  regenerate the golden files data/checks/*.npz of the exercises from the solutions"
 	@echo "make student write the student release (solutions replaced by TODOs) into build/student/"
+	@echo "make gradescope  write Gradescope's autograder zip (grader + hidden reference) to build/"
 	@echo "make bench   speed benchmarks: medians and ratios to the physical limit (not tests)"
 	@echo "make clean   remove build/ and caches (keeps .venv/)"
 
@@ -50,7 +51,7 @@ lint: setup
 	$(PY) -m ruff check cs_utils tests notebooks
 
 run: setup
-	$(PY) -m cs_utils.render --notebooks notebooks --out build
+	$(PY) -m cs_utils.course.render --notebooks notebooks --out build
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks
@@ -60,13 +61,18 @@ strip: setup
 
 # The fast-style networks of notebook 06, one after another on one thread (resumes an interrupted run).
 weights: setup
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m cs_utils.train_weights
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m cs_utils.course.train_weights
 
 checks: setup
-	OMP_NUM_THREADS=1 $(PY) -c 'import sys; from cs_utils.grading import main; sys.exit(main(["--generate"]))'
+	OMP_NUM_THREADS=1 $(PY) -c 'import sys; from cs_utils.course.grading import main; sys.exit(main(["--generate"]))'
 
 student: setup
-	$(PY) -m cs_utils.release --out build/student
+	$(PY) -m cs_utils.course.release --out build/student
+
+# The autograder for Gradescope: setup.sh, run_autograder, the grader and its reference; SEED=n fixes
+# the seed of the hidden cases (default: drawn when the zip is built, stored in it).
+gradescope: setup
+	$(PY) -m cs_utils.course.gradescope build --out build/gradescope_autograder.zip $(if $(SEED),--seed $(SEED))
 
 # bench_attribution.py also times Captum (the `bench` extra) when it can be installed, else skips those rows.
 bench: setup

@@ -24,6 +24,8 @@ from .class_viz import (
     representation_objective,
     stretch_contrast,
 )
+from .course.exercise_registry import rel_error
+from .course.grading import check as check_exercise
 from .data import imagenet_index, imagenet_label, imagenet_labels, sample_image, sample_images
 from .dream import deepdream, deepdream_step, invert_features, octave_sizes
 from .evaluation import (
@@ -33,7 +35,6 @@ from .evaluation import (
     insertion_curve,
     rank_correlation,
 )
-from .exercise_registry import rel_error
 from .fast_style import (
     HELD_OUT_PHOTOS,
     ConditionalInstanceNorm,
@@ -44,7 +45,6 @@ from .fast_style import (
     train_fast_style,
     training_photos,
 )
-from .grading import check as check_exercise
 from .history import History
 from .hooks import (
     capture_activations,

@@ -19,22 +19,34 @@ import cs_utils
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "cs_utils"
-MODULES = sorted(p for p in PACKAGE.glob("*.py"))
+MODULES = sorted(PACKAGE.rglob("*.py"))
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 MAX_LINES = 600
 ALIAS = "cs"
 
 
+def module_name(path: Path) -> str:
+    """``path``'s module name inside the package: ``losses``, ``course.grading``."""
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
 def package_imports(path: Path) -> set[str]:
-    """The package modules ``path`` imports with relative imports, anywhere in the file."""
+    """The package modules ``path`` imports with relative imports, anywhere in the file
+    (dotted names inside the package: ``course.grading``; a package stands for its ``__init__``)."""
+    here = module_name(path).split(".")
+    package = here if path.name == "__init__.py" else here[:-1]
     found = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
+        if isinstance(node, ast.ImportFrom) and node.level >= 1:
+            base = package[:len(package) - (node.level - 1)] if node.level > 1 else package
+            prefix = [*base, *node.module.split(".")] if node.module else base
             if node.module:
-                found.add(node.module.split(".")[0])
+                found.add(".".join(prefix))
             else:
-                found.update(alias.name for alias in node.names)
-    return found - {"__init__"}
+                found.update(".".join([*prefix, alias.name]) for alias in node.names)
+    modules = {module_name(p) for p in MODULES}
+    return {name for name in found if name in modules and name}
 
 
 def import_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -89,14 +101,14 @@ def notebook_problems(path: Path, public: set[str]) -> list[str]:
 
 # --------------------------------------------------------------------------- the rules
 
-@pytest.mark.parametrize("path", MODULES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", MODULES, ids=module_name)
 def test_no_module_is_over_600_lines(path):
     lines = len(path.read_text(encoding="utf-8").splitlines())
     assert lines <= MAX_LINES, f"{path.name} has {lines} lines; split it by topic (at most {MAX_LINES})"
 
 
 def test_no_import_cycle():
-    graph = {p.stem: package_imports(p) for p in MODULES if p.stem != "__init__"}
+    graph = {module_name(p): package_imports(p) - {module_name(p)} for p in MODULES if module_name(p)}
     cycle = import_cycle(graph)
     assert cycle is None, f"import cycle: {' -> '.join(cycle)}"
 
@@ -120,7 +132,7 @@ def test_every_public_name_exists_and_every_module_has_all():
     for path in MODULES:
         if path.stem in ("__init__", "__main__"):
             continue
-        module = importlib.import_module(f"cs_utils.{path.stem}")
+        module = importlib.import_module(f"cs_utils.{module_name(path)}")
         assert isinstance(getattr(module, "__all__", None), list), f"{path.name} has no __all__ list"
         absent = [name for name in module.__all__ if not hasattr(module, name)]
         assert not absent, f"{path.name}: __all__ names {absent} that it does not define"

@@ -1,6 +1,6 @@
 """The exercises of cs_utils/losses.py: gram_matrix, content_loss, style_loss, tv_loss.
 
-Importing this module registers them in :data:`cs_utils.exercise_registry.EXERCISES`.
+Importing this module registers them in :data:`cs_utils.course.exercise_registry.EXERCISES`.
 """
 
 from __future__ import annotations
@@ -31,10 +31,12 @@ def _gram_run(fn, t, ctx):
 
 def _gram_variant(scale):
     def wrong(features, normalize=True):
-        from .losses import gram_matrix
+        ### BEGIN SOLUTION
+        from ..losses import gram_matrix
 
         n, c, h, w = features.shape
         return gram_matrix(features, normalize=False) / (scale(n, c, h, w) if normalize else 1)
+        ### END SOLUTION
     return wrong
 
 
@@ -66,12 +68,14 @@ def _content_run(fn, t, ctx):
 
 def _content_variant(kind):
     def wrong(features, target, weight=1.0):
+        ### BEGIN SOLUTION
         diff = features - target
         if kind == "mean":
             return weight * diff.pow(2).mean()
         if kind == "no_weight":
             return diff.pow(2).sum()
         return weight * diff.pow(2).sum().sqrt()
+        ### END SOLUTION
     return wrong
 
 
@@ -107,7 +111,8 @@ def _style_run(fn, t, ctx):
 
 def _style_variant(kind):
     def wrong(features, target_grams, weights=1.0):
-        from .losses import gram_matrix
+        ### BEGIN SOLUTION
+        from ..losses import gram_matrix
 
         if isinstance(weights, (int, float)):
             weights = [float(weights)] * len(features)
@@ -120,6 +125,7 @@ def _style_variant(kind):
             else:
                 total = total + (err.mean() if kind == "no_weights" else w * err.mean())
         return total
+        ### END SOLUTION
     return wrong
 
 
@@ -150,6 +156,7 @@ def _tv_run(fn, t, ctx):
 
 def _tv_variant(kind):
     def wrong(x, weight=1.0, beta=2.0):
+        ### BEGIN SOLUTION
         if kind == "separate":  # CS231n's anisotropic form over every row/column pair
             dx = (x[..., :, 1:] - x[..., :, :-1]).pow(2)
             dy = (x[..., 1:, :] - x[..., :-1, :]).pow(2)
@@ -160,6 +167,7 @@ def _tv_variant(kind):
         if kind == "mean":
             return weight * (squared + (0 if beta == 2 else 1e-8)).pow(beta / 2).mean()
         return weight * squared.sum()  # beta ignored
+        ### END SOLUTION
     return wrong
 
 

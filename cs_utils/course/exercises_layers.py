@@ -46,8 +46,9 @@ def _rf_inputs():
 
 def _rf_run(fn, t, ctx):
     model, size = ctx.model(), int(t["input_size"])
+    lite0_layers = RF_LAYERS if "blocks" not in t else ("stem", *(f"blocks.{int(i)}" for i in t["blocks"]))
     outputs = {}
-    for model_name, net, layers in (("lite0", model, RF_LAYERS), ("dilated", _dilated_net(), ("conv3",))):
+    for model_name, net, layers in (("lite0", model, lite0_layers), ("dilated", _dilated_net(), ("conv3",))):
         for layer in layers:
             field_ = fn(net, layer, size)
             outputs[f"{model_name}_{layer}"] = np.array([field_.size, field_.stride, field_.offset],
@@ -57,7 +58,8 @@ def _rf_run(fn, t, ctx):
 
 def _rf_variant(kind):
     def wrong(model, layer, input_size):
-        from .receptive_fields import ReceptiveField, _spatial_ops_before
+        ### BEGIN SOLUTION
+        from ..receptive_fields import ReceptiveField, _spatial_ops_before
 
         input_size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
         ops, output_size = _spatial_ops_before(model, layer, input_size)
@@ -71,6 +73,7 @@ def _rf_variant(kind):
                 if kind != "stride_first":
                     stride[d] *= step[d]
         return ReceptiveField(tuple(size), tuple(stride), tuple(offset), input_size, tuple(output_size))
+        ### END SOLUTION
     return wrong
 
 
@@ -107,6 +110,7 @@ def _nn_run(fn, t, ctx):
 
 def _nn_variant(kind):
     def wrong(queries, gallery, k, *, exclude=None):
+        ### BEGIN SOLUTION
         q, g = queries.reshape(len(queries), -1), gallery.reshape(len(gallery), -1)
         distances = torch.cdist(q, g)
         if kind == "squared":
@@ -117,6 +121,7 @@ def _nn_variant(kind):
                     distances[row, col] = math.inf
         values, order = torch.sort(distances, dim=1, descending=kind == "farthest")
         return values[:, :k], order[:, :k]
+        ### END SOLUTION
     return wrong
 
 
@@ -149,12 +154,14 @@ def _norm_run(fn, t, ctx):
 
 def _norm_variant(kind):
     def wrong(x, eps=1e-5):
+        ### BEGIN SOLUTION
         dims = {"layer": (1, 2, 3), "batch": (0, 2, 3)}.get(kind, (2, 3))
         mean = x.mean(dim=dims, keepdim=True)
         var = x.var(dim=dims, keepdim=True, unbiased=kind == "unbiased")
         if kind == "eps_outside":
             return (x - mean) / (var.sqrt() + eps)
         return (x - mean) / torch.sqrt(var + eps)
+        ### END SOLUTION
     return wrong
 
 
@@ -186,7 +193,7 @@ def _style_targets_class(fn):
     module = sys.modules.get(getattr(fn, "__module__", ""), None)
     cls = getattr(module, "StyleTargets", None)
     if cls is None:
-        from .style import StyleTargets as cls
+        from ..style import StyleTargets as cls
     return cls
 
 
@@ -201,6 +208,7 @@ def _mix_run(fn, t, ctx):
 
 def _mix_variant(kind):
     def wrong(targets, weights):
+        ### BEGIN SOLUTION
         cls = type(targets[0])
         if kind == "mean":
             weights = [1.0 / len(targets)] * len(targets)
@@ -209,6 +217,7 @@ def _mix_variant(kind):
         layers = range(len(targets[0].layers))
         grams = tuple(sum(w * t.grams[i] for w, t in zip(weights, targets)) for i in layers)
         return cls(targets[0].layers, grams)
+        ### END SOLUTION
     return wrong
 
 

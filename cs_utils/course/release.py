@@ -2,7 +2,7 @@
 
 ::
 
-    python -m cs_utils.release [--out build/student]      # or: make student
+    python -m cs_utils.course.release [--out build/student]      # or: make student
 
 Copies the project (the files git knows: tracked plus untracked-but-not-ignored,
 so never ``.venv/``, ``build/`` or caches; without git, a copy that skips those)
@@ -33,7 +33,7 @@ __all__ = ["BEGIN", "END", "Region", "build_release", "marked_regions", "project
 
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 _SKIP_DIRS = {".git", ".venv", "venv", "build", "__pycache__", ".pytest_cache", ".ruff_cache",
               ".ipynb_checkpoints", "node_modules"}
 
@@ -86,6 +86,10 @@ def _enclosing_function(lines: list[str], line_no: int):
 
 
 def _replacement(region: Region, name: str | None, doc: str | None, where: str) -> list[str]:
+    if where.startswith("cs_utils/course/"):   # the instructor's tools: typical mistakes, not exercises
+        message = f"{name or 'this part'} ({where}) is in the instructor's copy only"
+        return [f"{region.indent}# (instructor's copy only)\n",
+                f"{region.indent}raise NotImplementedError({json.dumps(message)})\n"]
     if name:
         todo = f"{region.indent}# TODO: implement {name}" + (f": {doc}" if doc else "")
         if len(todo) > 110:
@@ -184,7 +188,8 @@ def build_release(out: Path, root: Path = ROOT, *, verbose: bool = False) -> lis
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cs_utils.release", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m cs_utils.course.release",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "student", help="default build/student")
     parser.add_argument("--root", type=Path, default=ROOT, help="the project (default: this one)")
     args = parser.parse_args(argv)

@@ -36,12 +36,14 @@ def _saliency_run(fn, t, ctx):
 
 def _saliency_variant(kind):
     def wrong(model, x, target):
+        ### BEGIN SOLUTION
         grad = _input_grad(model, x, target, "score" if kind in ("no_abs", "sum") else kind)
         if kind == "no_abs":
             return grad.amax(dim=1)
         if kind == "sum":
             return grad.abs().sum(dim=1)
         return grad.abs().amax(dim=1)
+        ### END SOLUTION
     return wrong
 
 
@@ -98,7 +100,8 @@ def _occlusion_run(fn, t, ctx):
 
 def _occlusion_variant(kind, batched=True):
     def wrong(model, x, target, *, window=32, stride=8, fill=None, batch_size=32, progress=True):
-        from .saliency import occlusion_windows
+        ### BEGIN SOLUTION
+        from ..saliency import occlusion_windows
 
         n, _, height, width = x.shape
         colour = x.mean(dim=(2, 3)) if fill is None else torch.full((n, 3), float(fill), dtype=x.dtype)
@@ -125,6 +128,7 @@ def _occlusion_variant(kind, batched=True):
                 heat[:, top:top + window, left:left + window] += drop[:, None, None]
                 covered[top:top + window, left:left + window] += 1
         return heat if kind == "sum" else heat / covered
+        ### END SOLUTION
     return wrong
 
 
@@ -160,11 +164,13 @@ def _guided_run(fn, t, ctx):
 
 def _guided_variant(kind):
     def wrong(grad_output, activation, upper=None):
+        ### BEGIN SOLUTION
         if kind == "backprop":
             return grad_output * (activation > 0)
         if kind == "deconvnet":
             return grad_output.clamp(min=0)
         return grad_output.clamp(min=0) * (activation > 0)  # "upper" ignored
+        ### END SOLUTION
     return wrong
 
 
@@ -197,6 +203,7 @@ def _fooling_run(fn, t, ctx):
 
 def _fooling_variant(kind):
     def wrong(model, x, target, *, step_size=0.25):
+        ### BEGIN SOLUTION
         grad = _input_grad(model, x, target, "loss" if kind == "loss" else "score")
         if kind == "loss":
             grad = -grad
@@ -208,6 +215,7 @@ def _fooling_variant(kind):
             return x + step_size * grad
         norms = grad.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
         return x + step_size * grad / norms
+        ### END SOLUTION
     return wrong
 
 
@@ -246,6 +254,7 @@ def _class_viz_run(fn, t, ctx):
 
 def _class_viz_variant(kind):
     def wrong(model, img, target, *, learning_rate=3.0, l2_reg=4e-3):
+        ### BEGIN SOLUTION
         x = img.detach().clone().requires_grad_(True)
         targets = torch.as_tensor(target).reshape(-1).expand(x.shape[0])
         scores = model(x)
@@ -257,6 +266,7 @@ def _class_viz_variant(kind):
         objective = score + penalty if kind == "sign" else score - penalty
         (grad,) = torch.autograd.grad(objective, [x])
         return (x + learning_rate * grad).detach()
+        ### END SOLUTION
     return wrong
 
 
@@ -295,8 +305,9 @@ def _dream_run(fn, t, ctx):
 
 def _dream_variant(kind):
     def wrong(model, x, layer, *, step_size=0.01, jitter=32, generator=None):
-        from .dream import roll_offsets
-        from .hooks import extract_features
+        ### BEGIN SOLUTION
+        from ..dream import roll_offsets
+        from ..hooks import extract_features
 
         dy, dx = roll_offsets(jitter, generator)
         rolled = torch.roll(x.detach(), shifts=(dy, dx), dims=(2, 3)).requires_grad_(True)
@@ -312,6 +323,7 @@ def _dream_variant(kind):
             return stepped.clamp(0, 1)
         stepped = torch.roll(stepped, shifts=(-dy, -dx), dims=(2, 3))
         return stepped if kind == "no_clamp" else stepped.clamp(0, 1)
+        ### END SOLUTION
     return wrong
 
 

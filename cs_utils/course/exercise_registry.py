@@ -3,7 +3,7 @@
 :class:`Exercise` describes one graded function (inputs, how to call it, tolerance, typical
 mistakes); :data:`EXERCISES` holds them all in the order the grader reports them, filled by
 ``exercises_losses``, ``exercises_pixels``, ``exercises_layers`` and ``exercises_attribution`` (imported by
-:mod:`cs_utils.grading`). :func:`rel_error` is CS231n's relative error, used by every check.
+:mod:`cs_utils.course.grading`). :func:`rel_error` is CS231n's relative error, used by every check.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .data import DATA_DIR
+from ..data import DATA_DIR
 
 __all__ = ["CHECKS_DIR", "EXERCISES", "PACKAGE", "Context", "Exercise", "Mistake", "exercise_names",
            "get_exercise", "register", "rel_error"]
@@ -112,7 +112,7 @@ class Context:
     """What ``run`` may need besides the inputs: a fresh pretrained model per call."""
 
     def model(self, dtype=torch.float64) -> torch.nn.Module:
-        from .models import load_model
+        from ..models import load_model
 
         return load_model("efficientnet_lite0").to(dtype)
 
@@ -127,7 +127,7 @@ def _t(array) -> torch.Tensor:
 
 def _photo(name: str, size: int) -> np.ndarray:
     """A sample photo as uint8 (3, size, size): stored exactly, used as float64 / 255."""
-    from .image import load_image
+    from ..image import load_image
 
     x = load_image(name, size)[0]
     return np.round(x.numpy() * 255).astype(np.uint8)
@@ -166,6 +166,7 @@ def _accepted(fn, **kwargs) -> dict:
 
 def _input_grad(model, x, target, kind="score"):
     """d(objective)/dx for a batch, with the objective of a correct or a typical wrong version."""
+    ### BEGIN SOLUTION
     x = x.detach().clone().requires_grad_(True)
     scores = model(x)
     target = torch.as_tensor(target).reshape(-1).expand(x.shape[0])
@@ -177,5 +178,6 @@ def _input_grad(model, x, target, kind="score"):
         objective = torch.nn.functional.cross_entropy(scores, target, reduction="sum")
     (grad,) = torch.autograd.grad(objective, [x])
     return grad
+    ### END SOLUTION
 
 

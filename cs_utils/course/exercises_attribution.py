@@ -33,7 +33,8 @@ def _grad_cam_run(fn, t, ctx):
 
 def _grad_cam_variant(kind):
     def wrong(model, x, target, *, layer=None, upsample=True):
-        from .hooks import capture_activations
+        ### BEGIN SOLUTION
+        from ..hooks import capture_activations
 
         layer = "head" if layer is None else layer    # the input of Lite0's global pool
         xg = x.detach().clone().requires_grad_(True)
@@ -56,6 +57,7 @@ def _grad_cam_variant(kind):
         cam = F.interpolate(cam[:, None], size=x.shape[2:], mode="bilinear",
                             align_corners=kind == "align_corners")[:, 0]
         return cam.detach()
+        ### END SOLUTION
     return wrong
 
 
@@ -104,7 +106,8 @@ def _ig_run(fn, t, ctx):
 
 def _ig_variant(kind):
     def wrong(model, x, target, *, baseline=None, steps=32, batch_size=None, generator=None):
-        from .attribution import baseline_image
+        ### BEGIN SOLUTION
+        from ..attribution import baseline_image
 
         base = baseline_image(x, None if kind == "from_black" else baseline, generator=generator)
         target = _targets(target, x.shape[0])
@@ -121,6 +124,7 @@ def _ig_variant(kind):
             ends = scores.gather(1, target.repeat(2)[:, None])[:, 0]
         gap = ends[:x.shape[0]] - ends[x.shape[0]:]
         return maps.detach(), ((maps.sum(dim=(1, 2, 3)) - gap).abs() / gap.abs()).detach()
+        ### END SOLUTION
     return wrong
 
 

@@ -1,0 +1,205 @@
+"""Grade a whole class: ``python -m cs_utils.course.grade --class SUBMISSIONS_DIR --out grades/``.
+
+Every entry of ``SUBMISSIONS_DIR`` is one student's submission, named by the student id: a folder
+(the project or its ``cs_utils/``) or ``<id>.zip``. The hidden cases are drawn and their expected
+outputs computed once for the class (cached in ``OUT/.cache``); then the submissions are graded in
+parallel (``--jobs``, default the number of cores), each in its own sandbox, with a progress bar.
+
+Written into ``OUT``:
+
+* ``reports/<id>.json``: each student's full report, written as soon as it is graded. A run that
+  stops halfway loses nothing: the next run with the same settings grades only the rest;
+* ``feedback/<id>.md``: what the student gets (each exercise, status, relative error, hint);
+* ``grades.csv``: one row per student, nbgrader's ``grades.csv`` columns first (``assignment,
+  duedate, timestamp, student_id, last_name, first_name, email, raw_score, late_submission_penalty,
+  score, max_score``), then the points of each exercise and ``notes`` (the statuses that cost
+  points, or why the submission could not be opened: such a submission gets a row with zero points).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import csv
+import datetime as dt
+import json
+import os
+from pathlib import Path
+
+from . import grading
+from .autograder import (
+    DEFAULT_HIDDEN,
+    DEFAULT_MEMORY_MB,
+    DEFAULT_SEED,
+    DEFAULT_TIMEOUT,
+    grade,
+    prepare_cases,
+    zero_report,
+)
+from .report import feedback_markdown, one_line
+from .sandbox import isolation_mode
+
+__all__ = ["NBGRADER_COLUMNS", "discover", "grade_class", "write_grades_csv"]
+
+NBGRADER_COLUMNS = [
+    "assignment",
+    "duedate",
+    "timestamp",
+    "student_id",
+    "last_name",
+    "first_name",
+    "email",
+    "raw_score",
+    "late_submission_penalty",
+    "score",
+    "max_score",
+]
+ASSIGNMENT = "visualizing_cnns"
+
+
+def discover(class_dir: Path) -> list[tuple[str, Path]]:
+    """``(student id, path)`` for every submission in ``class_dir`` (hidden files skipped), sorted."""
+    found = []
+    for path in sorted(Path(class_dir).iterdir()):
+        if path.name.startswith("."):
+            continue
+        student = path.stem if path.is_file() and path.suffix == ".zip" else path.name
+        found.append((student, path))
+    return found
+
+
+def _settings(names, seed, hidden) -> dict:
+    return {"names": list(names), "seed": int(seed), "hidden": int(hidden)}
+
+
+def _finished(path: Path, settings: dict) -> dict | None:
+    """The stored report if it was graded with the same settings (else None: grade it again)."""
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if report.get("settings") != settings or report.get("infrastructure_error"):
+        return None
+    return report
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _notes(report: dict) -> str:
+    if report.get("problem"):
+        return one_line(report["problem"])
+    lost = [f"{s['name']}: {s['status']}" for s in report["exercises"] if s["status"] != "pass"]
+    return "; ".join(lost)
+
+
+def write_grades_csv(path: Path, rows: list[tuple[str, dict, str]], names: list[str]) -> None:
+    """``rows``: ``(student id, report, timestamp)``. nbgrader's columns, then one per exercise, notes."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(NBGRADER_COLUMNS + names + ["notes"])
+        for student, report, stamp in rows:
+            points = {s["name"]: s["points"] for s in report["exercises"]}
+            writer.writerow(
+                [
+                    ASSIGNMENT,
+                    "",
+                    stamp,
+                    student,
+                    "",
+                    "",
+                    "",
+                    report["points"],
+                    0.0,
+                    report["points"],
+                    report["max_points"],
+                ]
+                + [points.get(n, 0.0) for n in names]
+                + [_notes(report)]
+            )
+
+
+def _timestamp(path: Path) -> str:
+    try:
+        return dt.datetime.fromtimestamp(path.stat().st_mtime).isoformat(sep=" ")
+    except OSError:
+        return ""
+
+
+def grade_class(
+    class_dir: Path,
+    out: Path,
+    *,
+    names=None,
+    seed: int = DEFAULT_SEED,
+    hidden: int = DEFAULT_HIDDEN,
+    timeout: float = DEFAULT_TIMEOUT,
+    memory_mb: int = DEFAULT_MEMORY_MB,
+    jobs: int | None = None,
+    mode: str | None = None,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> list[dict]:
+    """Grade every submission of ``class_dir`` into ``out`` (see the module's doc); return the reports
+    in the order of the student ids. ``stop_after``: stop once that many were graded in this run
+    (as an interrupted run would)."""
+    names = list(names) if names else grading.exercise_names()
+    out = Path(out).resolve()
+    for sub in ("reports", "feedback", ".cache"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    settings = _settings(names, seed, hidden)
+    mode = mode or isolation_mode()[0]
+    students = discover(class_dir)
+    done = {s: r for s, _ in students if (r := _finished(out / "reports" / f"{s}.json", settings))}
+    todo = [(s, p) for s, p in students if s not in done]
+    if stop_after is not None:
+        todo = todo[:stop_after]
+    if todo:
+        cases = prepare_cases(
+            names,
+            seed,
+            hidden,
+            out / ".cache" / f"jobs-seed{seed}-hidden{hidden}",
+            cache=out / ".cache" / "reference",
+        )
+
+        def one(item):
+            student, path = item
+            try:
+                report = grade(path, names, seed=seed, hidden=hidden, timeout=timeout, memory_mb=memory_mb,
+                               mode=mode, cases=cases)
+            except Exception as exc:  # noqa: BLE001 - one submission never stops the class (a rerun retries)
+                reason = f"the grader failed: {type(exc).__name__}: {exc}"
+                report = zero_report(path, reason, names, mode, seed)
+                report["infrastructure_error"] = True
+            report["student"], report["settings"] = student, settings
+            _write_atomic(out / "feedback" / f"{student}.md", feedback_markdown(report, student))
+            _write_atomic(out / "reports" / f"{student}.json", json.dumps(report, indent=1) + "\n")
+            return student, report
+
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(
+                total=len(students),
+                initial=len(students) - len(todo),
+                unit="submission",
+                desc=f"grading ({mode})",
+            )
+        try:
+            workers = jobs or os.cpu_count() or 1
+            with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+                for student, report in pool.map(one, todo):
+                    done[student] = report
+                    if bar is not None:
+                        bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+            cases.close()
+    rows = [(s, done[s], _timestamp(p)) for s, p in students if s in done]
+    write_grades_csv(out / "grades.csv", rows, names)
+    return [done[s] for s, _ in students if s in done]
