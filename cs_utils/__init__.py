@@ -56,6 +56,7 @@ from .hooks import (
 )
 from .image import load_image, save_image, to_numpy, to_pil
 from .labelled_images import load_labelled_images
+from .layer_maps import activation_maps, show_activation_maps, show_filter_channels, zero_channel_share
 from .losses import content_loss, gram_matrix, style_loss, tv_loss
 from .models import CONTENT_LAYER, MODEL_NAMES, STYLE_LAYERS, load_model
 from .neighbours import (
@@ -111,6 +112,7 @@ __all__ = [
     "compute_features", "embed_2d", "gallery_with_copies", "knn_accuracy", "nearest_neighbours",
     "place_randomly", "random_crops",
     "receptive_field", "crop_patches", "top_activations",
+    "activation_maps", "show_activation_maps", "show_filter_channels", "zero_channel_share",
     # 02: which pixels matter
     "saliency_map", "occlusion_map", "occlusion_windows", "guided_backprop", "gradient_image",
     "cascading_randomization", "deletion_curve", "rank_correlation", "grabcut_from_saliency",
