@@ -86,6 +86,7 @@ from .style import (
     synthesize_texture,
 )
 from .texture import TEXTURE_NAMES, copy_fraction, efros_leung, load_texture
+from .upsampling import load_decoder_net, power_profile, stride_energy
 from .viz import (
     overlay_heatmap,
     plot_embedding,
@@ -134,6 +135,7 @@ __all__ = [
     # 06: fast style transfer
     "HELD_OUT_PHOTOS", "ConditionalInstanceNorm", "TransformerNet", "instance_norm", "load_fast_style",
     "stylize", "train_fast_style", "training_photos",
+    "load_decoder_net", "power_profile", "stride_energy",
     # plots
     "overlay_heatmap", "plot_embedding", "show_filters", "show_image_rows", "show_images", "show_maps",
     "show_thumbnails",
