@@ -12,6 +12,7 @@ else (result types, settings, building blocks) is reached through its module, e.
 
 from .activating_patches import crop_patches, top_activations
 from .adversarial import difference_image, fgsm, fooling_image, fooling_step, pgd, reload_as_png
+from .adversarial_style import load_stylizer, style_aware_content_loss, transformed_image_loss
 from .attribution import class_activation_map, grad_cam, guided_grad_cam, integrated_gradients, smooth_grad
 from .bias import bias_experiment, marker_box, marker_share, shortcut_sets, stamp_marker
 from .class_viz import (
@@ -86,6 +87,7 @@ from .style import (
     synthesize_texture,
 )
 from .texture import TEXTURE_NAMES, copy_fraction, efros_leung, load_texture
+from .unet import load_unet, mask_iou, predict_masks, synthetic_shapes
 from .upsampling import load_decoder_net, power_profile, stride_energy
 from .viz import (
     overlay_heatmap,
@@ -136,6 +138,8 @@ __all__ = [
     "HELD_OUT_PHOTOS", "ConditionalInstanceNorm", "TransformerNet", "instance_norm", "load_fast_style",
     "stylize", "train_fast_style", "training_photos",
     "load_decoder_net", "power_profile", "stride_energy",
+    "load_unet", "mask_iou", "predict_masks", "synthetic_shapes",
+    "load_stylizer", "style_aware_content_loss", "transformed_image_loss",
     # plots
     "overlay_heatmap", "plot_embedding", "show_filters", "show_image_rows", "show_images", "show_maps",
     "show_thumbnails",
