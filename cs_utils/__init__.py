@@ -86,6 +86,7 @@ from .style import (
     style_transfer,
     synthesize_texture,
 )
+from .style_strength import match_channel_statistics, relative_style_distance
 from .texture import TEXTURE_NAMES, copy_fraction, efros_leung, load_texture
 from .unet import load_unet, mask_iou, predict_masks, synthetic_shapes
 from .upsampling import load_decoder_net, power_profile, stride_energy
@@ -140,6 +141,7 @@ __all__ = [
     "load_decoder_net", "power_profile", "stride_energy",
     "load_unet", "mask_iou", "predict_masks", "synthetic_shapes",
     "load_stylizer", "style_aware_content_loss", "transformed_image_loss",
+    "match_channel_statistics", "relative_style_distance",
     # plots
     "overlay_heatmap", "plot_embedding", "show_filters", "show_image_rows", "show_images", "show_maps",
     "show_thumbnails",

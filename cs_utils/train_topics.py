@@ -38,7 +38,7 @@ DECODER_RECIPE = dict(style="starry_night", steps=400, batch_size=2, crop_size=9
                       content_weight=1.0, style_weight=250.0, tv_weight=0.0, seed=0)
 
 #: Both U-Nets (with and without skips) get the same recipe; held-out images come from another seed.
-UNET_RECIPE = dict(steps=500, batch_size=16, size=64, n_train=1024, width=8, depth=4, lr=3e-3, seed=0)
+UNET_RECIPE = dict(steps=1200, batch_size=16, size=64, n_train=1024, width=8, depth=4, lr=3e-3, seed=0)
 UNET_HELD_OUT = dict(n=256, seed=1)
 
 #: The adversarial stylizer: Starry Night crops against photo crops (photos at most 256 px).
