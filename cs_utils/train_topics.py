@@ -29,7 +29,7 @@ from .unet import mask_iou, predict_masks, save_unet, synthetic_shapes, train_un
 from .upsampling import DECODERS, UPSAMPLING_DIR, save_decoder_net, train_decoder
 
 __all__ = ["ADVERSARIAL_RECIPE", "DECODER_RECIPE", "GROUPS", "RECORD_FILE", "UNET_HELD_OUT", "UNET_RECIPE",
-           "main", "train_adversarial", "train_decoders", "train_unets"]
+           "main", "train_adversarial", "train_decoders", "train_unets", "unet_held_out"]
 
 RECORD_FILE = UPSAMPLING_DIR / "record.json"
 
