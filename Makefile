@@ -23,6 +23,7 @@ help:
 	@echo "make lab     open JupyterLab on notebooks/"
 	@echo "make strip   remove outputs from notebooks/*.ipynb before committing"
 	@echo "make weights train the fast-style networks of notebook 06 again into data/fast_style/ (slow)"
+	@echo "make topics-weights  train notebook 06's decoder, U-Net and adversarial networks into data/topics/"
 	@echo "make checks  regenerate the golden files data/checks/*.npz of the exercises from the solutions"
 	@echo "make student write the student release (solutions replaced by TODOs) into build/student/"
 	@echo "make gradescope  write Gradescope's autograder zip (grader + hidden reference) to build/"
@@ -85,3 +86,9 @@ bench: setup
 clean:
 	rm -rf build .pytest_cache .ruff_cache
 	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +
+
+# The small networks of notebook 06's later sections (decoders, U-Net, adversarial stylizer), a few
+# minutes each on one thread; data/topics/record.json records each one's training time and losses.
+.PHONY: topics-weights
+topics-weights: setup
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m cs_utils.train_topics

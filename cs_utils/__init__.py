@@ -12,6 +12,7 @@ else (result types, settings, building blocks) is reached through its module, e.
 
 from .activating_patches import crop_patches, top_activations
 from .adversarial import difference_image, fgsm, fooling_image, fooling_step, pgd, reload_as_png
+from .adversarial_style import load_stylizer, style_aware_content_loss, transformed_image_loss
 from .attribution import class_activation_map, grad_cam, guided_grad_cam, integrated_gradients, smooth_grad
 from .bias import bias_experiment, marker_box, marker_share, shortcut_sets, stamp_marker
 from .class_viz import (
@@ -56,6 +57,7 @@ from .hooks import (
 )
 from .image import load_image, save_image, to_numpy, to_pil
 from .labelled_images import load_labelled_images
+from .layer_maps import activation_maps, show_activation_maps, show_filter_channels, zero_channel_share
 from .losses import content_loss, gram_matrix, style_loss, tv_loss
 from .models import CONTENT_LAYER, MODEL_NAMES, STYLE_LAYERS, load_model
 from .neighbours import (
@@ -84,7 +86,10 @@ from .style import (
     style_transfer,
     synthesize_texture,
 )
+from .style_strength import match_channel_statistics, relative_style_distance
 from .texture import TEXTURE_NAMES, copy_fraction, efros_leung, load_texture
+from .unet import load_unet, mask_iou, predict_masks, synthetic_shapes
+from .upsampling import load_decoder_net, power_profile, stride_energy
 from .viz import (
     overlay_heatmap,
     plot_embedding,
@@ -111,6 +116,7 @@ __all__ = [
     "compute_features", "embed_2d", "gallery_with_copies", "knn_accuracy", "nearest_neighbours",
     "place_randomly", "random_crops",
     "receptive_field", "crop_patches", "top_activations",
+    "activation_maps", "show_activation_maps", "show_filter_channels", "zero_channel_share",
     # 02: which pixels matter
     "saliency_map", "occlusion_map", "occlusion_windows", "guided_backprop", "gradient_image",
     "cascading_randomization", "deletion_curve", "rank_correlation", "grabcut_from_saliency",
@@ -132,6 +138,10 @@ __all__ = [
     # 06: fast style transfer
     "HELD_OUT_PHOTOS", "ConditionalInstanceNorm", "TransformerNet", "instance_norm", "load_fast_style",
     "stylize", "train_fast_style", "training_photos",
+    "load_decoder_net", "power_profile", "stride_energy",
+    "load_unet", "mask_iou", "predict_masks", "synthetic_shapes",
+    "load_stylizer", "style_aware_content_loss", "transformed_image_loss",
+    "match_channel_statistics", "relative_style_distance",
     # plots
     "overlay_heatmap", "plot_embedding", "show_filters", "show_image_rows", "show_images", "show_maps",
     "show_thumbnails",

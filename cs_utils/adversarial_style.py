@@ -1,0 +1,268 @@
+"""An adversarial stylizer with a style-aware content loss (Sanakoyeu, Kotovenko, Lang & Ommer,
+"A style-aware content loss for real-time HD style transfer", ECCV 2018).
+
+No pretrained loss network: an encoder-decoder stylizer ``G = D(E(x))`` is trained against a
+discriminator that tells crops of real paintings of one style from stylized photos (and from
+the photos themselves). Two losses keep the content:
+
+* :func:`style_aware_content_loss`: the content is compared in the stylizer's own encoder
+  space, ``mean((E(x) - E(G(x)))^2)``: only what the encoder (trained for this style) keeps
+  must be preserved, so details the style would not paint may go.
+* :func:`transformed_image_loss`: the photo and its stylization are compared after the same
+  transformation ``T`` (an average pooling), ``mean((T(x) - T(G(x)))^2)``: the large-scale
+  layout must stay, the fine texture is free to change.
+
+:func:`discriminator_loss`, :func:`generator_adversarial_loss` and
+:func:`discriminator_accuracy` work on the discriminator's patch logits;
+:func:`train_adversarial_stylizer` trains both networks (seeded) and returns an
+:class:`AdversarialHistory`; :func:`save_stylizer` / :func:`load_stylizer` keep float16 weights.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checks import check_image
+from .history import History
+from .upsampling import UPSAMPLING_DIR, random_crops
+
+__all__ = [
+    "AdversarialHistory",
+    "PatchDiscriminator",
+    "Stylizer",
+    "discriminator_accuracy",
+    "discriminator_loss",
+    "generator_adversarial_loss",
+    "load_stylizer",
+    "save_stylizer",
+    "style_aware_content_loss",
+    "style_crops",
+    "train_adversarial_stylizer",
+    "transformed_image_loss",
+]
+
+
+# --------------------------------------------------------------------------- losses
+
+def _same_shape(a: torch.Tensor, b: torch.Tensor, what: str) -> None:
+    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor) or a.shape != b.shape:
+        raise ValueError(f"{what}: expected two tensors of the same shape, got "
+                         f"{getattr(a, 'shape', type(a))} and {getattr(b, 'shape', type(b))}")
+    if a.numel() == 0:
+        raise ValueError(f"{what}: the tensors are empty")
+
+
+def style_aware_content_loss(encoded_photo: torch.Tensor, encoded_stylized: torch.Tensor) -> torch.Tensor:
+    """``mean((E(x) - E(G(x)))^2)``: the photo's and its stylization's codes in the stylizer's own
+    encoder space (the paper's ``1/d ||E(x) - E(G(x))||^2`` with ``d`` the code's size)."""
+    _same_shape(encoded_photo, encoded_stylized, "style_aware_content_loss")
+    return ((encoded_photo - encoded_stylized) ** 2).mean()
+
+
+def transformed_image_loss(photo: torch.Tensor, stylized: torch.Tensor, kernel: int = 10) -> torch.Tensor:
+    """``mean((T(x) - T(y))^2)`` with ``T`` a ``kernel`` x ``kernel`` average pooling with stride 1
+    (the paper's T): a blur, so only the layout of light and colour has to match."""
+    _same_shape(photo, stylized, "transformed_image_loss")
+    if photo.dim() != 4 or min(photo.shape[-2:]) < kernel or kernel < 1:
+        raise ValueError(f"need (N, C, H, W) images at least {kernel} pixels wide and kernel >= 1, got "
+                         f"{tuple(photo.shape)} and kernel {kernel}")
+    return ((F.avg_pool2d(photo, kernel, 1) - F.avg_pool2d(stylized, kernel, 1)) ** 2).mean()
+
+
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of the discriminator: real paintings' patches should score 1, the
+    rest 0 (each term the mean over its patches, the two added)."""
+    return (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+            + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+
+
+def generator_adversarial_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """The stylizer's adversarial loss: binary cross-entropy of its patches against 1 ("real")."""
+    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+
+
+def discriminator_accuracy(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> float:
+    """The share of patches the discriminator gets right (real > 0, fake <= 0), over both sets."""
+    right = (real_logits > 0).sum() + (fake_logits <= 0).sum()
+    return right.item() / (real_logits.numel() + fake_logits.numel())
+
+
+# --------------------------------------------------------------------------- networks
+
+def _conv(cin, cout, kernel, stride=1):
+    return nn.Sequential(nn.ReflectionPad2d(kernel // 2), nn.Conv2d(cin, cout, kernel, stride),
+                         nn.InstanceNorm2d(cout, affine=True), nn.ReLU())
+
+
+class Stylizer(nn.Module):
+    """Encoder (5x5 conv, two 3x3 stride-2 convs) and decoder (two residual blocks, two
+    nearest-x2-then-3x3 layers, 5x5 conv to RGB, sigmoid); ``forward(x) = decode(encode(x))``.
+    Inputs (N, 3, H, W) in [0, 1] with H and W multiples of 4."""
+
+    def __init__(self, channels=(16, 32, 64)):
+        super().__init__()
+        c1, c2, c3 = channels
+        self.channels = tuple(channels)
+        self.encoder = nn.Sequential(_conv(3, c1, 5), _conv(c1, c2, 3, 2), _conv(c2, c3, 3, 2))
+        self.res = nn.ModuleList([nn.Sequential(_conv(c3, c3, 3), nn.ReflectionPad2d(1), nn.Conv2d(c3, c3, 3),
+                                                nn.InstanceNorm2d(c3, affine=True)) for _ in range(2)])
+        self.up = nn.ModuleList([_conv(c3, c2, 3), _conv(c2, c1, 3)])
+        self.out = nn.Sequential(nn.ReflectionPad2d(2), nn.Conv2d(c1, 3, 5))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != 3 or x.shape[-1] % 4 or x.shape[-2] % 4:
+            raise ValueError(f"Stylizer expects (N, 3, H, W) with H and W multiples of 4, "
+                             f"got {tuple(x.shape)}")
+        return self.encoder(2 * x - 1)
+
+    def decode(self, code: torch.Tensor) -> torch.Tensor:
+        y = code
+        for block in self.res:
+            y = y + block(y)
+        for layer in self.up:
+            y = layer(F.interpolate(y, scale_factor=2, mode="nearest"))
+        return torch.sigmoid(self.out(y))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+
+class PatchDiscriminator(nn.Module):
+    """Four stride-2 convolutions with leaky ReLUs and a 3x3 conv to one logit per patch:
+    (N, 3, H, W) -> (N, 1, H/16, W/16), each logit judging a window of about 60 pixels."""
+
+    def __init__(self, width: int = 16):
+        super().__init__()
+        layers, cin = [], 3
+        for i in range(4):
+            cout = width * 2 ** i
+            layers += [nn.Conv2d(cin, cout, 4, 2, 1)]
+            if i:
+                layers += [nn.InstanceNorm2d(cout, affine=True)]
+            layers += [nn.LeakyReLU(0.2)]
+            cin = cout
+        layers += [nn.Conv2d(cin, 1, 3, 1, 1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(2 * x - 1)
+
+
+# --------------------------------------------------------------------------- training
+
+@dataclass
+class AdversarialHistory(History):
+    """Per step: the stylizer's total ``loss`` and its terms ``adversarial``, ``content`` (style-aware)
+    and ``transformed`` (each weighted), the discriminator's loss ``disc`` and its accuracy ``accuracy``
+    on the batch before its step."""
+
+    adversarial: list[float] = field(default_factory=list)
+    content: list[float] = field(default_factory=list)
+    transformed: list[float] = field(default_factory=list)
+    disc: list[float] = field(default_factory=list)
+    accuracy: list[float] = field(default_factory=list)
+
+    default_series = ("loss", "adversarial", "content", "transformed", "disc")
+
+
+def style_crops(style: torch.Tensor, n: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """``n`` random crops of the painting ``style`` (1, 3, H, W) resized to ``size``: its style
+    collection (random scale between ``size`` and the shorter side, position, flip)."""
+    check_image(style, "style")
+    return random_crops([style], n, size, generator)
+
+
+def train_adversarial_stylizer(style: torch.Tensor, photos, *, steps: int = 600, batch_size: int = 4,
+                               crop_size: int = 96, lr: float = 2e-4, adversarial_weight: float = 1.0,
+                               content_weight: float = 100.0, transformed_weight: float = 100.0,
+                               pool: int = 10, seed: int = 0, progress: bool = True
+                               ) -> tuple[Stylizer, PatchDiscriminator, AdversarialHistory]:
+    """Train a :class:`Stylizer` against a :class:`PatchDiscriminator` (Adam, betas (0.5, 0.999)).
+
+    Each step draws ``batch_size`` crops of the photos and of the painting ``style``; the
+    discriminator takes a step on painting crops (real) versus stylized photos and the photos
+    themselves (fake), then the stylizer takes a step on
+    ``adversarial_weight * generator_adversarial_loss + content_weight * style_aware_content_loss
+    + transformed_weight * transformed_image_loss`` (``T``: ``pool`` x ``pool`` average pooling).
+    Seeded by ``seed``. Returns ``(stylizer, discriminator, history)``, both nets in eval mode.
+    """
+    from tqdm.auto import tqdm
+
+    check_image(style, "style")
+    photos = list(photos)
+    if not photos or steps < 0 or batch_size < 1 or crop_size % 16:
+        raise ValueError(f"need photos, steps >= 0, batch_size >= 1 and crop_size a multiple of 16; got "
+                         f"{len(photos)} photos, {steps}, {batch_size}, {crop_size}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        stylizer, disc = Stylizer(), PatchDiscriminator()
+    rng = torch.Generator().manual_seed(seed)
+    opt_g = torch.optim.Adam(stylizer.parameters(), lr=lr, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=lr, betas=(0.5, 0.999))
+    history = AdversarialHistory()
+    stylizer.train()
+    disc.train()
+    start = time.perf_counter()
+    for _ in tqdm(range(steps), disable=not progress, desc="adversarial stylizer"):
+        x = random_crops(photos, batch_size, crop_size, rng)
+        real = style_crops(style, batch_size, crop_size, rng)
+        with torch.no_grad():
+            fake = stylizer(x)
+        real_logits, fake_logits = disc(real), disc(torch.cat([fake, x]))
+        d_loss = discriminator_loss(real_logits, fake_logits)
+        history.accuracy.append(discriminator_accuracy(real_logits, fake_logits))
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+
+        code = stylizer.encode(x)
+        y = stylizer.decode(code)
+        adversarial = adversarial_weight * generator_adversarial_loss(disc(y))
+        content = content_weight * style_aware_content_loss(code, stylizer.encode(y))
+        transformed = transformed_weight * transformed_image_loss(x, y, pool)
+        g_loss = adversarial + content + transformed
+        opt_g.zero_grad(set_to_none=True)
+        opt_d.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_g.step()
+        for name, value in (("adversarial", adversarial), ("content", content), ("transformed", transformed),
+                            ("disc", d_loss)):
+            getattr(history, name).append(value.item())
+        history.loss.append(g_loss.item())
+        history.steps += 1
+    opt_d.zero_grad(set_to_none=True)
+    history.seconds = time.perf_counter() - start
+    return stylizer.eval(), disc.eval(), history
+
+
+def save_stylizer(stylizer: Stylizer, path, *, info: dict | None = None) -> Path:
+    """Save a :class:`Stylizer` (channels, float16 weights, ``info``)."""
+    path = Path(path)
+    state = {k: (t.half() if t.is_floating_point() else t) for k, t in stylizer.state_dict().items()}
+    torch.save({"config": {"channels": list(stylizer.channels)}, "state_dict": state,
+                "info": dict(info or {})}, path)
+    return path
+
+
+def load_stylizer(name_or_path) -> Stylizer:
+    """A :class:`Stylizer` saved by :func:`save_stylizer` (a name under ``data/topics/`` or a path),
+    float32, frozen, in eval mode; ``stylizer.info`` holds its training record."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = UPSAMPLING_DIR / f"{name_or_path}.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"no stylizer weights at {str(path)!r} (`make topics-weights` trains them)")
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    net = Stylizer(**saved["config"])
+    net.load_state_dict({k: t.float() if t.is_floating_point() else t
+                         for k, t in saved["state_dict"].items()})
+    net.info = saved.get("info", {})
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net.eval()

@@ -1,0 +1,89 @@
+import math
+
+import pytest
+import torch
+
+from cs_utils import adversarial_style as adv
+
+
+def test_style_aware_content_loss_by_hand():
+    a = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
+    b = torch.tensor([[[[1.0, 0.0], [3.0, 7.0]]]])
+    # squared differences 0, 4, 0, 9 -> mean 13/4
+    assert adv.style_aware_content_loss(a, b).item() == pytest.approx(3.25)
+    assert adv.style_aware_content_loss(a, a).item() == 0.0
+    with pytest.raises(ValueError, match="same shape"):
+        adv.style_aware_content_loss(a, b[..., :1])
+
+
+def test_style_aware_content_loss_in_the_stylizers_encoder_space():
+    torch.manual_seed(0)
+    stylizer = adv.Stylizer(channels=(4, 4, 8))
+    x = torch.rand(1, 3, 16, 16)
+    code = stylizer.encode(x)
+    loss = adv.style_aware_content_loss(code, stylizer.encode(stylizer.decode(code)))
+    assert code.shape == (1, 8, 4, 4) and loss.item() > 0
+    loss.backward()                               # gradients reach the encoder and the decoder
+    assert stylizer.encoder[0][1].weight.grad.abs().sum() > 0
+    assert stylizer.out[1].weight.grad.abs().sum() > 0
+
+
+def test_transformed_image_loss_sees_layout_not_texture():
+    flat = torch.full((1, 1, 4, 4), 0.5)
+    checker = torch.tensor([[0.0, 1.0], [1.0, 0.0]]).repeat(2, 2)[None, None]
+    # a 2x2 average pooling turns the checkerboard into its mean 0.5: no difference
+    assert adv.transformed_image_loss(flat, checker, kernel=2).item() == pytest.approx(0.0)
+    # without pooling the difference is 0.5 everywhere: mean square 0.25
+    assert adv.transformed_image_loss(flat, checker, kernel=1).item() == pytest.approx(0.25)
+    brighter = flat + 0.2                         # a change of layout survives the pooling
+    assert adv.transformed_image_loss(flat, brighter, kernel=2).item() == pytest.approx(0.04)
+    with pytest.raises(ValueError, match="at least 10 pixels"):
+        adv.transformed_image_loss(flat, checker)
+    with pytest.raises(ValueError, match="same shape"):
+        adv.transformed_image_loss(flat, checker[..., :3])
+
+
+def test_discriminator_loss_and_accuracy_by_hand():
+    real = torch.tensor([2.0, -1.0])
+    fake = torch.tensor([-3.0, 0.5, 0.0])
+    expected = (-(math.log(torch.sigmoid(torch.tensor(2.0)).item())
+                  + math.log(torch.sigmoid(torch.tensor(-1.0)).item())) / 2
+                - (math.log(1 - torch.sigmoid(torch.tensor(-3.0)).item())
+                   + math.log(1 - torch.sigmoid(torch.tensor(0.5)).item()) + math.log(0.5)) / 3)
+    assert adv.discriminator_loss(real, fake).item() == pytest.approx(expected, rel=1e-6)
+    # right: real 2.0, fake -3.0 and 0.0 (<= 0) -> 3 of 5
+    assert adv.discriminator_accuracy(real, fake) == pytest.approx(0.6)
+    assert adv.generator_adversarial_loss(torch.zeros(4)).item() == pytest.approx(math.log(2))
+    assert adv.generator_adversarial_loss(torch.full((4,), 10.0)).item() < 1e-4
+
+
+def test_networks_shapes_and_errors():
+    stylizer, disc = adv.Stylizer(channels=(4, 4, 8)), adv.PatchDiscriminator(width=4)
+    x = torch.rand(2, 3, 32, 48)
+    assert stylizer(x).shape == x.shape
+    assert disc(x).shape == (2, 1, 2, 3)
+    with pytest.raises(ValueError, match="multiples of 4"):
+        stylizer(torch.rand(1, 3, 30, 32))
+
+
+def test_training_is_seeded_and_recorded(tmp_path):
+    style = torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(0))
+    photos = [torch.rand(1, 3, 40, 48, generator=torch.Generator().manual_seed(1))]
+    copies = (style.clone(), photos[0].clone())
+    kwargs = dict(steps=2, batch_size=1, crop_size=32, pool=4, progress=False)
+    g1, d1, history = adv.train_adversarial_stylizer(style, photos, **kwargs)
+    g2, _, _ = adv.train_adversarial_stylizer(style, photos, **kwargs)
+    assert torch.equal(style, copies[0]) and torch.equal(photos[0], copies[1])
+    assert history.steps == 2 and len(history.accuracy) == 2 and len(history.disc) == 2
+    assert all(0.0 <= a <= 1.0 for a in history.accuracy)
+    terms = history.adversarial[0] + history.content[0] + history.transformed[0]
+    assert history.loss[0] == pytest.approx(terms)
+    for a, b in zip(g1.parameters(), g2.parameters()):
+        assert torch.equal(a, b)
+    assert not g1.training and not d1.training
+    path = adv.save_stylizer(g1, tmp_path / "s.pt", info={"steps": 2})
+    loaded = adv.load_stylizer(path)
+    x = torch.rand(1, 3, 32, 32)
+    assert (loaded(x) - g1(x)).abs().max() < 5e-3 and loaded.info == {"steps": 2}
+    with pytest.raises(ValueError, match="multiple of 16"):
+        adv.train_adversarial_stylizer(style, photos, **dict(kwargs, crop_size=30))
