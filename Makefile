@@ -91,4 +91,4 @@ clean:
 # minutes each on one thread; data/topics/record.json records each one's training time and losses.
 .PHONY: topics-weights
 topics-weights: setup
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m cs_utils.train_topics
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m cs_utils.course.train_topics

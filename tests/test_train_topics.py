@@ -3,7 +3,8 @@ import json
 import pytest
 import torch
 
-from cs_utils import adversarial_style, train_topics, unet, upsampling
+from cs_utils import adversarial_style, unet, upsampling
+from cs_utils.course import train_topics
 
 
 def test_committed_weights_follow_the_recipes():

@@ -10,7 +10,9 @@
   (the table and the feedback);
 * :mod:`~cs_utils.course.release`: the student release (solutions replaced by TODOs);
 * :mod:`~cs_utils.course.render`: execute and render the notebooks;
-* :mod:`~cs_utils.course.train_weights`: train the fast-style networks again.
+* :mod:`~cs_utils.course.train_weights`: train the fast-style networks again;
+* :mod:`~cs_utils.course.train_topics`: train the small networks of notebook 06's later sections
+  (decoders, U-Nets, the adversarial stylizer) again.
 """
 
 __all__: list[str] = []

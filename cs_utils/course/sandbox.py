@@ -67,6 +67,7 @@ INSTRUCTOR_TOOLS = (
     "release.py",
     "render.py",
     "train_weights.py",
+    "train_topics.py",
     "hidden_cases.py",
     "report.py",
 )

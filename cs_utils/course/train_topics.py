@@ -1,6 +1,6 @@
 """Train the small networks of notebook 06's later sections; weights go to ``data/topics/``.
 
-``make topics-weights`` runs ``python -m cs_utils.train_topics``: for each group named (default:
+``make topics-weights`` runs ``python -m cs_utils.course.train_topics``: for each group named (default:
 all) it trains the networks with their recipe below, saves them in float16 and records the
 training time and losses in ``data/topics/record.json``. One thread per process, seeded:
 the same command gives the same weights on the same machine.
@@ -21,12 +21,12 @@ import os
 
 import torch
 
-from .adversarial_style import save_stylizer, train_adversarial_stylizer
-from .fast_style import training_photos
-from .models import load_model
-from .style import load_style
-from .unet import mask_iou, predict_masks, save_unet, synthetic_shapes, train_unet
-from .upsampling import DECODERS, UPSAMPLING_DIR, save_decoder_net, train_decoder
+from ..adversarial_style import save_stylizer, train_adversarial_stylizer
+from ..fast_style import training_photos
+from ..models import load_model
+from ..style import load_style
+from ..unet import mask_iou, predict_masks, save_unet, synthetic_shapes, train_unet
+from ..upsampling import DECODERS, UPSAMPLING_DIR, save_decoder_net, train_decoder
 
 __all__ = ["ADVERSARIAL_RECIPE", "DECODER_RECIPE", "GROUPS", "RECORD_FILE", "UNET_HELD_OUT", "UNET_RECIPE",
            "main", "train_adversarial", "train_decoders", "train_unets", "unet_held_out"]
