@@ -12,7 +12,7 @@ NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 TEST_ENV  := CS_UTILS_FAST=1 MPLBACKEND=Agg IPYTHONDIR=$(CURDIR)/tests/ipython
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test unit notebooks lint run lab strip clean weights checks student bench
+.PHONY: help setup test unit notebooks lint run lab strip clean weights checks student bench browser-test
 
 help:
 	@echo "make run     set up, execute every notebook at the full budget, render build/index.html"
@@ -26,6 +26,7 @@ help:
 	@echo "make checks  regenerate the golden files data/checks/*.npz of the exercises from the solutions"
 	@echo "make student write the student release (solutions replaced by TODOs) into build/student/"
 	@echo "make bench   speed benchmarks: medians and ratios to the physical limit (not tests)"
+	@echo "make browser-test  the student flow in JupyterLab in Chromium (apt-get install chromium); screenshots in build/screenshots/"
 	@echo "make clean   remove build/ and caches (keeps .venv/)"
 
 setup: $(STAMP)
@@ -75,6 +76,20 @@ bench: setup
 	$(PY) benchmarks/bench_saliency.py
 	$(PY) benchmarks/bench_style.py
 	$(PY) benchmarks/bench_attribution.py
+
+# The student flow in a real browser: JupyterLab on a free local port, Debian's Chromium driven by
+# Playwright (requirements-browser.txt; it never downloads a browser). See tests/browser/browser_flow.py.
+BROWSER_STAMP := $(VENV)/.browser-setup-done
+CHROMIUM ?= $(shell command -v /usr/lib/chromium/chromium chromium chromium-browser 2>/dev/null | head -n1)
+
+$(BROWSER_STAMP): requirements-browser.txt $(STAMP)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements-browser.txt
+	touch $@
+
+browser-test: student $(BROWSER_STAMP)
+	@test -n "$(CHROMIUM)" || { echo "Chromium is missing: apt-get install chromium (or set CHROMIUM=/path/to/chromium)"; exit 1; }
+	rm -rf build/screenshots
+	CHROMIUM=$(CHROMIUM) $(TEST_ENV) $(PY) -m pytest tests/browser/browser_flow.py -v -p no:cacheprovider
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache

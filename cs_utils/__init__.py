@@ -34,6 +34,7 @@ from .evaluation import (
     rank_correlation,
 )
 from .exercise_registry import rel_error
+from .explorer import explore
 from .fast_style import (
     HELD_OUT_PHOTOS,
     ConditionalInstanceNorm,
@@ -137,4 +138,6 @@ __all__ = [
     "show_thumbnails",
     # exercises
     "check_exercise", "rel_error",
+    # lectures: the live explorer
+    "explore",
 ]
