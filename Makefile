@@ -12,7 +12,7 @@ NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 TEST_ENV  := CS_UTILS_FAST=1 MPLBACKEND=Agg IPYTHONDIR=$(CURDIR)/tests/ipython
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test unit notebooks lint run lab strip clean weights checks student bench browser-test
+.PHONY: help setup test unit notebooks lint run lab strip clean weights checks student bench browser-test demo
 
 help:
 	@echo "make run     set up, execute every notebook at the full budget, render build/index.html"
@@ -21,6 +21,7 @@ help:
 	@echo "make unit    unit tests only (fast budget)"
 	@echo "make lint    ruff over cs_utils, tests and notebooks"
 	@echo "make lab     open JupyterLab on notebooks/"
+	@echo "make demo    open JupyterLab on notebooks/00_explore.ipynb: the live explorer for a lecture"
 	@echo "make strip   remove outputs from notebooks/*.ipynb before committing"
 	@echo "make weights train the fast-style networks of notebook 06 again into data/fast_style/ (slow)"
 	@echo "make checks  regenerate the golden files data/checks/*.npz of the exercises from the solutions"
@@ -55,6 +56,9 @@ run: setup
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks
+
+demo: setup
+	$(VENV)/bin/jupyter lab notebooks/00_explore.ipynb
 
 strip: setup
 	$(VENV)/bin/jupyter nbconvert --clear-output --inplace $(NOTEBOOKS)

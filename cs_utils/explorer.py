@@ -205,7 +205,7 @@ class ExplorerPanel:
 
         self.explorer = ex = explorer
         self.photo = w.Dropdown(options=list(ex.photos), value=ex.photo, description="photo")
-        self.upload = w.FileUpload(accept="image/*", multiple=False, description="upload a photo")
+        self.upload = w.FileUpload(accept="image/*", multiple=False, description="upload")
         self.method = w.Dropdown(options=list(METHODS), value=ex.method, description="method")
         self.target = w.Dropdown(description="class")
         self.layer = w.Dropdown(options=ex.layers, value=ex.layer, description="layer")
@@ -214,6 +214,7 @@ class ExplorerPanel:
         self.progress = w.FloatProgress(value=0.0, min=0.0, max=1.0, description="")
         self.image = w.Image(format="png")
         self._updating = False
+        self._final_message = ""
         self._set_classes()
         self._set_channels()
         self.photo.observe(self._on_photo, names="value")
@@ -251,7 +252,10 @@ class ExplorerPanel:
 
     def _report(self, fraction: float, message: str) -> None:
         self.progress.value = fraction
-        self.status.value = message
+        if fraction >= 1:  # the final message ("saliency: 0.3 s") appears with the new image
+            self._final_message = message
+        else:
+            self.status.value = message
 
     def update(self) -> None:
         """Copy the controls into the explorer and draw the figure (errors go to the status line)."""
@@ -263,6 +267,7 @@ class ExplorerPanel:
         self.progress.bar_style = "info"
         try:
             self.image.value = figure_png(ex.render(progress=self._report))
+            self.status.value = self._final_message
             self.progress.bar_style = "success"
         except (ValueError, KeyError, RuntimeError) as exc:
             self.progress.bar_style = "danger"

@@ -115,21 +115,29 @@ def test_student_release_fails_the_first_check_with_its_hint(browser):
     assert not any(c.ran for c in cells if c.index > first_check.index)
 
 
-def test_solution_notebook_passes_every_check_and_shows_its_figures(browser):
+@pytest.fixture(scope="module")
+def solution_lab():
+    """JupyterLab on a copy of notebooks/ (a run never writes into the committed notebooks);
+    the kernels import cs_utils from this tree."""
     served = BUILD / "browser" / "solution"
     shutil.rmtree(served, ignore_errors=True)
     shutil.copytree(ROOT / "notebooks", served / "notebooks")
     with LabServer(
         served, python_path=ROOT, log=BUILD / "browser" / "solution-lab.log", env=KERNEL_ENV
     ) as lab:
-        page = lab_page(browser, lab)
-        page.open_notebook(NOTEBOOK)
-        cells = page.run_all(timeout=RUN_TIMEOUT)
-        checks = check_cells(cells)
-        page.screenshot("solution_02_saliency_and_occlusion", cell=checks[0].index)
-        figure_cells = [c for c in cells if c.images]
-        page.screenshot("solution_02_figure", cell=figure_cells[0].index if figure_cells else None)
-        page.screenshot("solution_02_end", cell=cells[-1].index)
+        yield lab
+
+
+def test_solution_notebook_passes_every_check_and_shows_its_figures(browser, solution_lab):
+    page = lab_page(browser, solution_lab)
+    page.open_notebook(NOTEBOOK)
+    cells = page.run_all(timeout=RUN_TIMEOUT)
+    checks = check_cells(cells)
+    page.screenshot("solution_02_saliency_and_occlusion", cell=checks[0].index)
+    figure_cells = [c for c in cells if c.images]
+    page.screenshot("solution_02_figure", cell=figure_cells[0].index if figure_cells else None)
+    page.screenshot("solution_02_end", cell=cells[-1].index)
+    page.page.close()
     not_run = [c.describe() for c in cells if not c.ran]
     assert not not_run, f"cells that did not run: {not_run}"
     failures = {c.describe(): c.errors[0][-800:] for c in cells if c.errors}
@@ -149,6 +157,48 @@ def test_solution_notebook_passes_every_check_and_shows_its_figures(browser):
     images = [img for c in cells for img in c.images]
     assert all(img["complete"] and img["width"] >= 200 and img["height"] >= 100 for img in images), images
     print(f"{len(cells)} code cells ran, {len(checks)} checks PASS, {len(images)} images")
+
+
+def test_explorer_redraws_when_a_photo_and_a_method_are_chosen(browser, solution_lab):
+    page = lab_page(browser, solution_lab)
+    page.open_notebook("notebooks/00_explore.ipynb")
+    cells = page.run_all(timeout=RUN_TIMEOUT)
+    failures = {c.describe(): c.errors[0][-800:] for c in cells if c.errors}
+    assert not failures, f"tracebacks in the page: {failures}"
+    image = page.page.locator("img.widget-image").first
+    image.wait_for(state="visible", timeout=120_000)
+    page.screenshot("explorer_before", cell=0)
+    first = image.screenshot()
+
+    def dropdown(label):
+        return page.page.locator(f".widget-dropdown:has(> label:text-is('{label}')) select").first
+
+    dropdown("photo").select_option("imagenet_16")
+    page.wait_until(
+        "the class list of the Dalmatian photo",
+        "() => Array.from(document.querySelectorAll("
+        "'.widget-dropdown select')).some(s => s.selectedOptions.length && "
+        "/^Dalmatian\\s\\(/.test(s.selectedOptions[0].text))",  # ipywidgets writes non-breaking spaces
+        timeout=300,
+    )
+    page.wait_until("the saliency map of the new photo", _STATUS_STARTS.format("saliency: "), timeout=300)
+    page.page.wait_for_timeout(1000)  # the browser draws the new image
+    photo = image.screenshot()
+    dropdown("method").select_option("Grad-CAM")
+    page.wait_until("the Grad-CAM map", _STATUS_STARTS.format("Grad-CAM: "), timeout=300)
+    page.page.wait_for_timeout(1000)
+    gradcam = image.screenshot()
+    page.screenshot("explorer_after", cell=0)
+    page.page.close()
+    assert photo != first, "choosing another photo did not change the explorer's image"
+    assert gradcam != photo, "choosing Grad-CAM did not change the explorer's image"
+
+
+#: JavaScript: some ipywidgets label starts with the text filled in.
+_STATUS_STARTS = (
+    "() => Array.from(document.querySelectorAll('.widget-label'))"
+    ".some(l => l.textContent.replace(/\\s/g, ' ').startsWith('{}'))"
+)
 
 
 def test_rendered_index_says_ok_for_every_notebook(browser):

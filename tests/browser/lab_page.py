@@ -105,6 +105,10 @@ class LabPage:
                 f"{self.lab.log_tail(15)}"
             ) from exc
 
+    def wait_until(self, what: str, expression: str, timeout: float = 300.0) -> None:
+        """Wait until the JavaScript ``expression`` (a function) is true; fail saying ``what`` was awaited."""
+        self._wait_for_js(expression, timeout, what)
+
     def dialog_text(self) -> str:
         """``"; a dialog says: ..."`` when JupyterLab shows a (blocking) dialog, else ``""``."""
         dialogs = self.page.locator(".jp-Dialog-content")
