@@ -93,7 +93,7 @@ $(BROWSER_STAMP): requirements-browser.txt $(STAMP)
 browser-test: student $(BROWSER_STAMP)
 	@test -n "$(CHROMIUM)" || { echo "Chromium is missing: apt-get install chromium (or set CHROMIUM=/path/to/chromium)"; exit 1; }
 	rm -rf build/screenshots
-	CHROMIUM=$(CHROMIUM) $(TEST_ENV) $(PY) -m pytest tests/browser/browser_flow.py -v -p no:cacheprovider
+	CHROMIUM=$(CHROMIUM) $(TEST_ENV) $(PY) -m pytest tests/browser/browser_flow.py -v -s -p no:cacheprovider
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache
