@@ -66,6 +66,7 @@ class Explorer:
         self.ig_steps = 8 if fast else 32
         self.smooth_samples = 4 if fast else 16
         self.method = "saliency"
+        self.progress_bars = False  # occlusion's own progress bar (tqdm), which the panel shows
         self.layer = self.layers[len(self.layers) // 2] if self.layers else None
         self.channel = 0
         self._cache: dict = {}
@@ -133,7 +134,7 @@ class Explorer:
         if self.method == "saliency":
             view = saliency_map(m, x, t)[0]
         elif self.method == "occlusion":
-            view = occlusion_map(m, x, t, **self.occlusion, progress=False)[0]
+            view = occlusion_map(m, x, t, **self.occlusion, progress=self.progress_bars)[0]
         elif self.method == "guided backprop":
             view = gradient_image(guided_backprop(m, x, t))[0]
         elif self.method == "Grad-CAM":
@@ -213,6 +214,8 @@ class ExplorerPanel:
         self.status = w.Label(value="")
         self.progress = w.FloatProgress(value=0.0, min=0.0, max=1.0, description="")
         self.image = w.Image(format="png")
+        self.details = w.Output()  # occlusion's progress bar, one per window batch
+        ex.progress_bars = True
         self._updating = False
         self._final_message = ""
         self._set_classes()
@@ -223,7 +226,7 @@ class ExplorerPanel:
             control.observe(self._on_change, names="value")
         controls = w.VBox([w.HBox([self.photo, self.upload]), w.HBox([self.method, self.target]),
                            w.HBox([self.layer, self.channel]), w.HBox([self.progress, self.status])])
-        self.widget = w.VBox([controls, self.image])
+        self.widget = w.VBox([controls, self.details, self.image])
         self._show_activation_controls()
         self.update()
 
@@ -266,7 +269,10 @@ class ExplorerPanel:
         self._show_activation_controls()
         self.progress.bar_style = "info"
         try:
-            self.image.value = figure_png(ex.render(progress=self._report))
+            self.details.clear_output()
+            with self.details:
+                figure = ex.render(progress=self._report)
+            self.image.value = figure_png(figure)
             self.status.value = self._final_message
             self.progress.bar_style = "success"
         except (ValueError, KeyError, RuntimeError) as exc:
