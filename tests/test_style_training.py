@@ -173,12 +173,13 @@ def loss_lines(log: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def runs(photo_dir, tmp_path_factory):
-    """1 process x batch 4 and 2 processes x batch 2, 3 steps each; a 2-process run stopped after 2."""
+    """1 process x batch 4 and 2 processes x batch 2, 3 steps each; a 2-process run stopped after 1
+    (8 photos: 2 steps per epoch, so resuming starts mid-epoch and crosses into the next)."""
     folder = tmp_path_factory.mktemp("runs")
     logs = {
         "one": train(folder / "one.pt", 1, 4, 3, photo_dir),
         "two": train(folder / "two.pt", 2, 2, 3, photo_dir),
-        "stopped": train(folder / "stopped.pt", 2, 2, 2, photo_dir),
+        "stopped": train(folder / "stopped.pt", 2, 2, 1, photo_dir),
     }
     return folder, logs
 
@@ -199,13 +200,14 @@ def test_two_processes_take_the_step_of_one_process_with_twice_the_batch(runs):
 def test_an_interrupted_two_process_run_resumes_with_two_or_one_processes(runs, photo_dir):
     folder, logs = runs
     checkpoint = folder / "stopped.pt.ckpt"
-    assert torch.load(checkpoint, weights_only=True)["step"] == 2
+    saved = torch.load(checkpoint, weights_only=True)
+    assert (saved["step"], saved["epoch"], saved["position"]) == (1, 0, 4)
     shutil.copy(checkpoint, folder / "again.pt.ckpt")
     log = train(folder / "stopped.pt", 2, 2, 3, photo_dir)
-    assert "from step 2" in log
+    assert "from step 1" in log
     assert max_difference(weights(folder / "stopped.pt"), weights(folder / "two.pt")) < 1e-5
     log = train(folder / "again.pt", 1, 4, 3, photo_dir)  # the same checkpoint, one process
-    assert "1 process(es) x batch 4 = 4 crops" in log and "from step 2" in log
+    assert "1 process(es) x batch 4 = 4 crops" in log and "from step 1" in log
     assert max_difference(weights(folder / "again.pt"), weights(folder / "one.pt")) < 1e-5
     assert loss_lines(log)[-1] == loss_lines(logs["one"])[-1]
 
