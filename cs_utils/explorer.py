@@ -268,16 +268,20 @@ class ExplorerPanel:
             ex.target = self.target.value
         self._show_activation_controls()
         self.progress.bar_style = "info"
-        try:
-            self.details.clear_output()
-            with self.details:
+        figure, error = None, None
+        self.details.clear_output()
+        with self.details:  # in a kernel, Output swallows other exceptions and shows their traceback here
+            try:
                 figure = ex.render(progress=self._report)
-            self.image.value = figure_png(figure)
-            self.status.value = self._final_message
-            self.progress.bar_style = "success"
-        except (ValueError, KeyError, RuntimeError) as exc:
+            except (ValueError, KeyError, RuntimeError) as exc:  # NotImplementedError: an unwritten exercise
+                error = exc
+        if figure is None:
             self.progress.bar_style = "danger"
-            self.status.value = f"error: {exc}"
+            self.status.value = f"error: {error}" if error is not None else "error: see the traceback above"
+            return
+        self.image.value = figure_png(figure)
+        self.status.value = self._final_message
+        self.progress.bar_style = "success"
 
     def _on_change(self, change) -> None:
         if self._updating:

@@ -125,3 +125,16 @@ def test_explore_is_public_and_returns_a_panel(lite0):
     panel = cs_utils.explore(lite0)
     assert isinstance(panel, ExplorerPanel)
     assert "application/vnd.jupyter.widget-view+json" in panel._repr_mimebundle_()
+
+
+def test_an_unwritten_exercise_shows_in_the_status_line_and_keeps_the_image(lite0):
+    panel = ExplorerPanel(Explorer(lite0))
+    image = panel.image.value
+
+    def unwritten(progress=None):
+        raise NotImplementedError("grad_cam (cs_utils/attribution.py): write this function's body")
+
+    panel.explorer.compute = unwritten
+    panel.method.value = "Grad-CAM"
+    assert panel.status.value == "error: grad_cam (cs_utils/attribution.py): write this function's body"
+    assert panel.progress.bar_style == "danger" and panel.image.value == image
