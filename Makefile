@@ -12,7 +12,7 @@ NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 TEST_ENV  := CS_UTILS_FAST=1 MPLBACKEND=Agg IPYTHONDIR=$(CURDIR)/tests/ipython
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test unit notebooks lint run lab strip clean weights checks student bench browser-test demo
+.PHONY: help setup test unit notebooks lint run lab strip clean weights checks student bench
 
 help:
 	@echo "make run     set up, execute every notebook at the full budget, render build/index.html"
@@ -57,6 +57,7 @@ run: setup
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks
 
+.PHONY: demo browser-test
 demo: setup
 	$(VENV)/bin/jupyter lab notebooks/00_explore.ipynb
 
