@@ -21,6 +21,7 @@ help:
 	@echo "make unit    unit tests only (fast budget)"
 	@echo "make lint    ruff over cs_utils, tests and notebooks"
 	@echo "make lab     open JupyterLab on notebooks/"
+	@echo "make demo    open JupyterLab on notebooks/00_explore.ipynb: the live explorer for a lecture"
 	@echo "make strip   remove outputs from notebooks/*.ipynb before committing"
 	@echo "make weights train the fast-style networks of notebook 06 again into data/fast_style/ (slow)"
 	@echo "make topics-weights  train notebook 06's decoder, U-Net and adversarial networks into data/topics/"
@@ -28,6 +29,7 @@ help:
 	@echo "make student write the student release (solutions replaced by TODOs) into build/student/"
 	@echo "make gradescope  write Gradescope's autograder zip (grader + hidden reference) to build/"
 	@echo "make bench   speed benchmarks: medians and ratios to the physical limit (not tests)"
+	@echo "make browser-test  the student flow in JupyterLab in Chromium (apt-get install chromium); screenshots in build/screenshots/"
 	@echo "make clean   remove build/ and caches (keeps .venv/)"
 
 setup: $(STAMP)
@@ -57,6 +59,10 @@ run: setup
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks
 
+.PHONY: demo browser-test
+demo: setup
+	$(VENV)/bin/jupyter lab notebooks/00_explore.ipynb
+
 strip: setup
 	$(VENV)/bin/jupyter nbconvert --clear-output --inplace $(NOTEBOOKS)
 
@@ -82,6 +88,20 @@ bench: setup
 	$(PY) benchmarks/bench_saliency.py
 	$(PY) benchmarks/bench_style.py
 	$(PY) benchmarks/bench_attribution.py
+
+# The student flow in a real browser: JupyterLab on a free local port, Debian's Chromium driven by
+# Playwright (requirements-browser.txt; it never downloads a browser). See tests/browser/browser_flow.py.
+BROWSER_STAMP := $(VENV)/.browser-setup-done
+CHROMIUM ?= $(shell command -v /usr/lib/chromium/chromium chromium chromium-browser 2>/dev/null | head -n1)
+
+$(BROWSER_STAMP): requirements-browser.txt $(STAMP)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements-browser.txt
+	touch $@
+
+browser-test: student $(BROWSER_STAMP)
+	@test -n "$(CHROMIUM)" || { echo "Chromium is missing: apt-get install chromium (or set CHROMIUM=/path/to/chromium)"; exit 1; }
+	rm -rf build/screenshots
+	CHROMIUM=$(CHROMIUM) $(TEST_ENV) $(PY) -m pytest tests/browser/browser_flow.py -v -s -p no:cacheprovider
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache

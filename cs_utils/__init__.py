@@ -36,6 +36,7 @@ from .evaluation import (
     insertion_curve,
     rank_correlation,
 )
+from .explorer import explore
 from .fast_style import (
     HELD_OUT_PHOTOS,
     ConditionalInstanceNorm,
@@ -147,4 +148,6 @@ __all__ = [
     "show_thumbnails",
     # exercises
     "check_exercise", "rel_error",
+    # lectures: the live explorer
+    "explore",
 ]

@@ -27,9 +27,10 @@ from torch import nn
 from .checks import check_image
 from .data import DATA_DIR, sample_images
 from .history import History
-from .hooks import evaluating, extract_features, get_layer
+from .hooks import evaluating, get_layer
 from .image import load_image
 from .models import STYLE_LAYERS
+from .perceptual import perceptual_terms, random_square_crop, style_gram_targets
 from .runtime import model_device
 
 __all__ = [
@@ -286,25 +287,12 @@ def training_photos(max_side: int = 512, *, exclude: Sequence[str] = HELD_OUT_PH
 
 
 def _random_crops(photos, n: int, size: int, generator: torch.Generator) -> torch.Tensor:
-    """``n`` random square crops resized to ``size``: a random photo, a random crop side between
-    ``size`` (or the photo's shorter side, if smaller) and the shorter side, random position,
-    random horizontal flip."""
+    """``n`` random square crops resized to ``size``, each of a random photo (see
+    :func:`cs_utils.perceptual.random_square_crop`)."""
     crops = []
     for _ in range(n):
         photo = photos[int(torch.randint(len(photos), (1,), generator=generator))]
-        h, w = photo.shape[-2:]
-        short = min(h, w)
-        low = min(size, short)
-        side = low + int(torch.randint(short - low + 1, (1,), generator=generator))
-        top = int(torch.randint(h - side + 1, (1,), generator=generator))
-        left = int(torch.randint(w - side + 1, (1,), generator=generator))
-        crop = photo[..., top:top + side, left:left + side]
-        if side != size:
-            crop = F.interpolate(crop, size=(size, size), mode="bilinear", antialias=side > size,
-                                 align_corners=False).clamp(0, 1)
-        if bool(torch.randint(2, (1,), generator=generator)):
-            crop = crop.flip(-1)
-        crops.append(crop)
+        crops.append(random_square_crop(photo, size, generator))
     return torch.cat(crops)
 
 
@@ -364,13 +352,6 @@ def _style_dict(styles) -> dict[str, torch.Tensor]:
         if image.shape[0] != 1:
             raise ValueError(f"style {name!r} must be one image (1, 3, H, W), got {tuple(image.shape)}")
     return styles
-
-
-def _resize_short(image: torch.Tensor, size: int) -> torch.Tensor:
-    h, w = image.shape[-2:]
-    scale = size / min(h, w)
-    return F.interpolate(image, size=(round(h * scale), round(w * scale)), mode="bilinear",
-                         antialias=scale < 1, align_corners=False).clamp(0, 1)
 
 
 def train_fast_style(model: nn.Module, styles, photos: Sequence[torch.Tensor] | None = None, *,
@@ -480,15 +461,8 @@ def train_fast_style(model: nn.Module, styles, photos: Sequence[torch.Tensor] | 
 
     from tqdm.auto import tqdm
 
-    from .losses import content_loss, gram_matrix, style_loss, tv_loss
-
-    with evaluating(model), torch.no_grad():
-        targets = []  # per layer: (num_styles, C, C)
-        grams = {name: extract_features(model, _resize_short(image.to(device), style_size), style_layers)
-                 for name, image in style_dict.items()}
-        for layer in style_layers:
-            targets.append(torch.cat([gram_matrix(grams[name][layer]) for name in names]))
-    del grams
+    with evaluating(model):
+        targets = style_gram_targets(model, style_dict, style_layers, style_size, device)
 
     start = time.perf_counter()
     seconds_before = history.seconds
@@ -500,15 +474,10 @@ def train_fast_style(model: nn.Module, styles, photos: Sequence[torch.Tensor] | 
                 x = _random_crops(photos, batch_size, crop_size, rng).to(device)
                 style_index = torch.randint(len(names), (batch_size,), generator=rng).to(device)
                 style = F.one_hot(style_index, len(names)).float() if norm == "conditional" else None
-                with torch.no_grad():
-                    content_target = extract_features(model, x, [content_layer])[content_layer]
                 y = net(x, style=style)
-                feats = extract_features(model, y, layers)
-                content_term = content_loss(feats[content_layer], content_target,
-                                            weight=content_weight / content_target.numel())
-                style_term = style_loss([feats[layer] for layer in style_layers],
-                                        [target[style_index] for target in targets], weights=style_weight)
-                tv_term = tv_loss(y, weight=tv_weight / y.numel())
+                content_term, style_term, tv_term = perceptual_terms(
+                    model, x, y, targets, style_index, style_layers=style_layers, content_layer=content_layer,
+                    style_weight=style_weight, content_weight=content_weight, tv_weight=tv_weight)
                 loss = content_term + style_term + tv_term
                 grads = torch.autograd.grad(loss, params)
                 for p, g in zip(params, grads):
