@@ -102,10 +102,11 @@ def test_a_step_larger_than_the_folder_is_refused():
         ResumableDistributedSampler(list(range(5)), num_replicas=2, rank=0, batch_size=4)
 
 
-def test_importing_the_command_line_module_keeps_the_training_function_callable():
-    import cs_utils.train_fast_style as command_line
+def test_the_command_line_leaves_the_training_function_in_place():
+    import cs_utils.course.train_fast_style as command_line
+    from cs_utils import fast_style
 
-    assert callable(cs_utils.train_fast_style) and callable(command_line.main)
+    assert cs_utils.train_fast_style is fast_style.train_fast_style and callable(command_line.main)
     with pytest.raises(ValueError, match="need steps >= 0"):
         cs_utils.train_fast_style(
             cs_utils.SmallCNN(), torch.rand(1, 3, 32, 32), [torch.rand(1, 3, 32, 32)], steps=-1
@@ -119,7 +120,7 @@ def train(out: Path, processes: int, batch: int, steps: int, photos: Path, *extr
     """Run the command line (under torchrun for 2 processes); return its log."""
     command = [
         "-m",
-        "cs_utils.train_fast_style",
+        "cs_utils.course.train_fast_style",
         "--images",
         str(photos),
         "--style",
@@ -217,7 +218,7 @@ def test_resuming_with_other_settings_says_how_to_start_afresh(runs, photo_dir):
     command = [
         sys.executable,
         "-m",
-        "cs_utils.train_fast_style",
+        "cs_utils.course.train_fast_style",
         "--images",
         str(photo_dir),
         "--style",

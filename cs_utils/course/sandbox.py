@@ -68,6 +68,7 @@ INSTRUCTOR_TOOLS = (
     "render.py",
     "train_weights.py",
     "train_topics.py",
+    "train_fast_style.py",
     "hidden_cases.py",
     "report.py",
 )
