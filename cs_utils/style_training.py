@@ -3,7 +3,7 @@
 ::
 
     python -m cs_utils.course.train_fast_style --images ~/coco/train2017 --style starry_night --out starry.pt
-    torchrun --nproc_per_node=4 -m cs_utils.course.train_fast_style \
+    torchrun --nproc_per_node=4 -m cs_utils.course.train_fast_style \\
         --images ~/coco/train2017 --style starry_night
 
 The network, the perceptual loss and the checkpoints are those of
