@@ -5,12 +5,14 @@
     python -m cs_utils.course.student check      # make check: the public case of every exercise
     python -m cs_utils.course.student submit     # make submit: submission.zip for the grader
 
-``check`` runs each exercise's public case (the inputs of its notebook's check cell) with the
-grader's comparison and hints (:func:`cs_utils.course.grading.evaluate`), prints the grader's table
+Both start with :mod:`cs_utils.course.syntax_check` (``make`` runs it by path first: a syntax
+error breaks ``import cs_utils``). ``check`` runs each exercise's public case (the inputs of its
+notebook's check cell) with the grader's comparison and hints
+(:func:`cs_utils.course.grading.evaluate`), prints the grader's table
 (:func:`cs_utils.course.report.render_table`) and what remains, and exits non-zero until every
-exercise passes. ``submit`` refuses a module with a syntax error, prints the same table, and writes
-``submission.zip``: the exercise modules (``cs_utils/<module>.py``) and ``notebooks/*.ipynb``,
-nothing else. The grader reads the zip as it is (:func:`cs_utils.course.autograder.open_submission`).
+exercise passes. ``submit`` prints the same table and writes ``submission.zip``: the exercise
+modules (``cs_utils/<module>.py``) and ``notebooks/*.ipynb``, nothing else. The grader
+reads the zip as it is (:func:`cs_utils.course.autograder.open_submission`).
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ from pathlib import Path
 from . import grading
 from .exercise_registry import PACKAGE
 from .report import render_table
+from .syntax_check import main as syntax_main
 
 __all__ = ["SUBMISSION", "check_report", "exercise_modules", "exercise_notebooks", "main",
-           "remaining_summary", "submission_files", "syntax_problems", "write_submission"]
+           "remaining_summary", "submission_files", "write_submission"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 SUBMISSION = "submission.zip"
@@ -120,31 +123,6 @@ def submission_files(root: Path = PROJECT_ROOT) -> list[str]:
     return exercise_modules() + notebooks
 
 
-def syntax_problems(root: Path = PROJECT_ROOT) -> list[str]:
-    """One line per file the grader could not read: a module that is missing or does not compile,
-    a notebook that is not valid JSON."""
-    root = Path(root)
-    problems = []
-    for rel in submission_files(root):
-        path = root / rel
-        if not path.is_file():
-            problems.append(f"{rel}: missing; restore it from the release you were given")
-            continue
-        text = path.read_text(encoding="utf-8", errors="replace")
-        if rel.endswith(".py"):
-            try:
-                compile(text, rel, "exec")
-            except SyntaxError as exc:
-                problems.append(f"{rel} line {exc.lineno}: {exc.msg}: {(exc.text or '').strip()[:80]}")
-        else:
-            try:
-                json.loads(text)
-            except ValueError as exc:
-                problems.append(f"{rel}: not a readable notebook ({exc}); undo the last edit made outside "
-                                "Jupyter")
-    return problems
-
-
 def write_submission(root: Path = PROJECT_ROOT, out: Path | None = None) -> Path:
     """Write the zip (default ``root/submission.zip``) of :func:`submission_files`; return its path."""
     root = Path(root)
@@ -165,13 +143,7 @@ def _check(root: Path) -> int:
 
 
 def _submit(root: Path) -> int:
-    problems = syntax_problems(root)
-    if problems:
-        print(f"error: {SUBMISSION} was not written: the grader could not read these files", file=sys.stderr)
-        for line in problems:
-            print(f"  {line}", file=sys.stderr)
-        print("Fix them (an unfinished function can keep its `raise NotImplementedError`), then run "
-              "`make submit` again.", file=sys.stderr)
+    if syntax_main(["submit", "--root", str(root)]):
         return 1
     report = check_report(root=root)
     print(render_table(report))
