@@ -54,7 +54,8 @@ def _code_cells(root: Path):
 
 def exercise_notebooks(root: Path = PROJECT_ROOT) -> dict[str, tuple[str, bool]]:
     """``exercise name: (notebook stem, has a check cell)``: the first notebook with its check cell
-    (``cs.check_exercise("name")``), else the first notebook that calls ``cs.<function>(``."""
+    (``cs.check_exercise("name")``), else the first notebook that calls ``cs.<function>(``, else the
+    notebook of the first exercise in the same file."""
     checked: dict[str, str] = {}
     called: dict[str, str] = {}
     functions = {e.function: e.name for e in grading.EXERCISES.values()}
@@ -64,8 +65,14 @@ def exercise_notebooks(root: Path = PROJECT_ROOT) -> dict[str, tuple[str, bool]]
         for function in re.findall(r"\bcs\.([A-Za-z_]\w*)\s*\(", code):
             if function in functions:
                 called.setdefault(functions[function], stem)
-    return {name: (checked[name], True) if name in checked else (called[name], False)
-            for name in grading.EXERCISES if name in checked or name in called}
+    found = {name: (checked[name], True) if name in checked else (called[name], False)
+             for name in grading.EXERCISES if name in checked or name in called}
+    for name, exercise in grading.EXERCISES.items():  # else: where the same file's exercises are
+        same_file = [found[n][0] for n, e in grading.EXERCISES.items() if e.module == exercise.module
+                     and n in found]
+        if name not in found and same_file:
+            found[name] = (same_file[0], False)
+    return {name: found[name] for name in grading.EXERCISES if name in found}
 
 
 def check_report(names=None, root: Path = PROJECT_ROOT) -> dict:
