@@ -14,7 +14,12 @@ each region between the lines ``### BEGIN SOLUTION`` and ``### END SOLUTION``
     raise NotImplementedError("gram_matrix (cs_utils/losses.py): write this function's body")
 
 Everything else, notebooks included, is copied unchanged (notebooks keep their
-JSON layout; only the marked cells' sources change).
+JSON layout; only the marked cells' sources change), except what is the instructor's
+(:func:`instructor_only`: the grader, the release, the renderer, the weight training, CI,
+benchmarks, the grader's tests) and two files written for the student from
+``cs_utils/course/templates/``: ``README.md`` (with the table of exercises from the
+registry) and ``Makefile`` (``make lab``, ``check``, ``test``, ``submit``; see
+:mod:`cs_utils.course.student`).
 """
 
 from __future__ import annotations
@@ -29,11 +34,22 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["BEGIN", "END", "Region", "build_release", "marked_regions", "project_files", "strip_solutions"]
+__all__ = ["BEGIN", "END", "GIVEN_TESTS", "INSTRUCTOR_MODULES", "Region", "build_release", "exercise_table",
+           "instructor_only", "marked_regions", "project_files", "strip_solutions", "student_makefile",
+           "student_readme"]
 
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
 ROOT = Path(__file__).resolve().parent.parent.parent
+TEMPLATES = Path(__file__).resolve().with_name("templates")
+#: The instructor's modules of cs_utils/course/ left out of the release (the check cells need
+#: grading, exercise_registry and exercises_*; make check and make submit need report and student).
+INSTRUCTOR_MODULES = ("autograder.py", "class_grading.py", "grade.py", "gradescope.py", "hidden_cases.py",
+                      "release.py", "render.py", "sandbox.py", "sandbox_runner.py", "train_weights.py")
+#: The tests the release keeps (``make test``): what the student did not write, foundation and plots.
+GIVEN_TESTS = ("test_runtime.py", "test_data.py", "test_image.py", "test_hooks.py", "test_models.py",
+               "test_labelled_images.py", "test_small_cnn.py", "test_history.py", "test_viz.py")
+_TEST_SUPPORT = ("conftest.py", "models_by_hand.py")
 _SKIP_DIRS = {".git", ".venv", "venv", "build", "__pycache__", ".pytest_cache", ".ruff_cache",
               ".ipynb_checkpoints", "node_modules"}
 
@@ -159,6 +175,51 @@ def project_files(root: Path = ROOT) -> list[Path]:
         return files
 
 
+def instructor_only(rel: Path) -> bool:
+    """True for a project file (relative path) the release leaves out."""
+    parts = Path(rel).parts
+    if parts[0] in (".ci", "benchmarks") or rel.as_posix() in ("Makefile", "README.md"):
+        return True
+    if parts[:2] == ("cs_utils", "course"):
+        return parts[2] == "templates" or (len(parts) == 3 and parts[2] in INSTRUCTOR_MODULES)
+    if parts[0] == "tests":
+        return not (len(parts) == 2 and parts[1] in GIVEN_TESTS + _TEST_SUPPORT or parts[1] == "ipython")
+    return False
+
+
+def exercise_table(root: Path = ROOT) -> str:
+    """The README's table of exercises, from the registry: function, file, notebook, where to check
+    it (the notebook's check cell, else ``make check``), points."""
+    from . import grading
+    from .student import exercise_notebooks
+
+    notebooks = exercise_notebooks(root)
+    rows = ["| function | file | notebook | check | points |", "| --- | --- | --- | --- | --- |"]
+    for exercise in grading.EXERCISES.values():
+        stem, has_check = notebooks.get(exercise.name, (None, False))
+        notebook = f"`notebooks/{stem}.ipynb`" if stem else "-"
+        check = f'`cs.check_exercise("{exercise.name}")`' if has_check else "`make check`"
+        rows.append(f"| `{exercise.function}` | `{exercise.path}` | {notebook} | {check} | "
+                    f"{exercise.points:g} |")
+    return "\n".join(rows)
+
+
+def student_readme(root: Path = ROOT) -> str:
+    """The release's README.md: the template with the exercises' count, points and table."""
+    from . import grading
+
+    text = (TEMPLATES / "README.student.md").read_text(encoding="utf-8")
+    points = sum(e.points for e in grading.EXERCISES.values())
+    return (text.replace("@COUNT@", str(len(grading.EXERCISES))).replace("@POINTS@", f"{points:g}")
+            .replace("@EXERCISE_TABLE@", exercise_table(root)))
+
+
+def student_makefile() -> str:
+    """The release's Makefile: the template with the given tests filled in."""
+    text = (TEMPLATES / "Makefile.student").read_text(encoding="utf-8")
+    return text.replace("@GIVEN_TESTS@", " ".join(f"tests/{name}" for name in GIVEN_TESTS))
+
+
 def build_release(out: Path, root: Path = ROOT, *, verbose: bool = False) -> list[Path]:
     """Write the student release of ``root`` into ``out`` (emptied first); return the stripped files."""
     root, out = Path(root).resolve(), Path(out).resolve()
@@ -168,6 +229,8 @@ def build_release(out: Path, root: Path = ROOT, *, verbose: bool = False) -> lis
         shutil.rmtree(out)
     stripped = []
     for rel in project_files(root):
+        if instructor_only(rel):
+            continue
         src, dst = root / rel, out / rel
         if out in src.resolve().parents or src.resolve() == out:
             continue
@@ -184,6 +247,8 @@ def build_release(out: Path, root: Path = ROOT, *, verbose: bool = False) -> lis
                     print(f"stripped {rel}")
         else:
             shutil.copy2(src, dst)
+    (out / "README.md").write_text(student_readme(root), encoding="utf-8")
+    (out / "Makefile").write_text(student_makefile(), encoding="utf-8")
     return stripped
 
 
