@@ -45,7 +45,8 @@ TEMPLATES = Path(__file__).resolve().with_name("templates")
 #: The instructor's modules of cs_utils/course/ left out of the release (the check cells need
 #: grading, exercise_registry and exercises_*; make check and make submit need report and student).
 INSTRUCTOR_MODULES = ("autograder.py", "class_grading.py", "grade.py", "gradescope.py", "hidden_cases.py",
-                      "release.py", "render.py", "sandbox.py", "sandbox_runner.py", "train_weights.py")
+                      "release.py", "render.py", "sandbox.py", "sandbox_runner.py", "train_fast_style.py",
+                      "train_topics.py", "train_weights.py")
 #: The tests the release keeps (``make test``): what the student did not write, foundation and plots.
 GIVEN_TESTS = ("test_runtime.py", "test_data.py", "test_image.py", "test_hooks.py", "test_models.py",
                "test_labelled_images.py", "test_small_cnn.py", "test_history.py", "test_viz.py")
