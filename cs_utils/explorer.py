@@ -17,10 +17,10 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from matplotlib.figure import Figure
 from torch import nn
 
 from .attribution import grad_cam, integrated_gradients, smooth_grad
@@ -31,6 +31,9 @@ from .models import load_model
 from .runtime import budget, model_device
 from .saliency import gradient_image, guided_backprop, occlusion_map, saliency_map
 from .viz import overlay_heatmap
+
+if TYPE_CHECKING:   # matplotlib is imported when a figure is drawn, not with the package
+    from matplotlib.figure import Figure
 
 __all__ = ["METHODS", "Explorer", "ExplorerPanel", "explore"]
 
@@ -170,6 +173,8 @@ class Explorer:
     def render(self, progress: Progress | None = None) -> Figure:
         """The photo and the current view side by side, as a new Figure (not shown by pyplot)."""
         view = self.compute(progress)
+        from matplotlib.figure import Figure
+
         fig = Figure(figsize=(8, 4.2), layout="constrained")
         left, right = fig.subplots(1, 2)
         index, label, p = self.top_classes(1)[0]
