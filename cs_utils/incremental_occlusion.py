@@ -28,7 +28,6 @@ plain path, one full forward pass per copy.
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -38,6 +37,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.modules import module as _module_hooks
 
+from .checks import int_pair, positive_int
 from .models import Conv2dSame, EfficientNetLite, InputScaling, MBConv
 
 __all__ = [
@@ -222,7 +222,8 @@ def _compile_spatial(items: list[tuple[str, nn.Module]]) -> tuple[list, int]:
         elif kind is nn.BatchNorm2d:
             _check_bn(name, module)
             scale, shift = _bn_scale_shift(module)
-            ops.append(_Pointwise(scale.to(module.running_mean.dtype), shift.to(module.running_mean.dtype), None))
+            dtype = module.running_mean.dtype
+            ops.append(_Pointwise(scale.to(dtype), shift.to(dtype), None))
         elif kind is InputScaling:
             scale = 1 / module.std.flatten()
             ops.append(_Pointwise(scale, -module.mean.flatten() * scale, None))
@@ -251,7 +252,8 @@ def _compile_head(items: list[tuple[str, nn.Module]]) -> list:
     for name, module in items:
         kind = type(module)
         if kind is nn.Linear:
-            head.append(("linear", module.weight.detach(), None if module.bias is None else module.bias.detach()))
+            bias = None if module.bias is None else module.bias.detach()
+            head.append(("linear", module.weight.detach(), bias))
         elif kind in _ACTIVATIONS:
             head.append(("clamp", _activation(module)))
         elif kind is nn.Flatten:
@@ -268,8 +270,8 @@ def _compile(model: nn.Module) -> tuple[list, list]:
         raise _Unsupported("global module hooks are registered, and the incremental path would not call them")
     for name, module in model.named_modules():
         if module._forward_hooks or module._forward_pre_hooks:
-            raise _Unsupported(f"{name or 'the model'} has forward hooks, which the incremental path would not "
-                               f"call")
+            raise _Unsupported(f"{name or 'the model'} has forward hooks, which the incremental path would "
+                               "not call")
         if "forward" in vars(module):
             raise _Unsupported(f"{name or 'the model'} has its own forward function")
     if type(model) is EfficientNetLite:
@@ -278,10 +280,12 @@ def _compile(model: nn.Module) -> tuple[list, list]:
     elif type(model) is nn.Sequential:
         items = _flatten("", model)
     else:
-        raise _Unsupported(f"the model is a {type(model).__name__}; it knows EfficientNetLite and nn.Sequential")
+        raise _Unsupported(f"the model is a {type(model).__name__}; it knows EfficientNetLite and "
+                           "nn.Sequential")
     ops, pool = _compile_spatial(items)
     if pool == -1:
-        raise _Unsupported("the model has no global average pool (AdaptiveAvgPool2d(1)) before its classifier")
+        raise _Unsupported("the model has no global average pool (AdaptiveAvgPool2d(1)) before its "
+                           "classifier")
     return ops, _compile_head(items[pool + 1:])
 
 
@@ -317,7 +321,7 @@ class _Geometry:
 def _placed(n, lo, hi, fraction) -> _Geometry:
     """Windows of one size that hold every copy's changed region, inside the map; the whole map
     when they would cover ``fraction`` of it."""
-    hi = np.maximum(hi, lo + 1)          # an empty change (never read by a strided layer) still needs a window
+    hi = np.maximum(hi, lo + 1)      # an empty change (no output of a strided layer reads it) gets a window
     lo, hi = np.minimum(lo, n - 1), np.minimum(hi, n)
     size = (hi - lo).max(axis=0)
     if np.prod(size) >= fraction * np.prod(n):
@@ -335,7 +339,7 @@ def _gather_index(src: _Geometry, start, size, before, padded, chunk: int, rows:
     c = start[:, 1, None] + np.arange(size[1])
     r_in = r - before[0] - src.start[:, 0, None]            # position inside the copy's window
     c_in = c - before[1] - src.start[:, 1, None]
-    inside = (((r_in >= 0) & (r_in < src.size[0]))[:, :, None] & ((c_in >= 0) & (c_in < src.size[1]))[:, None])
+    inside = ((r_in >= 0) & (r_in < src.size[0]))[:, :, None] & ((c_in >= 0) & (c_in < src.size[1]))[:, None]
     own = (rows + (np.arange(copies) % chunk * int(np.prod(src.size)))[:, None, None]
            + r_in[:, :, None] * src.size[1] + c_in[:, None, :])
     original = r[:, :, None] * padded[1] + c[:, None, :]
@@ -367,12 +371,16 @@ def _plan(ops: list, g: _Geometry, chunk: int, fraction: float) -> tuple[list, _
             body, y = _plan(op.body, g, chunk, fraction)
             out = _placed(g.n, np.minimum(g.lo, y.lo), np.maximum(g.hi, y.hi), fraction)
             zero, rows = np.zeros(2, dtype=np.int64), int(np.prod(g.n))
-            onto = [None if (not src.full and (src.start == out.start).all() and (src.size == out.size).all())
-                    or (src.full and out.full) else _gather_index(src, out.start, out.size, zero, g.n, chunk, rows)
-                    for src in (g, y)]
+            onto = [None if _same_windows(src, out) else
+                    _gather_index(src, out.start, out.size, zero, g.n, chunk, rows) for src in (g, y)]
             steps.append(("residual", body, onto, rows, (int(np.prod(g.size)), int(np.prod(y.size)))))
             g = out
     return steps, g
+
+
+def _same_windows(a: _Geometry, b: _Geometry) -> bool:
+    """Whether every copy's window is the same in ``a`` and ``b`` (nothing to move)."""
+    return (a.full and b.full) or (bool((a.size == b.size).all()) and bool((a.start == b.start).all()))
 
 
 _plans: OrderedDict = OrderedDict()   # (structure, image size, corners, ...) -> (steps, last geometry)
@@ -454,8 +462,8 @@ def _classify(head: list, pooled: torch.Tensor) -> torch.Tensor:
     return pooled
 
 
-def incremental_occluded_probabilities(model: nn.Module, x: torch.Tensor, target: torch.Tensor, corners, patch,
-                                       colours: torch.Tensor, *, batch_size: int | None = None,
+def incremental_occluded_probabilities(model: nn.Module, x: torch.Tensor, target: torch.Tensor, corners,
+                                       patch, colours: torch.Tensor, *, batch_size: int | None = None,
                                        fraction: float = FULL_MAP_FRACTION, on_batch=None):
     """The softmax probability of each image's target class, for the image and for each occluded copy.
 
@@ -472,15 +480,43 @@ def incremental_occluded_probabilities(model: nn.Module, x: torch.Tensor, target
     except _Unsupported as reason:
         raise ValueError(f"incremental occlusion cannot run this model: {reason}; use the plain path "
                          f"(cs_utils.occlusion_map(..., incremental=False))") from None
-    chunk = INCREMENTAL_BATCH_SIZE if batch_size is None else int(batch_size)
+    chunk = INCREMENTAL_BATCH_SIZE if batch_size is None else positive_int(batch_size, "batch_size")
+    ph, pw = int_pair(patch, "patch")
+    corners = [tuple(int(v) for v in c) for c in corners]
+    _check_copies(x, target, corners, (ph, pw), colours, fraction)
+    with torch.no_grad():
+        return _occluded_probabilities(ops, head, x, target, corners, (ph, pw), colours, chunk, fraction,
+                                       on_batch)
+
+
+def _check_copies(x, target, corners, patch, colours, fraction) -> None:
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[0] == 0:
+        raise ValueError(f"x must be a batch of images (N, C, H, W), got {getattr(x, 'shape', x)!r}")
+    n, channels, height, width = x.shape
+    if not isinstance(target, torch.Tensor) or target.shape != (n,):
+        raise ValueError(f"target must be a tensor of {n} class indices (one per image), got {target!r}")
+    if not isinstance(colours, torch.Tensor) or colours.shape != (n, channels):
+        raise ValueError(f"colours must be a tensor of shape ({n}, {channels}) (one patch colour per image), "
+                         f"got {getattr(colours, 'shape', colours)!r}")
+    bad = [c for c in corners
+           if len(c) != 2 or min(c) < 0 or c[0] + patch[0] > height or c[1] + patch[1] > width]
+    if not corners or bad:
+        raise ValueError(f"every corner must place the {patch[0]}x{patch[1]} patch inside the "
+                         f"{height}x{width} image, got {bad[:3] if bad else 'no corners'}; "
+                         "cs_utils.occlusion_windows gives them")
+    if not fraction >= 0:
+        raise ValueError(f"fraction must be a share of the map >= 0, got {fraction!r}")
+
+
+def _occluded_probabilities(ops, head, x, target, corners, patch, colours, chunk, fraction, on_batch):
     n, _, height, width = x.shape
     ph, pw = patch
-    corners = [tuple(c) for c in corners]
     steps, last = _cached_plan(ops, height, width, corners, (ph, pw), chunk, fraction)
     steps = _on_device(steps, x.device)
     originals = torch.empty(n, dtype=x.dtype, device=x.device)
     occluded = torch.empty(n, len(corners), dtype=x.dtype, device=x.device)
     starts = torch.from_numpy(last.start).to(x.device)
+    ends = torch.from_numpy(last.size).to(x.device)
     for i in range(n):
         tables = {}
         final = _original_pass(ops, steps, _channels_last(x[i:i + 1]), chunk, tables)
@@ -490,12 +526,12 @@ def incremental_occluded_probabilities(model: nn.Module, x: torch.Tensor, target
         area = F.pad(final[0].double().cumsum(1).cumsum(2), (1, 0, 1, 0))
         for first in range(0, len(corners), chunk):
             part = slice(first, min(first + chunk, len(corners)))
-            fill = colours[i].view(1, 3, 1, 1).expand(part.stop - first, 3, ph, pw)
+            fill = colours[i].view(1, -1, 1, 1).expand(part.stop - first, -1, ph, pw)
             values = _window_pass(ops, steps, _channels_last(fill.contiguous()), part, tables)
             if last.full:
                 copies = values.mean(dim=(2, 3))
             else:
-                (r0, c0), (r1, c1) = starts[part].T, (starts[part] + torch.from_numpy(last.size).to(x.device)).T
+                (r0, c0), (r1, c1) = starts[part].T, (starts[part] + ends).T
                 before = (area[:, r1, c1] - area[:, r0, c1] - area[:, r1, c0] + area[:, r0, c0]).T
                 change = (values.sum(dim=(2, 3)).double() - before) / (final.shape[-2] * final.shape[-1])
                 copies = pooled + change.to(x.dtype)

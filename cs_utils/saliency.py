@@ -29,7 +29,11 @@ from torch.overrides import TorchFunctionMode
 
 from .checks import check_layer, class_indices, int_pair, model_input, num_classes, positive_int
 from .hooks import evaluating, extract_features
-from .incremental_occlusion import INCREMENTAL_BATCH_SIZE, incremental_occluded_probabilities, why_not_incremental
+from .incremental_occlusion import (
+    INCREMENTAL_BATCH_SIZE,
+    incremental_occluded_probabilities,
+    why_not_incremental,
+)
 from .runtime import fastest_batch_size
 
 __all__ = [
@@ -153,7 +157,8 @@ def _occlusion_batch_size(model: nn.Module, xd: torch.Tensor, copies: int) -> in
 def _plain_reason(model: nn.Module, incremental: bool | None) -> str | None:
     """Why occlusion takes the plain path for ``model`` (None: the incremental one)."""
     if incremental is not None and not isinstance(incremental, bool):
-        raise TypeError(f"incremental must be None (where the model allows), True or False, got {incremental!r}")
+        raise TypeError(f"incremental must be None (where the model allows), True or False, "
+                        f"got {incremental!r}")
     if incremental is False:
         return "incremental=False"
     reason = why_not_incremental(model)
@@ -200,8 +205,10 @@ def occlusion_map(model: nn.Module, x: torch.Tensor, target, *, window=32, strid
     wh, ww = int_pair(window, "window")
     colours = _fill_colours(xd, fill)
     plain = _plain_reason(model, incremental)      # None: the incremental path runs
-    if batch_size is None:
-        batch_size = INCREMENTAL_BATCH_SIZE if plain is None else _occlusion_batch_size(model, xd, n * len(windows))
+    if batch_size is None and plain is None:
+        batch_size = INCREMENTAL_BATCH_SIZE
+    elif batch_size is None:
+        batch_size = _occlusion_batch_size(model, xd, n * len(windows))
     batch_size = positive_int(batch_size, "batch_size")
     ### BEGIN SOLUTION
     from tqdm.auto import tqdm
@@ -209,9 +216,9 @@ def occlusion_map(model: nn.Module, x: torch.Tensor, target, *, window=32, strid
     total = n * len(windows)
     # the incremental path batches the copies of one image at a time
     batches = n * math.ceil(len(windows) / batch_size) if plain is None else math.ceil(total / batch_size)
+    desc = f"occlusion{'' if plain else ' (incremental)'}: {total} copies in {batches} batches"
     with evaluating(model), torch.inference_mode(), \
-            tqdm(total=total, disable=not progress, unit="img", leave=False,
-                 desc=f"occlusion{'' if plain else ' (incremental)'}: {total} copies in {batches} batches") as bar:
+            tqdm(total=total, disable=not progress, unit="img", leave=False, desc=desc) as bar:
         if plain is None:
             base, occluded = incremental_occluded_probabilities(model, xd, target, windows, (wh, ww), colours,
                                                                 batch_size=batch_size, on_batch=bar.update)

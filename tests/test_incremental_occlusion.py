@@ -41,8 +41,8 @@ def assert_matches_plain(model, x, target, window, stride, *, batch_size=None, f
     assert (plain_base[:, None] - plain_occluded).abs().max() > 1e-6      # the patches change something
     for fraction in (2.0, 0.0, I.FULL_MAP_FRACTION):
         with torch.no_grad():
-            base, occluded = I.incremental_occluded_probabilities(model, x, target, corners, (ph, pw), colours,
-                                                                  batch_size=batch_size, fraction=fraction)
+            base, occluded = I.incremental_occluded_probabilities(
+                model, x, target, corners, (ph, pw), colours, batch_size=batch_size, fraction=fraction)
         assert relative_error(base[:, None] - occluded, plain_base[:, None] - plain_occluded) < tolerance
         torch.testing.assert_close(occluded, plain_occluded, rtol=tolerance, atol=tolerance)
 
@@ -51,7 +51,8 @@ def classifier(*layers, channels, classes=3):
     """``layers`` -> global average pool -> linear, in float64 with seeded random weights and
     batch-norm statistics (so folding the batch norm is really tested)."""
     torch.manual_seed(0)
-    model = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, classes)).double()
+    model = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, classes))
+    model = model.double()
     for module in model.modules():
         if isinstance(module, nn.BatchNorm2d):
             module.running_mean.uniform_(-0.5, 0.5)
@@ -90,7 +91,7 @@ def test_windows_keep_one_size_and_stay_inside_the_map():
     assert I._placed(np.array([10, 10]), np.array([[0, 0]]), np.array([[8, 8]]), 0.5).full   # 64% of the map
 
 
-# --------------------------------------------------------------------------- every layer kind, against plain passes
+# --------------------------------------------------------------------------- every layer kind vs plain passes
 
 @pytest.mark.parametrize("kind", ["same_conv", "stride_2_same", "stride_2_odd_size", "zero_padding",
                                   "depthwise", "residual", "batch_norm_relu6", "input_scaling"])
@@ -99,12 +100,13 @@ def test_each_layer_kind_matches_the_plain_forward(kind):
         "same_conv": (Conv2dSame(3, 5, 3), 5),
         "stride_2_same": (nn.Sequential(Conv2dSame(3, 4, 3, stride=2), Conv2dSame(4, 6, 5, stride=2)), 6),
         "stride_2_odd_size": (nn.Sequential(Conv2dSame(3, 4, 5, stride=2), nn.ReLU()), 4),
-        "zero_padding": (nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=True), nn.Conv2d(4, 4, 3, stride=2)), 4),
+        "zero_padding": (nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, stride=2)), 4),
         "depthwise": (nn.Sequential(Conv2dSame(3, 6, 1), Conv2dSame(6, 6, 5, groups=6)), 6),
         "residual": (nn.Sequential(Conv2dSame(3, 8, 3), MBConv(8, 8, 3, 1, 4), MBConv(8, 8, 5, 1, 2)), 8),
-        "batch_norm_relu6": (nn.Sequential(Conv2dSame(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU6(), nn.BatchNorm2d(4),
-                                           nn.Conv2d(4, 4, 3, padding="same")), 4),
-        "input_scaling": (nn.Sequential(InputScaling((0.5, 0.4, 0.3), (0.2, 0.3, 0.4)), Conv2dSame(3, 4, 3)), 4),
+        "batch_norm_relu6": (nn.Sequential(Conv2dSame(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU6(),
+                                           nn.BatchNorm2d(4), nn.Conv2d(4, 4, 3, padding="same")), 4),
+        "input_scaling": (nn.Sequential(InputScaling((0.5, 0.4, 0.3), (0.2, 0.3, 0.4)), Conv2dSame(3, 4, 3)),
+                          4),
     }
     body, channels = layers[kind]
     model = classifier(body, channels=channels)
@@ -193,16 +195,17 @@ def test_what_the_incremental_path_cannot_run_is_named():
     assert reason(ok) == "0 has forward hooks, which the incremental path would not call"
     handle.remove()
     assert reason(ok) is None
-    assert reason(nn.Sequential(nn.Flatten(), nn.Linear(12, 2))) == "0 (Flatten)"   # a flatten before any pool
+    assert reason(nn.Sequential(nn.Flatten(), nn.Linear(12, 2))) == "0 (Flatten)"   # no pool before it
     assert reason(nn.Sequential(nn.Conv2d(3, 4, 3))).startswith("the model has no global average pool")
     assert reason(nn.Sequential(nn.Conv2d(3, 4, 3, dilation=2), nn.AdaptiveAvgPool2d(1))) == \
         "a convolution with dilation or non-zero padding mode"
-    assert reason(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Softmax(dim=1))) == "1 (Softmax after the global pool)"
+    assert reason(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Softmax(dim=1))) == \
+        "1 (Softmax after the global pool)"
     assert reason(cs_utils.models.TorchvisionClassifier(nn.Sequential())).startswith(
         "the model is a TorchvisionClassifier")
     with pytest.raises(ValueError, match="cannot run this model"):
-        I.incremental_occluded_probabilities(nn.Sequential(Square()), image(), torch.tensor([0]), [(0, 0)], (2, 2),
-                                             torch.zeros(1, 3))
+        I.incremental_occluded_probabilities(nn.Sequential(Square()), image(), torch.tensor([0]), [(0, 0)],
+                                             (2, 2), torch.zeros(1, 3))
 
 
 def test_the_callers_model_and_images_are_left_alone(caller_state):
@@ -214,3 +217,21 @@ def test_the_callers_model_and_images_are_left_alone(caller_state):
     state.assert_unchanged()
     assert model.training and torch.equal(model[1].running_mean, running)   # batch norm statistics untouched
     assert not heat.requires_grad and not heat.is_inference() and heat.shape == (2, 12, 12)
+
+
+def test_bad_arguments_raise_clear_errors():
+    model = classifier(Conv2dSame(3, 4, 3), channels=4)
+    x, t, colours = image(), torch.tensor([0]), torch.zeros(1, 3, dtype=torch.float64)
+    run = I.incremental_occluded_probabilities
+    with pytest.raises(ValueError, match="inside the 12x12 image"):
+        run(model, x, t, [(10, 0)], (4, 4), colours)
+    with pytest.raises(ValueError, match="no corners"):
+        run(model, x, t, [], (4, 4), colours)
+    with pytest.raises(ValueError, match="one patch colour per image"):
+        run(model, x, t, [(0, 0)], (4, 4), torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="one per image"):
+        run(model, x, torch.tensor([0, 1]), [(0, 0)], (4, 4), colours)
+    with pytest.raises(ValueError, match="batch_size"):
+        run(model, x, t, [(0, 0)], (4, 4), colours, batch_size=0)
+    base, occluded = run(model, x.clone().requires_grad_(True), t, [(0, 0), (8, 8)], (4, 4), colours)
+    assert occluded.shape == (1, 2) and not occluded.requires_grad and not base.requires_grad

@@ -181,7 +181,7 @@ def test_occlusion_measures_the_batch_size_once_and_keeps_an_explicit_one(tiny_c
     monkeypatch.setattr(S, "fastest_batch_size", fake_fastest)
     monkeypatch.setattr(S, "_occlusion_batch_cache", S.weakref.WeakKeyDictionary())
     x = torch.rand(1, 3, 8, 8)
-    plain = dict(window=4, stride=2, incremental=False, progress=False)   # the calibration is the plain path's
+    plain = dict(window=4, stride=2, incremental=False, progress=False)   # the plain path calibrates
     calibrated = cs_utils.occlusion_map(tiny_cnn, x, 0, **plain)
     assert measured == [[1, 2, 4, 8]]        # 9 copies: no size above the 9 copies is tried
     again = cs_utils.occlusion_map(tiny_cnn, x, 0, **plain)
