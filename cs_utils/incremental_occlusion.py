@@ -467,13 +467,16 @@ def incremental_occluded_probabilities(model: nn.Module, x: torch.Tensor, target
                                        fraction: float = FULL_MAP_FRACTION, on_batch=None):
     """The softmax probability of each image's target class, for the image and for each occluded copy.
 
-    ``x``: the model's input images (N, 3, H, W) on its device and dtype (already checked);
-    ``target``: (N,) class indices; ``corners``: the (top, left) of each patch (see
-    :func:`cs_utils.occlusion_windows`); ``patch``: its (height, width); ``colours``: (N, 3)
+    ``x``: the model's input images (N, C, H, W) on its device and in its dtype (their values
+    are not range-checked here: :func:`cs_utils.occlusion_map` checks them); ``target``: (N,)
+    class indices; ``corners``: the (top, left) of each patch (see
+    :func:`cs_utils.occlusion_windows`); ``patch``: its (height, width); ``colours``: (N, C)
     patch colour per image. ``batch_size`` copies (default :data:`INCREMENTAL_BATCH_SIZE`) are
-    computed together; ``on_batch(count)`` is called after each batch. Returns
-    ``(original (N,), occluded (N, len(corners)))``, equal to plain forward passes of the copies
-    up to float rounding. Raises ``ValueError`` for a model :func:`why_not_incremental` rejects.
+    computed together; ``fraction``: see :data:`FULL_MAP_FRACTION` (0: whole maps at every
+    layer; above 1: windows at every layer); ``on_batch(count)`` is called after each batch.
+    Returns ``(original (N,), occluded (N, len(corners)))``, equal to plain forward passes of the
+    copies up to float rounding, without a graph. Raises ``ValueError`` for a model
+    :func:`why_not_incremental` rejects and for arguments that do not fit together.
     """
     try:
         ops, head = _compile(model)
