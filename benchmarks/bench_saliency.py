@@ -27,7 +27,8 @@ When captum is importable (the ``bench`` extra), ``Saliency``, ``GuidedBackprop`
 and ``Occlusion`` (softmax probability, the same windows and mean-colour fill) run on
 the same inputs; ``Occlusion``'s ``perturbations_per_eval`` is the fastest of 1, 4, 16
 and 64 on a coarser grid of the same patches (``--peer-stride``, at most the window, which
-Captum requires: the time per copy does not depend on how many there are). ``--only occlusion`` skips the gradient techniques.
+Captum requires: the time per copy does not depend on how many there are).
+``--only occlusion`` skips the gradient techniques.
 """
 
 from __future__ import annotations
