@@ -35,11 +35,12 @@ from __future__ import annotations
 
 import argparse
 import functools
+import statistics
 import time
 import warnings
 
 import torch
-from bench_attribution import captum_attr, measure, plain_passes, sweep, threads
+from bench_attribution import captum_attr, measure, plain_passes, sweep, threads, timed
 
 import cs_utils
 from cs_utils import saliency
@@ -106,11 +107,13 @@ def main():
     print(f"occlusion: 1 photo, window {args.window}, stride {args.stride}: {copies.shape[0]} copies\n")
 
     # the limits: plain work at the fastest batch size per thread count
-    sizes = [b for b in (1, 2, 4, 8, 16, 32, 64) if b <= x.shape[0]]
-    _, fastest = sweep(lambda b: plain_passes(model, x, target, b), sizes, args.threads, sweep_runs)
-    grad_limit = {c: functools.partial(plain_passes, model, x, target, b) for c, b in fastest.items()}
-    print("fwd+bwd of the photos, fastest batch size: "
-          + ", ".join(f"{c} thr: {b}" for c, b in fastest.items()))
+    gradients = args.only == "all"
+    if gradients:
+        sizes = [b for b in (1, 2, 4, 8, 16, 32, 64) if b <= x.shape[0]]
+        _, fastest = sweep(lambda b: plain_passes(model, x, target, b), sizes, args.threads, sweep_runs)
+        grad_limit = {c: functools.partial(plain_passes, model, x, target, b) for c, b in fastest.items()}
+        print("fwd+bwd of the photos, fastest batch size: "
+              + ", ".join(f"{c} thr: {b}" for c, b in fastest.items()))
     sample = copies[:args.sweep_copies]
     sizes = [b for b in (1, 2, 4, 8, 16, 32, 64) if b <= sample.shape[0]]
     seconds, fastest = sweep(lambda b: plain_forward(model, sample, b), sizes, args.threads, sweep_runs)
@@ -133,7 +136,10 @@ def main():
     print(ROW.format("technique (limit)", "time ms", "limit ms", "ratio", "median", "vs peer", "goal"))
     print(f"|{'-' * 58}|{'-' * 10}|{'-' * 10}|{'-' * 8}|{'-' * 8}|{'-' * 10}|{'-' * 15}|")
 
-    peers, gradients = {}, args.only == "all"
+    peers, occlusion_rows = {}, {}
+    options = dict(window=args.window, stride=args.stride, progress=False)
+    occlusion_rows["incremental"] = lambda: cs_utils.occlusion_map(model, x1, t1, **options)
+    occlusion_rows["plain"] = lambda: cs_utils.occlusion_map(model, x1, t1, incremental=False, **options)
     if captum_attr is not None:
         sal, gbp = captum_attr.Saliency(model), captum_attr.GuidedBackprop(model)
         occlusion = captum_attr.Occlusion(lambda images: model(images).softmax(dim=1))
@@ -149,26 +155,51 @@ def main():
             peers["saliency"] = measure(
                 grad_limit, lambda: sal.attribute(x, target=target, abs=True).amax(dim=1), args.runs)
             peers["guided"] = measure(grad_limit, lambda: gbp.attribute(x, target=target), args.runs)
-        peers["occlusion"] = measure(occl_limit, lambda: captum_occlusion(args.stride, best_batch), args.runs)
+        occlusion_rows["captum"] = lambda: captum_occlusion(args.stride, best_batch)
+    occlusion_rows = measure_together(occl_limit, occlusion_rows, args.runs, warm_up=["incremental"])
+    peers["occlusion"] = occlusion_rows.get("captum")
     name = f"{x.shape[0]} photos (fwd+bwd)"
     if gradients:
         row(f"saliency_map, {name}", measure(grad_limit, lambda: cs_utils.saliency_map(model, x, target),
                                              args.runs), 1.1, peers.get("saliency"))
-        if peers:
+        if "saliency" in peers:
             row("  captum Saliency", peers["saliency"])
         guided = measure(grad_limit, lambda: cs_utils.guided_backprop(model, x, target), args.runs)
         row(f"guided_backprop, {name}", guided, 1.1, peers.get("guided"))
-        if peers:
+        if "guided" in peers:
             row("  captum GuidedBackprop", peers["guided"])
-    options = dict(window=args.window, stride=args.stride, progress=False)
-    result = measure(occl_limit, lambda: cs_utils.occlusion_map(model, x1, t1, **options), args.runs)
-    row(f"occlusion_map, incremental ({copies.shape[0]} copies)", result, peer=peers.get("occlusion"),
-        peer_goal=0.5)
-    result = measure(occl_limit, lambda: cs_utils.occlusion_map(model, x1, t1, incremental=False, **options),
-                     args.runs)
-    row(f"occlusion_map incremental=False ({copies.shape[0]} fwd)", result, 1.15, peers.get("occlusion"))
-    if peers:
+    row(f"occlusion_map, incremental ({copies.shape[0]} copies)", occlusion_rows["incremental"],
+        peer=peers.get("occlusion"), peer_goal=0.5)
+    row(f"occlusion_map incremental=False ({copies.shape[0]} fwd)", occlusion_rows["plain"], 1.15,
+        peers.get("occlusion"))
+    if peers.get("occlusion"):
         row(f"  captum Occlusion (perturbations_per_eval {best_batch})", peers["occlusion"])
+
+
+def measure_together(references, techniques, runs, warm_up=()):
+    """:func:`bench_attribution.measure` for several techniques sharing the limit's passes: at each
+    thread count, in each of ``runs`` rounds, the reference runs once, then every technique, back to
+    back. ``warm_up``: techniques run once untimed first (those with a first-call cost; many plain
+    passes need none). Returns {name: (count, time, limit, paired)} as ``measure`` does."""
+    per_count = {name: {} for name in techniques}
+    for count, reference in references.items():
+        with threads(count):
+            for name in warm_up:
+                techniques[name]()
+            pairs = {name: [] for name in techniques}
+            for _ in range(runs):
+                plain = timed(reference)
+                for name, technique in techniques.items():
+                    pairs[name].append((plain, timed(technique)))
+        for name, runs_of in pairs.items():
+            per_count[name][count] = (statistics.median(t for _, t in runs_of),
+                                      statistics.median(r for r, _ in runs_of),
+                                      statistics.median(t / r for r, t in runs_of))
+    results = {}
+    for name, found in per_count.items():
+        count = min(found, key=lambda c: found[c][0])
+        results[name] = (count, found[count][0], min(ref for _, ref, _ in found.values()), found[count][2])
+    return results
 
 
 def captum_best_per_eval(captum_occlusion, args):
