@@ -475,7 +475,8 @@ def incremental_occluded_probabilities(model: nn.Module, x: torch.Tensor, target
     computed together; ``fraction``: see :data:`FULL_MAP_FRACTION` (0: whole maps at every
     layer; above 1: windows at every layer); ``on_batch(count)`` is called after each batch.
     Returns ``(original (N,), occluded (N, len(corners)))``, equal to plain forward passes of the
-    copies up to float rounding, without a graph. Raises ``ValueError`` for a model
+    copies in eval mode (batch norm with its running statistics, no dropout) up to float rounding,
+    without a graph. Raises ``ValueError`` for a model
     :func:`why_not_incremental` rejects and for arguments that do not fit together.
     """
     try:
