@@ -181,22 +181,30 @@ def test_occlusion_measures_the_batch_size_once_and_keeps_an_explicit_one(tiny_c
     monkeypatch.setattr(S, "fastest_batch_size", fake_fastest)
     monkeypatch.setattr(S, "_occlusion_batch_cache", S.weakref.WeakKeyDictionary())
     x = torch.rand(1, 3, 8, 8)
-    calibrated = cs_utils.occlusion_map(tiny_cnn, x, 0, window=4, stride=2, progress=False)
+    plain = dict(window=4, stride=2, incremental=False, progress=False)   # the plain path calibrates
+    calibrated = cs_utils.occlusion_map(tiny_cnn, x, 0, **plain)
     assert measured == [[1, 2, 4, 8]]        # 9 copies: no size above the 9 copies is tried
-    again = cs_utils.occlusion_map(tiny_cnn, x, 0, window=4, stride=2, progress=False)
+    again = cs_utils.occlusion_map(tiny_cnn, x, 0, **plain)
     assert len(measured) == 1                # cached for this model, dtype and shape
-    explicit = cs_utils.occlusion_map(tiny_cnn, x, 0, window=4, stride=2, batch_size=5, progress=False)
+    explicit = cs_utils.occlusion_map(tiny_cnn, x, 0, batch_size=5, **plain)
     assert len(measured) == 1
     torch.testing.assert_close(again, calibrated)
     torch.testing.assert_close(explicit, calibrated)
-    cs_utils.occlusion_map(tiny_cnn, x.double(), 0, window=4, stride=2, progress=False)
+    cs_utils.occlusion_map(tiny_cnn, x.double(), 0, **plain)
     assert len(measured) == 1                # the images run in the model's dtype: the same key
+    incremental = cs_utils.occlusion_map(tiny_cnn, x, 0, window=4, stride=2, progress=False)
+    assert len(measured) == 1                # the incremental path measures nothing
+    torch.testing.assert_close(incremental, calibrated)
 
 
 def test_occlusion_shows_the_number_of_passes_up_front(tiny_cnn, capsys):
-    cs_utils.occlusion_map(tiny_cnn, torch.rand(2, 3, 8, 8), 0, window=4, stride=4, batch_size=3)
+    x = torch.rand(2, 3, 8, 8)
+    cs_utils.occlusion_map(tiny_cnn, x, 0, window=4, stride=4, batch_size=3, incremental=False)
     # 2 images x 4 windows = 8 copies, 3 per batch
-    assert "8 copies in 3 batches" in capsys.readouterr().err
+    assert "occlusion: 8 copies in 3 batches" in capsys.readouterr().err
+    cs_utils.occlusion_map(tiny_cnn, x, 0, window=4, stride=4, batch_size=3)
+    # the incremental path batches each image's 4 copies: 2 batches per image
+    assert "occlusion (incremental): 8 copies in 4 batches" in capsys.readouterr().err
 
 
 def test_occlusion_rejects_bad_fill(tiny_cnn):
