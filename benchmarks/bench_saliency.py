@@ -43,7 +43,7 @@ import torch
 from bench_attribution import captum_attr, measure, plain_passes, sweep, threads, timed
 
 import cs_utils
-from cs_utils import saliency
+from cs_utils import incremental_occlusion, saliency
 
 ROW = "| {:<56} | {:>8} | {:>8} | {:>6} | {:>6} | {:>8} | {:<13} |"
 
@@ -140,6 +140,13 @@ def main():
     options = dict(window=args.window, stride=args.stride, progress=False)
     occlusion_rows["incremental"] = lambda: cs_utils.occlusion_map(model, x1, t1, **options)
     occlusion_rows["plain"] = lambda: cs_utils.occlusion_map(model, x1, t1, incremental=False, **options)
+    # The same forward passes in the incremental module's layout (channels-last, batch norm folded into
+    # the convolutions) with whole maps at every layer: plain work too, often faster than torch's
+    # default layout, so it is a candidate for the limit.
+    corners = cs_utils.occlusion_windows(x1.shape[-2], x1.shape[-1], args.window, args.stride)
+    colours = x1.mean(dim=(2, 3))
+    occlusion_rows["whole maps"] = lambda: incremental_occlusion.incremental_occluded_probabilities(
+        model, x1, t1, corners, (args.window, args.window), colours, fraction=0.0)
     if captum_attr is not None:
         sal, gbp = captum_attr.Saliency(model), captum_attr.GuidedBackprop(model)
         occlusion = captum_attr.Occlusion(lambda images: model(images).softmax(dim=1))
@@ -156,7 +163,8 @@ def main():
                 grad_limit, lambda: sal.attribute(x, target=target, abs=True).amax(dim=1), args.runs)
             peers["guided"] = measure(grad_limit, lambda: gbp.attribute(x, target=target), args.runs)
         occlusion_rows["captum"] = lambda: captum_occlusion(args.stride, best_batch)
-    occlusion_rows = measure_together(occl_limit, occlusion_rows, args.runs, warm_up=["incremental"])
+    occlusion_rows = measure_together(occl_limit, occlusion_rows, args.runs,
+                                      warm_up=["incremental", "whole maps"])
     peers["occlusion"] = occlusion_rows.get("captum")
     name = f"{x.shape[0]} photos (fwd+bwd)"
     if gradients:
@@ -174,6 +182,13 @@ def main():
         peers.get("occlusion"))
     if peers.get("occlusion"):
         row(f"  captum Occlusion (perturbations_per_eval {best_batch})", peers["occlusion"])
+    whole = occlusion_rows["whole maps"]
+    row(f"  same {copies.shape[0]} fwd, channels-last, folded BN", whole)
+    fastest_plain = min(whole[1], whole[2])
+    print(f"\nfastest plain computation of the {copies.shape[0]} forward passes: "
+          f"{fastest_plain * 1000:.0f} ms "
+          f"({'channels-last, folded BN' if whole[1] < whole[2] else 'torch default layout'}); "
+          f"incremental: {occlusion_rows['incremental'][1] / fastest_plain:.2f}x of it", flush=True)
 
 
 def measure_together(references, techniques, runs, warm_up=()):
