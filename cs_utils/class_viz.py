@@ -28,8 +28,8 @@ from torch import nn
 from . import checks, objectives
 from .checks import check_image, model_input
 from .hooks import evaluating
-from .objectives import Objective
 from .image_stats import class_ranks, photo_amplitude_spectrum
+from .objectives import Objective
 from .optimize import (
     _COLOR_CORRELATION_SVD_SQRT,
     Compose,
@@ -117,7 +117,8 @@ def _cs231n(shape, generator, device, *, lr=0.1, l2=3e-2, blur_sigma=0.5, blur_e
 
 
 def _fourier(shape, generator, device, *, lr=0.05, decay=1.5, scale=1.0, pad=16, jitter=8,
-             scales=(0.8, 0.9, 1.0, 1.1, 1.2), degrees=tuple(range(-10, 11)), final_jitter=4, normalize=False):
+             scales=(0.8, 0.9, 1.0, 1.1, 1.2), degrees=tuple(range(-10, 11)), final_jitter=4,
+             normalize=False):
     """Olah et al.'s recipe: a decorrelated-colour Fourier parameterisation (``decay``: how strongly
     high frequencies are damped; ``scale``: contrast) and random pad, jitter, scale and rotation
     at every step, optimised with Adam."""
