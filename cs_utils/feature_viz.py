@@ -33,11 +33,11 @@ from .receptive_fields import receptive_field
 
 __all__ = ["LayerTour", "layer_tour", "mean_pairwise_cosine", "multifaceted_visualization"]
 
-#: The layer whose Gram matrices the diversity term compares (mid-level textures and parts).
-DIVERSITY_LAYER = "blocks.8"
+#: The layer whose Gram matrices the diversity term compares (parts and object-level patterns).
+DIVERSITY_LAYER = "blocks.12"
 
 
-def multifaceted_visualization(model: nn.Module, target, facets: int = 4, *, diversity: float = 30.0,
+def multifaceted_visualization(model: nn.Module, target, facets: int = 4, *, diversity: float = 200.0,
                                diversity_layer: str = DIVERSITY_LAYER, centre_bias: float = 0.0,
                                generator: torch.Generator | None = None, **settings):
     """``facets`` images that each maximise ``target`` (a class index or an objective) for ``model``
