@@ -75,6 +75,7 @@ bench: setup
 	$(PY) benchmarks/bench_saliency.py
 	$(PY) benchmarks/bench_style.py
 	$(PY) benchmarks/bench_attribution.py
+	$(PY) benchmarks/bench_class_viz.py
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache

@@ -31,7 +31,7 @@ from .objectives import Objective
 from .optimize import CentreBias
 from .receptive_fields import receptive_field
 
-__all__ = ["LayerTour", "layer_tour", "mean_pairwise_cosine", "multifaceted_visualization"]
+__all__ = ["DIVERSITY_LAYER", "LayerTour", "layer_tour", "mean_pairwise_cosine", "multifaceted_visualization"]
 
 #: The layer whose Gram matrices the diversity term compares (parts and object-level patterns).
 DIVERSITY_LAYER = "blocks.12"
