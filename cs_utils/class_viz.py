@@ -146,7 +146,7 @@ def _maco(shape, generator, device, *, lr=0.05, contrast=2.0, crops=2, crop_scal
                 transforms=[RandomCrops(crops, crop_scale, size=h, noise=noise)], output_size=(h, w))
 
 
-def _natural(shape, generator, device, *, lr=0.05, decay=1.5, contrast=2.5, pad=16, jitter=32,
+def _natural(shape, generator, device, *, lr=0.05, decay=1.5, contrast=3.5, pad=16, jitter=32,
              scales=(0.8, 0.9, 1.0, 1.1, 1.2), degrees=tuple(range(-10, 11)), final_jitter=4):
     """The Fourier recipe with the contrast fixed: the decorrelated image is standardised per image and
     squashed by ``sigmoid(contrast * .)``, so nothing is clamped or blown out; the jitter (32 px) is
