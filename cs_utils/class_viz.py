@@ -31,7 +31,6 @@ from .hooks import evaluating
 from .image_stats import class_ranks, photo_amplitude_spectrum
 from .objectives import Objective
 from .optimize import (
-    _COLOR_CORRELATION_SVD_SQRT,
     Compose,
     FourierImage,
     GaussianBlur,
@@ -42,7 +41,7 @@ from .optimize import (
     RandomRotate,
     RandomScale,
     SpectralPhaseImage,
-    _decorrelated_to_rgb,
+    color_basis,
     optimize_image,
 )
 from .runtime import model_device
@@ -138,8 +137,7 @@ def _maco(shape, generator, device, *, lr=0.05, contrast=2.0, crops=2, crop_scal
     ``canvas`` times the image's side, resized with antialiasing, plus a little noise."""
     n, _, h, w = shape
     side = round(h * canvas)
-    basis = _decorrelated_to_rgb(_COLOR_CORRELATION_SVD_SQRT)
-    magnitude = photo_amplitude_spectrum(side, color_transform=torch.linalg.inv(basis))
+    magnitude = photo_amplitude_spectrum(side, color_transform=torch.linalg.inv(color_basis()))
     parameterization = SpectralPhaseImage((n, 3, side, side), magnitude, contrast=contrast,
                                           generator=generator, device=device)
     return dict(parameterization=parameterization, optimizer="adam", lr=lr, regularizers=[],

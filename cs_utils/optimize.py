@@ -72,6 +72,7 @@ __all__ = [
     "Regularizer",
     "SpectralPhaseImage",
     "TVPenalty",
+    "color_basis",
     "gaussian_blur",
     "normalized_direction",
     "optimize_image",
@@ -131,7 +132,7 @@ class FourierImage:
         noise = torch.randn(n, c, h, w // 2 + 1, 2, generator=generator) * std
         self.coefficients = noise.to(device).requires_grad_(True)
         self.scale, self.normalize = scale, bool(normalize)
-        self.color = _decorrelated_to_rgb(_COLOR_CORRELATION_SVD_SQRT).to(device)
+        self.color = color_basis().to(device)
 
     def parameters(self) -> list[torch.Tensor]:
         return [self.coefficients]
@@ -151,8 +152,10 @@ def _standardized(x: torch.Tensor) -> torch.Tensor:
     return (x - flat.mean(1).view(-1, 1, 1, 1)) / (flat.std(1).view(-1, 1, 1, 1) + 1e-8)
 
 
-def _decorrelated_to_rgb(correlation: torch.Tensor) -> torch.Tensor:
-    return correlation / correlation.norm(dim=0).max()
+def color_basis() -> torch.Tensor:
+    """The 3x3 matrix ``M`` that maps decorrelated colour to RGB (``rgb = M @ c``) in
+    :class:`FourierImage` and :class:`SpectralPhaseImage`: ImageNet's colour correlation, square-rooted."""
+    return _COLOR_CORRELATION_SVD_SQRT / _COLOR_CORRELATION_SVD_SQRT.norm(dim=0).max()
 
 
 class SpectralPhaseImage:
@@ -183,7 +186,7 @@ class SpectralPhaseImage:
         self.magnitude = magnitude.detach().float().to(device)
         phase = (torch.rand(n, 3, h, w // 2 + 1, generator=generator) * 2 - 1) * math.pi
         self.phase = phase.to(device).requires_grad_(True)
-        self.color = _decorrelated_to_rgb(_COLOR_CORRELATION_SVD_SQRT).to(device)
+        self.color = color_basis().to(device)
 
     def parameters(self) -> list[torch.Tensor]:
         return [self.phase]
