@@ -147,8 +147,8 @@ def _maco(shape, generator, device, *, lr=0.05, contrast=2.0, crops=2, crop_scal
 def _natural(shape, generator, device, *, lr=0.05, decay=1.5, contrast=3.5, pad=16, jitter=32,
              scales=(0.8, 0.9, 1.0, 1.1, 1.2), degrees=tuple(range(-10, 11)), final_jitter=4):
     """The Fourier recipe with the contrast fixed: the decorrelated image is standardised per image and
-    squashed by ``sigmoid(contrast * .)``, so nothing is clamped and large areas cannot blow out; the jitter (32 px) is
-    at least the network's total stride, so no pattern can lock onto the stride grid."""
+    squashed by ``sigmoid(contrast * .)``, so nothing is clamped and large areas cannot blow out; the
+    jitter (32 px) is at least the network's total stride, so no pattern can lock onto the stride grid."""
     return _fourier(shape, generator, device, lr=lr, decay=decay, scale=contrast, pad=pad, jitter=jitter,
                     scales=scales, degrees=degrees, final_jitter=final_jitter, normalize=True)
 
@@ -171,8 +171,8 @@ def class_visualization(model: nn.Module, target, *, steps: int | None = None, r
     ``direction``, ``diversity``, sums of them, ...). ``recipe``:
 
     * ``"natural"`` (default): a decorrelated-colour Fourier parameterisation whose contrast is
-      fixed (standardised, then a sigmoid: about 1% of pixels clipped, not 20%), random pad, 32-px jitter, scale
-      and rotation at every step, Adam;
+      fixed (standardised, then a sigmoid: about 1% of pixels clipped, not 20%), random pad,
+      32-px jitter, scale and rotation at every step, Adam;
     * ``"fourier"``: Olah et al.'s recipe as first used here (free contrast: bright, often
       clipped);
     * ``"maco"``: MACO, only the phase of a photo spectrum is optimised, random crops;
