@@ -88,6 +88,7 @@ bench: setup
 	$(PY) benchmarks/bench_saliency.py
 	$(PY) benchmarks/bench_style.py
 	$(PY) benchmarks/bench_attribution.py
+	$(PY) benchmarks/bench_class_viz.py
 
 # The student flow in a real browser: JupyterLab on a free local port, Debian's Chromium driven by
 # Playwright (requirements-browser.txt; it never downloads a browser). See tests/browser/browser_flow.py.

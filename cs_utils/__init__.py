@@ -47,6 +47,7 @@ from .fast_style import (
     train_fast_style,
     training_photos,
 )
+from .feature_viz import layer_tour, mean_pairwise_cosine, multifaceted_visualization
 from .history import History
 from .hooks import (
     capture_activations,
@@ -57,6 +58,7 @@ from .hooks import (
     layer_names,
 )
 from .image import load_image, save_image, to_numpy, to_pil
+from .image_stats import clipped_share, high_frequency_share, photo_statistics, shifted_crop
 from .labelled_images import load_labelled_images
 from .layer_maps import activation_maps, show_activation_maps, show_filter_channels, zero_channel_share
 from .losses import content_loss, gram_matrix, style_loss, tv_loss
@@ -128,6 +130,8 @@ __all__ = [
     "Objective", "channel_objective", "class_score_objective", "neuron_objective", "representation_objective",
     "class_visualization", "class_visualization_step", "class_ranks", "stretch_contrast",
     "optimize_image", "L2Penalty", "History",
+    "clipped_share", "high_frequency_share", "photo_statistics", "shifted_crop",
+    "multifaceted_visualization", "mean_pairwise_cosine", "layer_tour",
     "fooling_step", "fooling_image", "fgsm", "pgd", "difference_image", "reload_as_png",
     # 04: DeepDream and feature inversion
     "deepdream", "deepdream_step", "octave_sizes", "invert_features",

@@ -3,7 +3,8 @@
 Simonyan et al. (2014) maximise the unnormalised score ``s_c(I) - lambda * ||I||^2`` of a
 class ``c`` over the image ``I``; Yosinski et al. (2015) add blur, jitter and clipping;
 Olah et al. (2017) change the parameterisation (a decorrelated Fourier basis) and add
-random transforms, which gives far more natural images.
+random transforms, which gives far more natural images; Fel et al. (2023, MACO) fix the
+spectrum's magnitude to that of photos and optimise only its phase.
 
 Everything here is a thin layer over :func:`cs_utils.optimize.optimize_image`:
 
@@ -11,7 +12,9 @@ Everything here is a thin layer over :func:`cs_utils.optimize.optimize_image`:
   (``class_score``, ``channel``, ``neuron``, ``direction``, ...; they add and scale);
   :func:`class_score_objective`, :func:`channel_objective`, :func:`neuron_objective` and
   :func:`representation_objective` are their names here;
-* :func:`class_visualization`: one call with a recipe (``"cs231n"`` or ``"fourier"``);
+* :func:`class_visualization`: one call with a recipe (:data:`RECIPES`; the default,
+  ``"natural"``, was chosen by measuring clipped pixels, high frequencies and recognition by a
+  second network, see ``benchmarks/bench_class_viz.py`` and :mod:`cs_utils.image_stats`);
 * :func:`class_visualization_step`: one CS231n update written out by hand (an exercise).
 """
 
@@ -25,6 +28,7 @@ from torch import nn
 from . import checks, objectives
 from .checks import check_image, model_input
 from .hooks import evaluating
+from .image_stats import class_ranks, photo_amplitude_spectrum
 from .objectives import Objective
 from .optimize import (
     Compose,
@@ -33,15 +37,20 @@ from .optimize import (
     Jitter,
     L2Penalty,
     Pad,
+    RandomCrops,
     RandomRotate,
     RandomScale,
+    SpectralPhaseImage,
+    color_basis,
     optimize_image,
 )
 from .runtime import model_device
 
 __all__ = [
     "Objective",
+    "DEFAULT_RECIPE",
     "RECIPES",
+    "RECIPE_STEPS",
     "channel_objective",
     "class_ranks",
     "class_score_objective",
@@ -107,35 +116,74 @@ def _cs231n(shape, generator, device, *, lr=0.1, l2=3e-2, blur_sigma=0.5, blur_e
 
 
 def _fourier(shape, generator, device, *, lr=0.05, decay=1.5, scale=1.0, pad=16, jitter=8,
-             scales=(0.8, 0.9, 1.0, 1.1, 1.2), degrees=tuple(range(-10, 11)), final_jitter=4):
+             scales=(0.8, 0.9, 1.0, 1.1, 1.2), degrees=tuple(range(-10, 11)), final_jitter=4,
+             normalize=False):
     """Olah et al.'s recipe: a decorrelated-colour Fourier parameterisation (``decay``: how strongly
     high frequencies are damped; ``scale``: contrast) and random pad, jitter, scale and rotation
     at every step, optimised with Adam."""
-    parameterization = FourierImage(shape, decay=decay, scale=scale, generator=generator, device=device)
+    parameterization = FourierImage(shape, decay=decay, scale=scale, normalize=normalize, generator=generator,
+                                    device=device)
     transforms = [Compose(Pad(pad, mode="constant", value=0.5), Jitter(jitter, mode="crop"),
                           RandomScale(scales), RandomRotate(degrees), Jitter(final_jitter, mode="crop"))]
     return dict(parameterization=parameterization, optimizer="adam", lr=lr, regularizers=[],
                 transforms=transforms)
 
 
-RECIPES = {"cs231n": _cs231n, "fourier": _fourier}
+def _maco(shape, generator, device, *, lr=0.05, contrast=2.0, crops=2, crop_scale=(0.6, 1.0), canvas=1.0,
+          noise=0.02):
+    """MACO (Fel et al. 2023): optimise only the phase of the spectrum, its magnitude fixed to the mean
+    spectrum of the offline photos (in decorrelated colour), a sigmoid instead of clamping; each
+    step the network sees ``crops`` random crops (``crop_scale`` of the side) of a canvas
+    ``canvas`` times the image's side, resized with antialiasing, plus a little noise."""
+    n, _, h, w = shape
+    side = round(h * canvas)
+    magnitude = photo_amplitude_spectrum(side, color_transform=torch.linalg.inv(color_basis()))
+    parameterization = SpectralPhaseImage((n, 3, side, side), magnitude, contrast=contrast,
+                                          generator=generator, device=device)
+    return dict(parameterization=parameterization, optimizer="adam", lr=lr, regularizers=[],
+                transforms=[RandomCrops(crops, crop_scale, size=h, noise=noise)], output_size=(h, w))
 
 
-def class_visualization(model: nn.Module, target, *, steps: int, recipe: str = "cs231n",
+def _natural(shape, generator, device, *, lr=0.05, decay=1.5, contrast=3.5, pad=16, jitter=32,
+             scales=(0.8, 0.9, 1.0, 1.1, 1.2), degrees=tuple(range(-10, 11)), final_jitter=4):
+    """The Fourier recipe with the contrast fixed: the decorrelated image is standardised per image and
+    squashed by ``sigmoid(contrast * .)``, so nothing is clamped and large areas cannot blow out; the
+    jitter (32 px) is at least the network's total stride, so no pattern can lock onto the stride grid."""
+    return _fourier(shape, generator, device, lr=lr, decay=decay, scale=contrast, pad=pad, jitter=jitter,
+                    scales=scales, degrees=degrees, final_jitter=final_jitter, normalize=True)
+
+
+RECIPES = {"cs231n": _cs231n, "fourier": _fourier, "maco": _maco, "natural": _natural}
+#: Each recipe's own number of steps (at 224 px), used when ``steps`` is not given.
+RECIPE_STEPS = {"cs231n": 200, "fourier": 256, "maco": 256, "natural": 256}
+#: The recipe :func:`class_visualization` uses by default: the most natural images by
+#: ``benchmarks/bench_class_viz.py`` (clipped and high-frequency share, recognised by Lite2).
+DEFAULT_RECIPE = "natural"
+
+
+def class_visualization(model: nn.Module, target, *, steps: int | None = None, recipe: str = DEFAULT_RECIPE,
                         image_size: int | None = None, batch: int = 1,
                         generator: torch.Generator | None = None, progress: bool = True, **settings):
     """An image that maximises ``target`` for ``model``: gradient ascent on the pixels.
 
     ``target``: a class index (ascends the unnormalised class score) or any objective
     ``x -> loss to minimise`` (from :mod:`cs_utils.objectives`: ``channel``, ``neuron``,
-    ``direction``, sums of them, ...). ``recipe``: ``"cs231n"`` (raw pixels from grey
-    noise, SGD, L2 penalty, blur every few steps, jitter) or ``"fourier"`` (Fourier
-    parameterisation in decorrelated colour, random pad/jitter/scale/rotation, Adam).
-    ``settings`` override the recipe's settings (e.g. ``l2=0``, ``blur_sigma=0``, ``jitter=0``,
-    ``lr=...`` for "cs231n"; ``decay``, ``scale``, ``scales``, ``degrees`` for "fourier") or are
-    passed to :func:`optimize_image` (``transforms``, ``regularizers``, ``callback``, ...).
-    ``image_size`` defaults to the model's native size. Returns ``(image, History)``; the image
-    (``(batch, 3, H, W)`` in [0, 1]) is on the model's device.
+    ``direction``, ``diversity``, sums of them, ...). ``recipe``:
+
+    * ``"natural"`` (default): a decorrelated-colour Fourier parameterisation whose contrast is
+      fixed (standardised, then a sigmoid: about 1% of pixels clipped, not 20%), random pad,
+      32-px jitter, scale and rotation at every step, Adam;
+    * ``"fourier"``: Olah et al.'s recipe as first used here (free contrast: bright, often
+      clipped);
+    * ``"maco"``: MACO, only the phase of a photo spectrum is optimised, random crops;
+    * ``"cs231n"``: raw pixels from grey noise, SGD, L2 penalty, blur every few steps, jitter.
+
+    ``steps`` defaults to the recipe's own (:data:`RECIPE_STEPS`). ``settings`` override the
+    recipe's settings (e.g. ``l2=0``, ``blur_sigma=0``, ``jitter=0``, ``lr=...`` for "cs231n";
+    ``decay``, ``scale``, ``scales``, ``degrees`` for "fourier"; ``contrast``, ``jitter`` for
+    "natural") or are passed to :func:`optimize_image` (``transforms``, ``regularizers``,
+    ``callback``, ...). ``image_size`` defaults to the model's native size. Returns
+    ``(image, History)``; the image (``(batch, 3, H, W)`` in [0, 1]) is on the model's device.
     """
     if recipe not in RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
@@ -144,32 +192,22 @@ def class_visualization(model: nn.Module, target, *, steps: int, recipe: str = "
     else:
         objective = objectives.class_score(model, target)
     size = int(image_size or getattr(model, "native_image_size", 224))
+    steps = RECIPE_STEPS[recipe] if steps is None else steps
     device = model_device(model)
     make = RECIPES[recipe]
     names = set(inspect.signature(make).parameters) - {"shape", "generator", "device"}
     recipe_settings = {k: settings.pop(k) for k in list(settings) if k in names}
     kwargs = make((batch, 3, size, size), generator, device, **recipe_settings)
+    output_size = kwargs.pop("output_size", None)
     kwargs.update(settings)
     desc = getattr(objective, "name", None)
     with evaluating(model):
-        return optimize_image(objective, steps=steps, generator=generator, progress=progress,
-                              desc=desc, **kwargs)
-
-
-def class_ranks(model: nn.Module, images: torch.Tensor, targets, *, size: int | None = None) -> torch.Tensor:
-    """Rank of each image's target class among ``model``'s scores (0 = top-1, < 5 = in the top 5),
-    after resizing the images to ``size`` (default: the model's native size, bilinear)."""
-    x = model_input(model, images, "images")
-    targets = checks.class_indices(targets, images.shape[0], classes=checks.num_classes(model),
-                                   what="targets")
-    size = int(size or getattr(model, "native_image_size", images.shape[-1]))
-    device = x.device
-    if x.shape[-2:] != (size, size):
-        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-    with torch.no_grad(), evaluating(model):
-        scores = model(x)
-    own = scores.gather(1, targets.to(device)[:, None])
-    return (scores > own).sum(dim=1).cpu()
+        image, history = optimize_image(objective, steps=steps, generator=generator, progress=progress,
+                                        desc=desc, **kwargs)
+    if output_size is not None and tuple(image.shape[-2:]) != tuple(output_size):
+        image = torch.nn.functional.interpolate(image, size=output_size, mode="bilinear", align_corners=False,
+                                                antialias=True).clamp(0, 1)
+    return image, history
 
 
 def stretch_contrast(x: torch.Tensor, *, percentile: float = 99.5) -> torch.Tensor:

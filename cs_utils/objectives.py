@@ -58,6 +58,7 @@ __all__ = [
     "class_score",
     "cross_entropy",
     "direction",
+    "diversity",
     "feature_match",
     "gram_match",
     "layer_l2",
@@ -257,10 +258,28 @@ def class_score(model: torch.nn.Module, target) -> Objective:
     return Objective(loss, f"class {int(targets[0])} score", model=model, layers=[MODEL_OUTPUT])
 
 
-def channel(model: torch.nn.Module, layer: str, channel: int) -> Objective:
-    """``-mean`` activation of one channel of ``layer`` over all positions (a "feature" visualization)."""
-    index = _check_channel(channel)
+def channel(model: torch.nn.Module, layer: str, channel) -> Objective:
+    """``-mean`` activation of one channel of ``layer`` over all positions (a "feature" visualization).
+    ``channel``: one index for every image, or a list with one index per image of the batch."""
     checks.check_layer(model, layer)
+    if isinstance(channel, (list, tuple)):
+        indices = [_check_channel(c) for c in channel]
+        if not indices:
+            raise ValueError("channel is an empty list: give one channel index per image")
+
+        def per_image(features):
+            out = features[layer]
+            if out.shape[0] % len(indices):
+                raise ValueError(f"{len(indices)} channels for a batch of {out.shape[0]} images; give one "
+                                 "channel per image")
+            for c in indices:
+                _select_channel(out, layer, c)          # range check with a clear message
+            index = torch.tensor(indices, device=out.device).repeat(out.shape[0] // len(indices))
+            chosen = out.gather(1, index.view(-1, 1, *[1] * (out.dim() - 2)).expand(-1, 1, *out.shape[2:]))
+            return -chosen.mean(dim=(-2, -1)).sum()
+
+        return Objective(per_image, f"{layer} channels {indices}", model=model, layers=[layer])
+    index = _check_channel(channel)
     return Objective(lambda f: -_select_channel(f[layer], layer, index).mean(dim=(-2, -1)).sum(),
                      f"{layer} channel {index}", model=model, layers=[layer])
 
@@ -374,3 +393,36 @@ def cross_entropy(model: torch.nn.Module, labels) -> Objective:
 def total_variation(weight: float = 1.0, beta: float = 2.0) -> Objective:
     """``tv_loss(x, weight, beta)`` of the image the objective sees (:func:`cs_utils.tv_loss`)."""
     return Objective(lambda x: tv_loss(x, weight=weight, beta=beta), f"{weight:g} * TV")
+
+
+def diversity(model: torch.nn.Module, layer: str, *, facets: int | None = None) -> Objective:
+    """The mean pairwise cosine similarity of the images' Gram matrices at ``layer`` (Lucent's
+    ``diversity``, Olah et al. 2017): add ``weight * diversity(...)`` to another objective and the
+    images of the batch must excite it in different ways (multifaceted visualization; Nguyen,
+    Yosinski & Clune 2016). Each image's Gram matrix ``F F^T`` (channels x channels) is flattened and
+    normalised; the value is in [-1, 1] (in [0, 1] after a ReLU), 1 when all images have the same
+    style. ``facets``: the number of images when the batch holds several views of each
+    (crop-major, as :class:`cs_utils.transforms.RandomCrops` returns them); the Gram matrices of the
+    views of one image are averaged. Needs at least two images."""
+    checks.check_layer(model, layer)
+    if facets is not None and (isinstance(facets, bool) or not isinstance(facets, int) or facets < 2):
+        raise ValueError(f"facets must be an int >= 2 (images that should differ), got {facets!r}")
+
+    def loss(features):
+        out = features[layer]
+        if out.dim() != 4:
+            raise ValueError(f"diversity needs a spatial layer (N, C, H, W); {layer!r} gives "
+                             f"{tuple(out.shape)}")
+        n = out.shape[0] if facets is None else facets
+        if n < 2 or out.shape[0] % n:
+            raise ValueError(f"diversity needs at least 2 images and a batch that is a multiple of "
+                             f"facets; got a batch of {out.shape[0]} for {n} facets")
+        flat = out.flatten(2)
+        grams = (flat @ flat.transpose(1, 2)).flatten(1)
+        grams = grams.reshape(-1, n, grams.shape[1]).mean(dim=0)            # average the views
+        grams = F.normalize(grams, dim=1)
+        similarity = grams @ grams.T
+        off_diagonal = ~torch.eye(n, dtype=torch.bool, device=similarity.device)
+        return similarity[off_diagonal].mean()
+
+    return Objective(loss, f"{layer} diversity", model=model, layers=[layer])

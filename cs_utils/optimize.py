@@ -49,10 +49,11 @@ from tqdm.auto import tqdm
 from .history import History
 from .losses import tv_loss
 from .objectives import Objective
-from .transforms import Clamp, Compose, Jitter, Pad, RandomRotate, RandomScale
+from .transforms import Clamp, Compose, Jitter, Pad, RandomCrops, RandomRotate, RandomScale
 
 __all__ = [
     "Clamp",
+    "CentreBias",
     "ClipSmallGradients",
     "ClipSmallPixels",
     "Compose",
@@ -66,9 +67,12 @@ __all__ = [
     "Pad",
     "PixelImage",
     "RandomRotate",
+    "RandomCrops",
     "RandomScale",
     "Regularizer",
+    "SpectralPhaseImage",
     "TVPenalty",
+    "color_basis",
     "gaussian_blur",
     "normalized_direction",
     "optimize_image",
@@ -109,11 +113,14 @@ class FourierImage:
     that raw-pixel ascent produces is damped); colours go through the square
     root of ImageNet's colour correlation and a sigmoid keeps pixels in (0, 1).
     ``scale`` multiplies the decorrelated image before the sigmoid (more
-    contrast). Random initial coefficients come from ``generator``.
+    contrast). With ``normalize`` the decorrelated image is first standardised per image (mean 0,
+    standard deviation 1), so ``scale`` alone sets the contrast and the optimiser cannot blow the
+    image out to pure white, black or primary colours. Random initial coefficients come from
+    ``generator``.
     """
 
     def __init__(self, shape: Sequence[int], *, decay: float = 1.0, scale: float = 1.0, std: float = 0.01,
-                 generator: torch.Generator | None = None, device=None):
+                 normalize: bool = False, generator: torch.Generator | None = None, device=None):
         if len(shape) != 4 or shape[1] != 3:
             raise ValueError(f"shape must be (N, 3, H, W), got {tuple(shape)}")
         n, c, h, w = (int(s) for s in shape)
@@ -124,9 +131,8 @@ class FourierImage:
         self.spectrum_scale = (1.0 / freqs.clamp(min=1.0 / max(h, w)) ** decay * math.sqrt(h * w)).to(device)
         noise = torch.randn(n, c, h, w // 2 + 1, 2, generator=generator) * std
         self.coefficients = noise.to(device).requires_grad_(True)
-        self.scale = scale
-        correlation = _COLOR_CORRELATION_SVD_SQRT
-        self.color = (correlation / correlation.norm(dim=0).max()).to(device)
+        self.scale, self.normalize = scale, bool(normalize)
+        self.color = color_basis().to(device)
 
     def parameters(self) -> list[torch.Tensor]:
         return [self.coefficients]
@@ -134,8 +140,66 @@ class FourierImage:
     def image(self) -> torch.Tensor:
         spectrum = torch.view_as_complex(self.coefficients) * self.spectrum_scale
         decorrelated = torch.fft.irfft2(spectrum, s=self.size, norm="backward") / 4.0
+        if self.normalize:
+            decorrelated = _standardized(decorrelated)
         rgb = torch.einsum("nchw,dc->ndhw", decorrelated, self.color)
         return torch.sigmoid(self.scale * rgb)
+
+
+def _standardized(x: torch.Tensor) -> torch.Tensor:
+    """Each image of ``x`` (N, C, H, W) with mean 0 and standard deviation 1 over all its values."""
+    flat = x.flatten(1)
+    return (x - flat.mean(1).view(-1, 1, 1, 1)) / (flat.std(1).view(-1, 1, 1, 1) + 1e-8)
+
+
+def color_basis() -> torch.Tensor:
+    """The 3x3 matrix ``M`` that maps decorrelated colour to RGB (``rgb = M @ c``) in
+    :class:`FourierImage` and :class:`SpectralPhaseImage`: ImageNet's colour correlation, square-rooted."""
+    return _COLOR_CORRELATION_SVD_SQRT / _COLOR_CORRELATION_SVD_SQRT.norm(dim=0).max()
+
+
+class SpectralPhaseImage:
+    """MACO (Fel et al. 2023): only the *phase* of the image's 2-D spectrum is optimised; its magnitude
+    stays fixed to ``magnitude``, the mean spectrum of natural photos, so the image keeps the
+    photos' balance of coarse and fine structure (no pixel noise, no dot grid).
+
+    ``magnitude``: ``(3, H, W // 2 + 1)`` amplitudes of the three decorrelated colour channels, e.g.
+    :func:`cs_utils.image_stats.photo_amplitude_spectrum` with ``decorrelated=True``. The image is
+    the inverse FFT, standardised per image (mean 0, standard deviation 1), recorrelated with
+    ImageNet's colour correlation and squashed into (0, 1) by ``sigmoid(contrast * .)``: no pixel is
+    ever clamped. Initial phases are uniform in [-pi, pi) from ``generator``.
+    """
+
+    def __init__(self, shape: Sequence[int], magnitude: torch.Tensor, *, contrast: float = 2.0,
+                 generator: torch.Generator | None = None, device=None):
+        if len(shape) != 4 or shape[1] != 3:
+            raise ValueError(f"shape must be (N, 3, H, W), got {tuple(shape)}")
+        n, _, h, w = (int(s) for s in shape)
+        expected = (3, h, w // 2 + 1)
+        if not isinstance(magnitude, torch.Tensor) or tuple(magnitude.shape) != expected:
+            got = tuple(magnitude.shape) if isinstance(magnitude, torch.Tensor) else type(magnitude).__name__
+            raise ValueError(f"magnitude must be a tensor of shape {expected} (rfft2 of a {h}x{w} image), "
+                             f"got {got}")
+        if not contrast > 0:
+            raise ValueError(f"contrast must be positive, got {contrast!r}")
+        self.size, self.contrast = (h, w), float(contrast)
+        self.magnitude = magnitude.detach().float().to(device)
+        phase = (torch.rand(n, 3, h, w // 2 + 1, generator=generator) * 2 - 1) * math.pi
+        self.phase = phase.to(device).requires_grad_(True)
+        self.color = color_basis().to(device)
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [self.phase]
+
+    def decorrelated(self) -> torch.Tensor:
+        """The image in decorrelated colour before the sigmoid, standardised per image: its spectrum
+        has the fixed ``magnitude`` (up to one scale per image) and the optimised phase."""
+        spectrum = torch.polar(self.magnitude.expand_as(self.phase), self.phase)
+        return _standardized(torch.fft.irfft2(spectrum, s=self.size))
+
+    def image(self) -> torch.Tensor:
+        rgb = torch.einsum("nchw,dc->ndhw", self.decorrelated(), self.color)
+        return torch.sigmoid(self.contrast * rgb)
 
 
 # ----------------------------------------------------------------------------- regularisers
@@ -199,6 +263,25 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     out = F.conv2d(out, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
     out = F.pad(out, (0, 0, radius, radius), mode=pad_mode)
     return F.conv2d(out, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+class CentreBias(Regularizer):
+    """``weight * mean(r^2 * (x - mean colour)^2)`` with ``r`` the distance from the image's centre
+    (1 at the middle of each edge): structure away from the centre costs more, so the object is
+    drawn in the middle (after the centre-biased regularisation of Nguyen, Yosinski & Clune 2016)."""
+
+    def __init__(self, weight: float):
+        if not weight >= 0:
+            raise ValueError(f"weight must be >= 0, got {weight!r}")
+        self.weight = float(weight)
+
+    def penalty(self, x):
+        h, w = x.shape[-2:]
+        ys = torch.linspace(-1, 1, h, dtype=x.dtype, device=x.device)[:, None]
+        xs = torch.linspace(-1, 1, w, dtype=x.dtype, device=x.device)[None, :]
+        r2 = ys ** 2 + xs ** 2
+        deviation = (x - x.mean(dim=(-2, -1), keepdim=True)).pow(2).sum(dim=1)
+        return self.weight * (r2 * deviation).mean(dim=(-2, -1)).sum()
 
 
 class GaussianBlur(Regularizer):

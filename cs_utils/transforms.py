@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Clamp", "Compose", "Jitter", "Pad", "RandomRotate", "RandomScale"]
+__all__ = ["Clamp", "Compose", "Jitter", "Pad", "RandomCrops", "RandomRotate", "RandomScale"]
 
 
 def _randint(low: int, high: int, generator) -> int:
@@ -95,6 +95,52 @@ class RandomRotate:
         matrix = torch.tensor([[c, -s, 0.0], [s, c, 0.0]], dtype=x.dtype, device=x.device)
         grid = F.affine_grid(matrix.expand(x.shape[0], 2, 3), list(x.shape), align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+class RandomCrops:
+    """``count`` random square crops of every image, each resized to ``size`` x ``size`` with
+    antialiasing (the transformation robustness of Lucid and Horama): the network sees the image at
+    several positions and scales per step, and a pattern finer than the resizing keeps is averaged
+    away instead of rewarded.
+
+    A crop's side is a fraction of the image's shorter side drawn uniformly from ``scale``; its
+    position is uniform over the places it fits. ``noise`` adds Gaussian noise of that standard
+    deviation to the crops. The output is ``(count * N, C, size, size)``, crop-major: rows
+    ``k * N .. k * N + N - 1`` are the ``k``-th crop of images ``0 .. N - 1``.
+    """
+
+    def __init__(self, count: int, scale: Sequence[float] = (0.6, 1.0), size: int | None = None,
+                 noise: float = 0.0):
+        low, high = (float(s) for s in scale)
+        if not (isinstance(count, int) and count >= 1):
+            raise ValueError(f"count must be a positive int, got {count!r}")
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"scale must be (low, high) with 0 < low <= high <= 1, got {tuple(scale)}")
+        if size is not None and int(size) < 1:
+            raise ValueError(f"size must be a positive number of pixels, got {size!r}")
+        if noise < 0:
+            raise ValueError(f"noise must be >= 0, got {noise!r}")
+        self.count, self.scale, self.size, self.noise = count, (low, high), size, float(noise)
+
+    def __call__(self, x, generator=None):
+        h, w = x.shape[-2:]
+        out_size = int(self.size or min(h, w))
+        low, high = self.scale
+        crops = []
+        for _ in range(self.count):
+            fraction = low + (high - low) * float(torch.rand((), generator=generator))
+            side = max(1, round(fraction * min(h, w)))
+            top = _randint(0, h - side, generator)
+            left = _randint(0, w - side, generator)
+            crop = x[..., top:top + side, left:left + side]
+            if side != out_size:
+                crop = F.interpolate(crop, size=(out_size, out_size), mode="bilinear", align_corners=False,
+                                     antialias=side > out_size)
+            crops.append(crop)
+        out = torch.cat(crops)
+        if self.noise:
+            out = out + self.noise * torch.randn(out.shape, generator=generator).to(out)
+        return out
 
 
 class Clamp:

@@ -126,7 +126,7 @@ def test_contract_and_clear_errors(tiny_cnn, caller_state, hook_count):
                             image_size=8, progress=False)
     with pytest.raises(IndexError, match="outside the 8x8 feature map"):
         class_visualization(tiny_cnn, neuron_objective(tiny_cnn, "conv", 0, position=(8, 0)), steps=2,
-                            image_size=8, progress=False)
+                            image_size=8, recipe="cs231n", progress=False)
     with pytest.raises(ValueError, match="unknown recipe 'lucid'"):
         class_visualization(tiny_cnn, 0, steps=2, recipe="lucid")
     state.assert_unchanged()

@@ -1,0 +1,98 @@
+"""Which class-visualization recipe gives natural images that a second network recognises.
+
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_class_viz.py [--recipes natural fourier cs231n]
+        [--classes 10] [--threads 2] [--size 224] [--save DIR]
+
+For each recipe of ``cs_utils.class_viz.RECIPES`` (at its own default steps, 224 px, seed 0,
+EfficientNet-Lite0) and each of ten classes, prints
+
+* Lite2 rank: the class's rank under EfficientNet-Lite2 (a second network, at its 260 px) on the
+  whole image (1 = top-1; the acceptance goal is top-5 for at least 9 of 10 classes);
+* Lite0 shifted: the class's rank under Lite0 on the image's lower-right 80% window, enlarged
+  (``cs_utils.image_stats.shifted_crop``): still the class when moved and rescaled?
+* clipped: share of pixels with a channel within 1/255 of 0 or 1 (goal: mean <= 3%);
+* HF: share of the grey image's spectral energy above half the Nyquist frequency (goal: at most
+  twice the offline photos' median, printed first);
+* seconds per class (goal <= 40 s on 2 cores; the median over the classes).
+
+and a summary line per recipe. ``--save DIR`` writes each recipe's images as one PNG grid.
+Other processes on the same cores lengthen every time here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+import cs_utils as cs
+from cs_utils import image_stats
+from cs_utils.class_viz import RECIPE_STEPS, RECIPES
+
+#: Ten classes with distinctive shapes, colours or textures (none of notebook 03's five).
+CLASSES = ("strawberry", "lemon", "daisy", "jellyfish", "peacock", "ladybug", "volcano", "zebra", "broccoli",
+           "goldfinch")
+
+
+def run_recipe(model, recipe: str, classes, size: int):
+    images, seconds = [], []
+    for name in classes:
+        start = time.perf_counter()
+        image, _ = cs.class_visualization(model, cs.imagenet_index(name), recipe=recipe, image_size=size,
+                                          generator=torch.Generator().manual_seed(0), progress=False)
+        seconds.append(time.perf_counter() - start)
+        images.append(image.cpu())
+    return torch.cat(images), seconds
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--recipes", nargs="+", default=["natural", "fourier", "cs231n"],
+                        choices=list(RECIPES))
+    parser.add_argument("--classes", type=int, default=len(CLASSES))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--save", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    classes = CLASSES[:args.classes]
+    targets = [cs.imagenet_index(name) for name in classes]
+    lite0 = cs.load_model("efficientnet_lite0")
+    lite2 = cs.load_model("efficientnet_lite2")
+    photos = image_stats.photo_statistics(args.size)
+    print(f"offline photos at {args.size} px: median high-frequency share "
+          f"{photos['high_frequency_share']:.1%}, "
+          f"mean clipped share {photos['clipped_share']:.1%}; {torch.get_num_threads()} threads")
+    summary = []
+    for recipe in args.recipes:
+        images, seconds = run_recipe(lite0, recipe, classes, args.size)
+        lite2_ranks = image_stats.class_ranks(lite2, images, targets)
+        shifted_ranks = image_stats.class_ranks(lite0, image_stats.shifted_crop(images), targets)
+        clipped = image_stats.clipped_share(images)
+        high = image_stats.high_frequency_share(images)
+        print(f"\n{recipe} ({RECIPE_STEPS[recipe]} steps)")
+        print(f"{'class':12s} {'Lite2 rank':>10s} {'Lite0 shifted':>13s} {'clipped':>8s} {'HF':>6s} "
+              f"{'s':>6s}")
+        for row in zip(classes, lite2_ranks.tolist(), shifted_ranks.tolist(), clipped.tolist(), high.tolist(),
+                       seconds):
+            name, r2, r0, c, h, s = row
+            print(f"{name:12s} {r2 + 1:10d} {r0 + 1:13d} {c:8.1%} {h:6.1%} {s:6.1f}")
+        summary.append((recipe, int((lite2_ranks < 5).sum()), int((shifted_ranks < 5).sum()),
+                        float(clipped.mean()), float(high.mean()), statistics.median(seconds)))
+        if args.save is not None:
+            args.save.mkdir(parents=True, exist_ok=True)
+            rows = [torch.cat(list(images[i:i + 5]), dim=2) for i in range(0, len(images), 5)]
+            cs.save_image(torch.cat(rows, dim=1)[None], args.save / f"class_viz_{recipe}.png")
+    n = len(classes)
+    print(f"\n{'recipe':10s} {'Lite2 top-5':>11s} {'Lite0 shifted top-5':>19s} {'clipped':>8s} {'HF':>6s} "
+          f"{'HF / photos':>11s} {'s/class':>8s}")
+    for recipe, top5, shifted, clipped, high, seconds in summary:
+        print(f"{recipe:10s} {top5:>8d}/{n} {shifted:>16d}/{n} {clipped:8.1%} {high:6.1%} "
+              f"{high / photos['high_frequency_share']:11.2f} {seconds:8.1f}")
+
+
+if __name__ == "__main__":
+    main()

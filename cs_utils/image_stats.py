@@ -1,0 +1,160 @@
+"""Numbers that say whether a generated image looks natural, and whether networks recognise it.
+
+* :func:`clipped_share`: the fraction of pixels with any channel within 1/255 of 0 or 1
+  (blown-out white, black or primary colours);
+* :func:`high_frequency_share`: the fraction of the spectral energy of the grey image (mean
+  removed) above half the Nyquist frequency (pixel noise, dot grids);
+* :func:`amplitude_spectrum` and :func:`photo_amplitude_spectrum`: the mean Fourier magnitude
+  of images, and of the package's offline photos (the natural-image spectrum that
+  :class:`cs_utils.optimize.SpectralPhaseImage` keeps fixed);
+* :func:`shifted_crop` and :func:`class_ranks`: recognisability, the rank of the intended
+  class under a network (0 = top-1), also on a shifted crop of the image.
+
+Photos score low on the first two: our offline photos have a median high-frequency share of
+about 4% and a mean clipped share of about 5% (a few photos have black or white backgrounds).
+"""
+
+from __future__ import annotations
+
+import functools
+import numbers
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import checks
+from .checks import check_image, model_input
+from .hooks import evaluating
+
+__all__ = [
+    "LUMA",
+    "amplitude_spectrum",
+    "class_ranks",
+    "clipped_share",
+    "grey",
+    "high_frequency_share",
+    "photo_amplitude_spectrum",
+    "photo_statistics",
+    "shifted_crop",
+]
+
+#: ITU-R BT.601 weights of R, G, B in the grey level.
+LUMA = (0.299, 0.587, 0.114)
+
+
+def clipped_share(images: torch.Tensor, *, tolerance: float = 1 / 255) -> torch.Tensor:
+    """For each image, the fraction of pixels with at least one channel within ``tolerance``
+    (default one 8-bit level) of 0 or 1: shape ``(N,)``, each value in [0, 1]."""
+    check_image(images, "images")
+    if not isinstance(tolerance, numbers.Real) or not 0 <= tolerance < 0.5:
+        raise ValueError(f"tolerance must be a number in [0, 0.5), got {tolerance!r}")
+    x = images.detach()
+    clipped = ((x <= tolerance) | (x >= 1 - tolerance)).any(dim=1)        # (N, H, W)
+    return clipped.flatten(1).float().mean(dim=1).cpu()
+
+
+def grey(images: torch.Tensor) -> torch.Tensor:
+    """The grey level ``0.299 R + 0.587 G + 0.114 B`` of each pixel: shape ``(N, H, W)``."""
+    check_image(images, "images")
+    weights = torch.tensor(LUMA, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    return (images.detach() * weights).sum(dim=1)
+
+
+def _radial_frequency(h: int, w: int) -> torch.Tensor:
+    """Frequency of each 2-D FFT bin in cycles per pixel (0 .. 0.5 * sqrt(2)): shape ``(h, w)``."""
+    fy = torch.fft.fftfreq(h)[:, None]
+    fx = torch.fft.fftfreq(w)[None, :]
+    return torch.sqrt(fx ** 2 + fy ** 2)
+
+
+def high_frequency_share(images: torch.Tensor, *, cutoff: float = 0.25) -> torch.Tensor:
+    """For each image, the share of the spectral energy ``|FFT|^2`` of its grey level (mean removed)
+    at radial frequencies above ``cutoff`` cycles per pixel (default 0.25: half the Nyquist
+    frequency): shape ``(N,)``, each value in [0, 1]; 0 for a flat image."""
+    if not isinstance(cutoff, numbers.Real) or not 0 < cutoff < 0.5:
+        raise ValueError(f"cutoff must be a frequency in (0, 0.5) cycles per pixel, got {cutoff!r}")
+    g = grey(images).double()
+    g = g - g.mean(dim=(-2, -1), keepdim=True)
+    energy = torch.fft.fft2(g).abs().pow(2)
+    high = _radial_frequency(*g.shape[-2:]).to(energy.device) > cutoff
+    total = energy.flatten(1).sum(dim=1)
+    share = (energy * high).flatten(1).sum(dim=1) / total.clamp_min(1e-30)
+    return torch.where(total > 1e-20, share, torch.zeros_like(share)).float().cpu()
+
+
+def amplitude_spectrum(images: torch.Tensor, *, color_transform: torch.Tensor | None = None) -> torch.Tensor:
+    """The mean magnitude ``|rfft2|`` over images of each channel of ``images`` (mean removed per image
+    and channel): shape ``(3, H, W // 2 + 1)``, the layout of ``torch.fft.rfft2``.
+    ``color_transform``: a 3x3 matrix ``M`` applied to each pixel's colours first (``M @ rgb``), e.g.
+    the inverse of a colour-decorrelation basis."""
+    check_image(images, "images")
+    x = images.detach().double()
+    x = x - x.mean(dim=(-2, -1), keepdim=True)
+    if color_transform is not None:
+        if not isinstance(color_transform, torch.Tensor) or tuple(color_transform.shape) != (3, 3):
+            raise ValueError("color_transform must be a 3x3 tensor (applied as M @ rgb)")
+        x = torch.einsum("dc,nchw->ndhw", color_transform.detach().double().to(x.device), x)
+    return torch.fft.rfft2(x).abs().mean(dim=0).float().cpu()
+
+
+@functools.lru_cache(maxsize=4)
+def _photo_batch(size: int) -> torch.Tensor:
+    from .data import sample_images
+    from .image import load_image
+
+    return torch.cat([load_image(s.path, size) for s in sample_images("photo")])
+
+
+def photo_amplitude_spectrum(size: int, *, color_transform: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`amplitude_spectrum` of the package's offline photos (:func:`cs_utils.sample_images`,
+    ``kind="photo"``), each resized and centre-cropped to ``size`` x ``size``: shape
+    ``(3, size, size // 2 + 1)``. Computed from the photos on this machine, never downloaded."""
+    size = checks.positive_int(size, "size")
+    if size < 8:
+        raise ValueError(f"size must be at least 8 pixels, got {size}")
+    return amplitude_spectrum(_photo_batch(size), color_transform=color_transform)
+
+
+def photo_statistics(size: int = 224) -> dict[str, float]:
+    """Median :func:`high_frequency_share` and mean :func:`clipped_share` of the offline photos at
+    ``size`` x ``size``: the reference values for generated images."""
+    photos = _photo_batch(checks.positive_int(size, "size"))
+    return {"high_frequency_share": float(high_frequency_share(photos).median()),
+            "clipped_share": float(clipped_share(photos).mean())}
+
+
+def shifted_crop(images: torch.Tensor, shift: float = 0.2) -> torch.Tensor:
+    """The window of side ``1 - shift`` of each image that starts ``shift`` of the side from its
+    top-left corner (the lower-right ``80%`` for ``shift=0.2``), resized back to the images' size
+    with antialiasing: the same content moved by ``shift`` of the side and enlarged."""
+    check_image(images, "images")
+    if not isinstance(shift, numbers.Real) or not 0 <= shift < 1:
+        raise ValueError(f"shift must be a fraction of the side in [0, 1), got {shift!r}")
+    h, w = images.shape[-2:]
+    dy, dx = round(shift * h), round(shift * w)
+    if dy >= h or dx >= w:
+        raise ValueError(f"shift {shift} leaves nothing of a {h}x{w} image")
+    window = images[..., dy:, dx:]
+    if shift == 0:
+        return images.clone()
+    return F.interpolate(window, size=(h, w), mode="bilinear", align_corners=False,
+                         antialias=True).clamp(0, 1)
+
+
+def class_ranks(model: nn.Module, images: torch.Tensor, targets, *, size: int | None = None) -> torch.Tensor:
+    """Rank of each image's target class among ``model``'s scores (0 = top-1, < 5 = in the top 5),
+    after resizing the images to ``size`` (default: the model's native size; bilinear, antialiased
+    when shrinking). ``targets``: one class index, or one per image. Returns an int64 tensor ``(N,)``."""
+    x = model_input(model, images, "images")
+    targets = checks.class_indices(targets, images.shape[0], classes=checks.num_classes(model),
+                                   what="targets")
+    size = int(size or getattr(model, "native_image_size", images.shape[-1]))
+    device = x.device
+    if x.shape[-2:] != (size, size):
+        shrinking = size < min(x.shape[-2:])
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=shrinking)
+    with torch.no_grad(), evaluating(model):
+        scores = model(x)
+    own = scores.gather(1, targets.to(device)[:, None])
+    return (scores > own).sum(dim=1).cpu()

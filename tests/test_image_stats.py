@@ -1,0 +1,111 @@
+import math
+
+import pytest
+import torch
+from models_by_hand import linear_model
+
+from cs_utils.image_stats import (
+    amplitude_spectrum,
+    class_ranks,
+    clipped_share,
+    grey,
+    high_frequency_share,
+    photo_amplitude_spectrum,
+    photo_statistics,
+    shifted_crop,
+)
+
+
+def _cosine_image(size, terms):
+    """A grey image 0.5 + sum of a * cos(2 pi f x) along the columns, for (a, f) in terms."""
+    x = torch.arange(size, dtype=torch.float64)
+    row = 0.5 + sum(a * torch.cos(2 * math.pi * f * x) for a, f in terms)
+    return row.expand(1, 3, size, size).float().clone()
+
+
+def test_clipped_share_counts_pixels_with_any_channel_at_the_ends():
+    x = torch.full((2, 3, 10, 10), 0.5)
+    x[0, 0, 0, :4] = 0.0             # 4 pixels black in red only
+    x[0, 2, 5, 5] = 1.0              # 1 pixel with blue at white
+    x[0, :, 9, 9] = 1 / 255          # exactly one level from black: clipped
+    x[0, :, 8, 8] = 2 / 255          # two levels: not clipped
+    x[0, :, 7, 7] = 254 / 255        # one level from white: clipped
+    x[1] = 1.0                       # all white
+    torch.testing.assert_close(clipped_share(x), torch.tensor([7 / 100, 1.0]))
+    assert clipped_share(x, tolerance=0).tolist() == [pytest.approx(5 / 100), 1.0]
+    with pytest.raises(ValueError, match="tolerance"):
+        clipped_share(x, tolerance=0.6)
+    with pytest.raises(ValueError, match=r"values in \[0, 1\]"):
+        clipped_share(x + 1)
+
+
+def test_high_frequency_share_of_cosines():
+    size = 64                                         # 0.125 and 0.375 cycles/px are exact FFT bins
+    low = _cosine_image(size, [(0.2, 0.125)])
+    high = _cosine_image(size, [(0.2, 0.375)])
+    mixed = _cosine_image(size, [(0.2, 0.125), (0.1, 0.375)])   # energy 0.04 : 0.01
+    flat = torch.full((1, 3, size, size), 0.3)
+    shares = high_frequency_share(torch.cat([low, high, mixed, flat]))
+    torch.testing.assert_close(shares, torch.tensor([0.0, 1.0, 0.2, 0.0]), atol=1e-6, rtol=0)
+    # a diagonal cosine at 0.2 cycles/px along both axes has radial frequency 0.28 > 0.25
+    i = torch.arange(size, dtype=torch.float64)
+    diagonal = (0.5 + 0.3 * torch.cos(2 * math.pi * 0.203125 * (i[:, None] + i[None, :]))).float()
+    assert high_frequency_share(diagonal.expand(1, 3, size, size)).item() == pytest.approx(1.0)
+    assert high_frequency_share(diagonal.expand(1, 3, size, size), cutoff=0.3).item() == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="cutoff"):
+        high_frequency_share(low, cutoff=0.5)
+
+
+def test_grey_uses_luma_weights():
+    x = torch.zeros(1, 3, 2, 2)
+    x[0, 1] = 1.0
+    torch.testing.assert_close(grey(x), torch.full((1, 2, 2), 0.587))
+
+
+def test_amplitude_spectrum_of_a_cosine_and_a_colour_transform():
+    x = _cosine_image(16, [(0.25, 0.25)])                  # 4 cycles along the columns
+    spectrum = amplitude_spectrum(x)
+    assert spectrum.shape == (3, 16, 9)
+    # |rfft2| of a * cos at bin 4 is a * H * W / 2; everything else is zero (the mean is removed)
+    assert spectrum[0, 0, 4].item() == pytest.approx(0.25 * 16 * 16 / 2, rel=1e-5)
+    assert spectrum.sum().item() == pytest.approx(3 * 0.25 * 16 * 16 / 2, rel=1e-5)
+    swap = torch.tensor([[0.0, 0, 0], [0, 2, 0], [0, 0, 0]])
+    transformed = amplitude_spectrum(x, color_transform=swap)
+    assert transformed[0].sum() == 0
+    assert transformed[1, 0, 4].item() == pytest.approx(2 * 0.25 * 128, rel=1e-5)
+    with pytest.raises(ValueError, match="3x3"):
+        amplitude_spectrum(x, color_transform=torch.eye(2))
+
+
+def test_offline_photos_are_natural_by_these_numbers():
+    stats = photo_statistics(224)
+    assert 0.02 < stats["high_frequency_share"] < 0.06        # about 4%
+    spectrum = photo_amplitude_spectrum(64)
+    assert spectrum.shape == (3, 64, 33)
+    # natural images: the amplitude falls with frequency, roughly as 1 / f
+    assert spectrum[:, 0, 2].mean() > 4 * spectrum[:, 0, 16].mean()
+    with pytest.raises(ValueError, match="size"):
+        photo_amplitude_spectrum(4)
+
+
+def test_shifted_crop_moves_the_content():
+    x = torch.zeros(1, 3, 10, 10)
+    x[..., 2:, 2:] = 0.75          # the lower-right 80% of the image
+    crop = shifted_crop(x, 0.2)
+    assert crop.shape == x.shape
+    torch.testing.assert_close(crop, torch.full_like(x, 0.75))
+    torch.testing.assert_close(shifted_crop(x, 0), x)
+    with pytest.raises(ValueError, match="shift"):
+        shifted_crop(x, 1.0)
+
+
+def test_class_ranks_by_hand_and_checks():
+    weight = torch.zeros(3, 12)
+    weight[0, 0], weight[1, 1], weight[2, 2] = 3.0, 2.0, 1.0
+    model = linear_model(weight, torch.zeros(3))
+    x = torch.zeros(1, 3, 2, 2)
+    x.view(-1)[:3] = 1.0           # scores 3, 2, 1
+    assert class_ranks(model, x, 0, size=2).tolist() == [0]
+    assert class_ranks(model, x.repeat(2, 1, 1, 1), [2, 1], size=2).tolist() == [2, 1]
+    with pytest.raises(IndexError, match="out of range"):
+        class_ranks(model, x, 3, size=2)
