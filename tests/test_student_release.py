@@ -122,7 +122,7 @@ def test_release_ships_no_instructor_tools_targets_or_tests(release):
 
 def test_every_notebook_loads_autoreload_in_its_first_code_cell():
     notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
-    assert len(notebooks) == 6
+    assert len(notebooks) >= 6
     for path in notebooks:
         first = next(c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
         assert "".join(first["source"]).startswith("%load_ext autoreload\n%autoreload 2\n"), path.name
@@ -179,12 +179,12 @@ def test_make_submit_zip_is_what_the_class_grader_and_gradescope_score(release, 
     assert run.returncode == 0, run.stderr
     assert f"total: 1/{len(NAMES)} points" in run.stdout
     size = (release / "submission.zip").stat().st_size
-    assert re.search(rf"wrote submission.zip: 16 files \(10 modules, 6 notebooks\), {round(size / 1024)} KiB",
-                     run.stdout), run.stdout
-    with zipfile.ZipFile(release / "submission.zip") as zf:
-        names = sorted(zf.namelist())
     modules = sorted({grading.get_exercise(n).path for n in NAMES})
     notebooks = sorted(f"notebooks/{p.name}" for p in (ROOT / "notebooks").glob("*.ipynb"))
+    counts = f"{len(modules) + len(notebooks)} files \\({len(modules)} modules, {len(notebooks)} notebooks\\)"
+    assert re.search(rf"wrote submission.zip: {counts}, {round(size / 1024)} KiB", run.stdout), run.stdout
+    with zipfile.ZipFile(release / "submission.zip") as zf:
+        names = sorted(zf.namelist())
     assert names == sorted(modules + notebooks)
 
     graded = [FILLED, "content_loss"]  # one written, one not
