@@ -30,7 +30,8 @@ from torch import nn
 
 from .checks import check_image
 from .history import History
-from .upsampling import UPSAMPLING_DIR, random_crops
+from .perceptual import random_photo_crops
+from .upsampling import load_small_net, save_small_net
 
 __all__ = [
     "AdversarialHistory",
@@ -175,7 +176,7 @@ def style_crops(style: torch.Tensor, n: int, size: int, generator: torch.Generat
     """``n`` random crops of the painting ``style`` (1, 3, H, W) resized to ``size``: its style
     collection (random scale between ``size`` and the shorter side, position, flip)."""
     check_image(style, "style")
-    return random_crops([style], n, size, generator)
+    return random_photo_crops([style], n, size, generator)
 
 
 def train_adversarial_stylizer(style: torch.Tensor, photos, *, steps: int = 600, batch_size: int = 4,
@@ -210,7 +211,7 @@ def train_adversarial_stylizer(style: torch.Tensor, photos, *, steps: int = 600,
     disc.train()
     start = time.perf_counter()
     for _ in tqdm(range(steps), disable=not progress, desc="adversarial stylizer"):
-        x = random_crops(photos, batch_size, crop_size, rng)
+        x = random_photo_crops(photos, batch_size, crop_size, rng)
         real = style_crops(style, batch_size, crop_size, rng)
         with torch.no_grad():
             fake = stylizer(x)
@@ -243,26 +244,10 @@ def train_adversarial_stylizer(style: torch.Tensor, photos, *, steps: int = 600,
 
 def save_stylizer(stylizer: Stylizer, path, *, info: dict | None = None) -> Path:
     """Save a :class:`Stylizer` (channels, float16 weights, ``info``)."""
-    path = Path(path)
-    state = {k: (t.half() if t.is_floating_point() else t) for k, t in stylizer.state_dict().items()}
-    torch.save({"config": {"channels": list(stylizer.channels)}, "state_dict": state,
-                "info": dict(info or {})}, path)
-    return path
+    return save_small_net(stylizer, {"channels": list(stylizer.channels)}, path, info=info)
 
 
 def load_stylizer(name_or_path) -> Stylizer:
     """A :class:`Stylizer` saved by :func:`save_stylizer` (a name under ``data/topics/`` or a path),
     float32, frozen, in eval mode; ``stylizer.info`` holds its training record."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = UPSAMPLING_DIR / f"{name_or_path}.pt"
-    if not path.exists():
-        raise FileNotFoundError(f"no stylizer weights at {str(path)!r} (`make topics-weights` trains them)")
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    net = Stylizer(**saved["config"])
-    net.load_state_dict({k: t.float() if t.is_floating_point() else t
-                         for k, t in saved["state_dict"].items()})
-    net.info = saved.get("info", {})
-    for p in net.parameters():
-        p.requires_grad_(False)
-    return net.eval()
+    return load_small_net(name_or_path, Stylizer, "stylizer")

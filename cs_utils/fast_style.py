@@ -30,7 +30,7 @@ from .history import History
 from .hooks import evaluating, get_layer
 from .image import load_image
 from .models import STYLE_LAYERS
-from .perceptual import perceptual_terms, random_square_crop, style_gram_targets
+from .perceptual import perceptual_terms, random_photo_crops, style_gram_targets
 from .runtime import model_device
 
 __all__ = [
@@ -286,16 +286,6 @@ def training_photos(max_side: int = 512, *, exclude: Sequence[str] = HELD_OUT_PH
     return photos
 
 
-def _random_crops(photos, n: int, size: int, generator: torch.Generator) -> torch.Tensor:
-    """``n`` random square crops resized to ``size``, each of a random photo (see
-    :func:`cs_utils.perceptual.random_square_crop`)."""
-    crops = []
-    for _ in range(n):
-        photo = photos[int(torch.randint(len(photos), (1,), generator=generator))]
-        crops.append(random_square_crop(photo, size, generator))
-    return torch.cat(crops)
-
-
 # --------------------------------------------------------------------------- training
 
 @dataclass
@@ -471,7 +461,7 @@ def train_fast_style(model: nn.Module, styles, photos: Sequence[torch.Tensor] | 
     try:
         with evaluating(model):
             while history.steps < steps:
-                x = _random_crops(photos, batch_size, crop_size, rng).to(device)
+                x = random_photo_crops(photos, batch_size, crop_size, rng).to(device)
                 style_index = torch.randint(len(names), (batch_size,), generator=rng).to(device)
                 style = F.one_hot(style_index, len(names)).float() if norm == "conditional" else None
                 y = net(x, style=style)

@@ -17,7 +17,8 @@ from torch import nn
 from .hooks import extract_features
 from .losses import content_loss, gram_matrix, style_loss, tv_loss
 
-__all__ = ["perceptual_terms", "random_square_crop", "resize_short_side", "style_gram_targets"]
+__all__ = ["perceptual_terms", "random_photo_crops", "random_square_crop", "resize_short_side",
+           "style_gram_targets"]
 
 
 def random_square_crop(photo: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
@@ -37,6 +38,16 @@ def random_square_crop(photo: torch.Tensor, size: int, generator: torch.Generato
     if bool(torch.randint(2, (1,), generator=generator)):
         crop = crop.flip(-1)
     return crop
+
+
+def random_photo_crops(photos, n: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """``n`` random square crops resized to ``size`` (N, 3, size, size), each of a random photo of
+    ``photos`` ((1, 3, H, W) each; see :func:`random_square_crop`)."""
+    crops = []
+    for _ in range(n):
+        photo = photos[int(torch.randint(len(photos), (1,), generator=generator))]
+        crops.append(random_square_crop(photo, size, generator))
+    return torch.cat(crops)
 
 
 def resize_short_side(image: torch.Tensor, size: int) -> torch.Tensor:

@@ -22,7 +22,7 @@ from torch import nn
 
 from .history import History
 from .hooks import evaluating
-from .upsampling import UPSAMPLING_DIR
+from .upsampling import load_small_net, save_small_net
 
 __all__ = ["UNet", "load_unet", "mask_iou", "predict_masks", "save_unet", "synthetic_shapes", "train_unet"]
 
@@ -186,25 +186,10 @@ def train_unet(*, skips: bool = True, steps: int = 600, batch_size: int = 16, si
 
 def save_unet(net: UNet, path, *, info: dict | None = None) -> Path:
     """Save a :class:`UNet` (config, float16 weights, ``info``)."""
-    path = Path(path)
-    state = {k: (t.half() if t.is_floating_point() else t) for k, t in net.state_dict().items()}
-    torch.save({"config": net.config(), "state_dict": state, "info": dict(info or {})}, path)
-    return path
+    return save_small_net(net, net.config(), path, info=info)
 
 
 def load_unet(name_or_path) -> UNet:
     """A :class:`UNet` saved by :func:`save_unet` (a name under ``data/topics/`` or a path), float32,
     frozen, in eval mode; ``net.info`` holds its training record."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = UPSAMPLING_DIR / f"{name_or_path}.pt"
-    if not path.exists():
-        raise FileNotFoundError(f"no U-Net weights at {str(path)!r} (`make topics-weights` trains them)")
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    net = UNet(**saved["config"])
-    net.load_state_dict({k: t.float() if t.is_floating_point() else t
-                         for k, t in saved["state_dict"].items()})
-    net.info = saved.get("info", {})
-    for p in net.parameters():
-        p.requires_grad_(False)
-    return net.eval()
+    return load_small_net(name_or_path, UNet, "U-Net")

@@ -31,15 +31,17 @@ from .data import DATA_DIR
 from .fast_style import FastStyleHistory, TransformerNet, training_photos
 from .hooks import evaluating, extract_features
 from .models import STYLE_LAYERS
+from .perceptual import random_photo_crops
 
 __all__ = [
     "DECODERS",
     "UPSAMPLING_DIR",
     "TransposedUp",
     "load_decoder_net",
+    "load_small_net",
     "power_profile",
-    "random_crops",
     "save_decoder_net",
+    "save_small_net",
     "stride_energy",
     "train_decoder",
     "upsampling_net",
@@ -126,28 +128,6 @@ def power_profile(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return freqs, power
 
 
-def random_crops(photos, n: int, size: int, generator: torch.Generator) -> torch.Tensor:
-    """``n`` random square crops of ``photos`` ((1, 3, H, W) each), resized to ``size`` (random
-    photo, crop side between ``size`` and the shorter side, position, horizontal flip)."""
-    crops = []
-    for _ in range(n):
-        photo = photos[int(torch.randint(len(photos), (1,), generator=generator))]
-        h, w = photo.shape[-2:]
-        short = min(h, w)
-        low = min(size, short)
-        side = low + int(torch.randint(short - low + 1, (1,), generator=generator))
-        top = int(torch.randint(h - side + 1, (1,), generator=generator))
-        left = int(torch.randint(w - side + 1, (1,), generator=generator))
-        crop = photo[..., top:top + side, left:left + side]
-        if side != size:
-            crop = F.interpolate(crop, size=(size, size), mode="bilinear", antialias=side > size,
-                                 align_corners=False).clamp(0, 1)
-        if bool(torch.randint(2, (1,), generator=generator)):
-            crop = crop.flip(-1)
-        crops.append(crop)
-    return torch.cat(crops)
-
-
 def train_decoder(model: nn.Module, decoder: str, style: torch.Tensor, photos=None, *, steps: int = 300,
                   batch_size: int = 2, crop_size: int = 96, style_size: int = 256, lr: float = 2e-3,
                   style_layers=STYLE_LAYERS, content_layer: str = "blocks.4", style_weight: float = 250.0,
@@ -194,7 +174,7 @@ def train_decoder(model: nn.Module, decoder: str, style: torch.Tensor, photos=No
     start = time.perf_counter()
     with evaluating(model):
         for _ in tqdm(range(steps), disable=not progress, desc=f"{decoder} decoder"):
-            x = random_crops(photos, batch_size, crop_size, rng).to(device)
+            x = random_photo_crops(photos, batch_size, crop_size, rng).to(device)
             with torch.no_grad():
                 content_target = extract_features(model, x, [content_layer])[content_layer]
             y = net(x)
@@ -215,31 +195,43 @@ def train_decoder(model: nn.Module, decoder: str, style: torch.Tensor, photos=No
     return net.eval(), history
 
 
-def save_decoder_net(net: TransformerNet, path, *, info: dict | None = None) -> Path:
-    """Save a network of :func:`upsampling_net` in float16 with its decoder kind and ``info``."""
+def save_small_net(net: nn.Module, config: dict, path, *, info: dict | None = None) -> Path:
+    """Save ``net`` in float16 with ``config`` (the keyword arguments that build it again) and
+    ``info`` (its training record): the format of every network under ``data/topics/``."""
     path = Path(path)
     state = {k: (t.half() if t.is_floating_point() else t) for k, t in net.state_dict().items()}
-    config = {"decoder": getattr(net, "decoder", "resize"), "channels": list(net.channels),
-              "num_residual": net.num_residual, "outer_kernel": net.outer_kernel}
-    torch.save({"config": config, "state_dict": state, "info": dict(info or {})}, path)
+    torch.save({"config": dict(config), "state_dict": state, "info": dict(info or {})}, path)
     return path
 
 
-def load_decoder_net(name_or_path) -> TransformerNet:
-    """A network saved by :func:`save_decoder_net` (a name under ``data/topics/`` or a path),
-    float32, frozen, in eval mode; ``net.info`` holds its training record."""
+def load_small_net(name_or_path, build, what: str) -> nn.Module:
+    """A network saved by :func:`save_small_net` (a name under ``data/topics/`` or a path), built by
+    ``build(**config)``, float32, frozen, in eval mode; ``net.info`` holds its training record."""
     path = Path(name_or_path)
     if not path.suffix:
         path = UPSAMPLING_DIR / f"{name_or_path}.pt"
     if not path.exists():
         available = sorted(p.stem for p in UPSAMPLING_DIR.glob("*.pt")) if UPSAMPLING_DIR.exists() else []
-        raise FileNotFoundError(f"no decoder weights at {str(path)!r}; committed ones: {available} "
+        raise FileNotFoundError(f"no {what} weights at {str(path)!r}; committed ones: {available} "
                                 "(`make topics-weights` trains them again)")
     saved = torch.load(path, map_location="cpu", weights_only=True)
-    net = upsampling_net(**saved["config"])
+    net = build(**saved["config"])
     net.load_state_dict({k: t.float() if t.is_floating_point() else t
                          for k, t in saved["state_dict"].items()})
     net.info = saved.get("info", {})
     for p in net.parameters():
         p.requires_grad_(False)
     return net.eval()
+
+
+def save_decoder_net(net: TransformerNet, path, *, info: dict | None = None) -> Path:
+    """Save a network of :func:`upsampling_net` in float16 with its decoder kind and ``info``."""
+    config = {"decoder": getattr(net, "decoder", "resize"), "channels": list(net.channels),
+              "num_residual": net.num_residual, "outer_kernel": net.outer_kernel}
+    return save_small_net(net, config, path, info=info)
+
+
+def load_decoder_net(name_or_path) -> TransformerNet:
+    """A network saved by :func:`save_decoder_net` (a name under ``data/topics/`` or a path),
+    float32, frozen, in eval mode; ``net.info`` holds its training record."""
+    return load_small_net(name_or_path, upsampling_net, "decoder")
