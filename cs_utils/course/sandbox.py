@@ -313,6 +313,9 @@ class Sandbox:
             "--cap-drop",
             "ALL",
         ]
+        # The sandbox's own /tmp (in memory, at most 64 MB) comes first: the paths bound after it may
+        # lie under the host's /tmp (a project cloned there, its .venv) and must stay visible.
+        cmd += ["--size", str(64 * 2**20), "--tmpfs", "/tmp"]
         bound = _bound_paths()
         for path in bound:
             cmd += ["--ro-bind", path, path]
@@ -324,10 +327,6 @@ class Sandbox:
             "/proc",
             "--dev",
             "/dev",
-            "--size",
-            str(64 * 2**20),   # the sandbox's own /tmp, in memory: at most 64 MB
-            "--tmpfs",
-            "/tmp",
             "--ro-bind",
             str(self.base),
             str(IN_SANDBOX / "base"),
