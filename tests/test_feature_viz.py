@@ -154,6 +154,28 @@ def test_multifaceted_visualization_differs_and_leaves_the_model_alone(tiny_cnn,
         multifaceted_visualization(tiny_cnn, 2, 2, diversity=-1)
 
 
+def test_multifaceted_keep_class_adds_the_class_cross_entropy(tiny_cnn):
+    settings = dict(steps=6, image_size=12, recipe="natural", pad=2, jitter=2, progress=False)
+    seed = lambda: torch.Generator().manual_seed(4)  # noqa: E731
+    kept, _ = multifaceted_visualization(tiny_cnn, 2, 3, diversity=0, keep_class=2.5, generator=seed(),
+                                         **settings)
+    by_hand, _ = class_visualization(
+        tiny_cnn, objectives.class_score(tiny_cnn, 2) + 2.5 * objectives.cross_entropy(tiny_cnn, 2), batch=3,
+        generator=seed(), **settings)
+    scores_only, _ = multifaceted_visualization(tiny_cnn, 2, 3, diversity=0, keep_class=0, generator=seed(),
+                                                **settings)
+    assert torch.equal(kept, by_hand) and not torch.equal(kept, scores_only)
+    # an objective target is taken as it is: keep_class only applies to a class index
+    channel = objectives.channel(tiny_cnn, "relu", 1)
+    a, _ = multifaceted_visualization(tiny_cnn, channel, 2, diversity=0, keep_class=5.0, generator=seed(),
+                                      **settings)
+    b, _ = multifaceted_visualization(tiny_cnn, channel, 2, diversity=0, keep_class=0.0, generator=seed(),
+                                      **settings)
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="keep_class must be a number >= 0"):
+        multifaceted_visualization(tiny_cnn, 2, 2, keep_class=-1)
+
+
 def test_mean_pairwise_cosine_by_hand():
     model = nn.Sequential(nn.Flatten()).eval()
     model.add_module("pool", nn.Identity())
