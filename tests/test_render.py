@@ -99,7 +99,8 @@ def test_longest_notebook_starts_first_and_timings_are_kept(tmp_path):
     lines = []
     results = render.render_notebooks(notebooks, out, timeout=120, jobs=1, log=lines.append)
     started = [line.split()[1] for line in lines if line.startswith("executing")]
-    assert [Path(s).name for s in started] == ["02_long.ipynb", "01_short.ipynb", "03_new.ipynb"]
+    # no recorded time: it may be the longest, so it starts first
+    assert [Path(s).name for s in started] == ["03_new.ipynb", "02_long.ipynb", "01_short.ipynb"]
     assert [r.notebook.name for r in results] == ["01_short.ipynb", "02_long.ipynb", "03_new.ipynb"]
     import json
     timings = json.loads((out / "timings.json").read_text())

@@ -11,7 +11,8 @@ rendered up to the failing cell, the others still run, and the exit status is 1.
 with 2 or more cores), each with ``cores // jobs`` threads (``OMP_NUM_THREADS``).
 On a small CPU two one-thread kernels get more done than one two-thread kernel:
 PyTorch's convolutions at batch 1 scale poorly across threads. The notebooks start
-longest first, by the run times the last render wrote to ``OUT/timings.json``.
+longest first, by the run times the last render wrote to ``OUT/timings.json`` (those
+with no recorded time before all others).
 """
 
 from __future__ import annotations
@@ -140,7 +141,9 @@ def render_notebooks(notebooks_dir="notebooks", out_dir="build", *, timeout: int
     # With one kernel at a time, its threads are left to PyTorch's default, as before.
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
     previous = _read_timings(out_dir)
-    order = sorted(paths, key=lambda p: -previous.get(p.name, 0.0))   # longest first; stable
+    # longest first; a notebook with no recorded time (new, or failed last time) first of all: it may be
+    # the longest, and started last it would leave one kernel running alone at the end
+    order = sorted(paths, key=lambda p: -previous.get(p.name, float("inf")))   # stable
     targets = {p: out_dir / f"{p.stem}.html" for p in paths}
     done: dict[Path, RenderResult] = {}
 
