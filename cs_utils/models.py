@@ -140,8 +140,10 @@ class Conv2dSame(nn.Conv2d):
             return self._conv_forward(x, self.weight, self.bias)
         top, bottom = self.same_padding(x.shape[-2], 0)
         left, right = self.same_padding(x.shape[-1], 1)
-        if top or bottom or left or right:
-            x = F.pad(x, (left, right, top, bottom))
+        if top == bottom and left == right:
+            # symmetric (e.g. 16k + 1 inputs at stride 2): the convolution pads, no copy of the input
+            return F.conv2d(x, self.weight, self.bias, self.stride, (top, left), self.dilation, self.groups)
+        x = F.pad(x, (left, right, top, bottom))
         return self._conv_forward(x, self.weight, self.bias)
 
 

@@ -102,6 +102,12 @@ def test_same_padding_matches_hand_computation():
     # stride 1: symmetric padding applied by the convolution itself
     conv1 = Conv2dSame(1, 1, 5, stride=1)
     torch.testing.assert_close(conv1(x), F.conv2d(F.pad(x, (2, 2, 2, 2)), conv1.weight))
+    # stride 2 on an odd size (5 x 9): symmetric, padded by the convolution; on 5 x 8, mixed
+    odd = torch.randn(2, 1, 5, 9)
+    torch.testing.assert_close(conv(odd), F.conv2d(F.pad(odd, (1, 1, 1, 1)), conv.weight, stride=2))
+    assert conv(odd).shape == (2, 1, 3, 5)
+    mixed = torch.randn(1, 1, 5, 8)
+    torch.testing.assert_close(conv(mixed), F.conv2d(F.pad(mixed, (0, 1, 1, 1)), conv.weight, stride=2))
 
 
 def test_has_same_padding_finds_conv2d_same_anywhere(lite0):
