@@ -38,6 +38,7 @@ from torch.nn import functional as F
 from torch.nn.modules import module as _module_hooks
 
 from .checks import int_pair, positive_int
+from .folding import bn_scale_shift
 from .models import Conv2dSame, EfficientNetLite, InputScaling, MBConv
 
 __all__ = [
@@ -159,17 +160,6 @@ def _activation(module: nn.Module) -> tuple:
     return (float(module.min_val), float(module.max_val))
 
 
-def _bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batch norm in eval mode as ``x * scale + shift`` per channel (float64)."""
-    scale = (bn.running_var.double() + bn.eps).rsqrt()
-    if bn.weight is not None:
-        scale = scale * bn.weight.detach().double()
-    shift = -bn.running_mean.double() * scale
-    if bn.bias is not None:
-        shift = shift + bn.bias.detach().double()
-    return scale, shift
-
-
 def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d | None, clamp) -> _Conv:
     """``conv`` then ``bn`` (eval mode) as one convolution: the same function, folded in float64."""
     if conv.padding_mode != "zeros" or conv.dilation != (1, 1):
@@ -177,7 +167,7 @@ def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d | None, clamp) -> _Conv:
     weight = conv.weight.detach().double()
     bias = conv.bias.detach().double() if conv.bias is not None else weight.new_zeros(weight.shape[0])
     if bn is not None:
-        scale, shift = _bn_scale_shift(bn)
+        scale, shift = bn_scale_shift(bn)
         weight, bias = weight * scale.view(-1, 1, 1, 1), bias * scale + shift
     same, pads = type(conv) is Conv2dSame, (0, 0, 0, 0)
     if not same:
@@ -221,7 +211,7 @@ def _compile_spatial(items: list[tuple[str, nn.Module]]) -> tuple[list, int]:
             ops.append(_fold(module, bn, clamp))
         elif kind is nn.BatchNorm2d:
             _check_bn(name, module)
-            scale, shift = _bn_scale_shift(module)
+            scale, shift = bn_scale_shift(module)
             dtype = module.running_mean.dtype
             ops.append(_Pointwise(scale.to(dtype), shift.to(dtype), None))
         elif kind is InputScaling:

@@ -21,8 +21,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torch.autograd.function import once_differentiable
 
-__all__ = ["content_loss", "gram_matrix", "style_loss", "tv_loss"]
+__all__ = ["content_loss", "gram_loss", "gram_matrix", "style_loss", "tv_loss"]
 
 
 def _check_features(features, what="features") -> None:
@@ -91,6 +92,66 @@ def style_loss(features: Sequence[torch.Tensor], target_grams: Sequence[torch.Te
         loss = loss + w * (gram_matrix(f) - a).pow(2).mean()
     return loss
     ### END SOLUTION
+
+
+def _positions_by_channels(features: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """``features`` (N, C, H, W) as a view: (N, HW, C) when stored channels-last, else (N, C, HW)."""
+    n, c, h, w = features.shape
+    if not features.is_contiguous() and features.is_contiguous(memory_format=torch.channels_last):
+        return features.permute(0, 2, 3, 1).reshape(n, h * w, c), True
+    return features.reshape(n, c, h * w), False
+
+
+class _GramLoss(torch.autograd.Function):
+    """``weight * mean((F F^T / (C H W) - A)^2)`` with its gradient written out:
+    ``dL/dF = (D + D^T) F / (C H W)`` for ``D = dL/dG``, one matrix product where autograd
+    through ``F @ F^T`` takes two and adds them."""
+
+    @staticmethod
+    def forward(ctx, features, target, weight):
+        n, c, h, w = features.shape
+        flat, positions_first = _positions_by_channels(features)
+        gram = flat.transpose(1, 2) @ flat if positions_first else flat @ flat.transpose(1, 2)
+        diff = gram / (c * h * w) - target
+        ctx.save_for_backward(features, diff)
+        ctx.weight = weight
+        return weight * diff.pow(2).mean()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        features, diff = ctx.saved_tensors
+        n, c, h, w = features.shape
+        d = diff * (grad * (2.0 * ctx.weight / (diff.numel() * c * h * w)))
+        d = d + d.transpose(1, 2)
+        flat, positions_first = _positions_by_channels(features)
+        if positions_first:   # (N, HW, C) @ (C, C) is D^T F laid out channels-last; D is symmetric
+            out = torch.bmm(flat, d).reshape(n, h, w, c).permute(0, 3, 1, 2)
+        else:
+            out = torch.bmm(d, flat).reshape(n, c, h, w)
+        return out, None, None
+
+
+def gram_loss(features: torch.Tensor, target: torch.Tensor, weight: float = 1.0) -> torch.Tensor:
+    """One layer's term of :func:`style_loss`: ``weight * mean((gram_matrix(features) - target)^2)``,
+    the mean over the N x C x C entries (``target`` (C, C), (1, C, C) or (N, C, C)).
+
+    The same value as ``style_loss([features], [target], weight)``; its backward is written out
+    (one matrix product instead of autograd's two and a sum), the cost that matters when an
+    image is optimised for hundreds of evaluations. ``target`` is a constant (no gradient flows
+    to it; use :func:`style_loss` for that), and the gradient cannot be differentiated again.
+    Keeps ``features``' memory layout (channels-last stays channels-last).
+    """
+    _check_features(features)
+    c = features.shape[1]
+    if isinstance(target, torch.Tensor) and target.dim() == 2:
+        target = target.unsqueeze(0)
+    if not isinstance(target, torch.Tensor) or target.dim() != 3 or target.shape[-2:] != (c, c) \
+            or target.shape[0] not in (1, features.shape[0]):
+        shape = tuple(target.shape) if isinstance(target, torch.Tensor) else type(target).__name__
+        raise ValueError(f"target must be a Gram matrix of shape (1, {c}, {c}) or ({features.shape[0]}, {c}, "
+                         f"{c}) for features with {c} channels, got {shape}")
+    return _GramLoss.apply(features, target.detach(), float(weight))
 
 
 def tv_loss(x: torch.Tensor, weight: float = 1.0, beta: float = 2.0) -> torch.Tensor:

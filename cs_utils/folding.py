@@ -1,0 +1,108 @@
+"""A copy of a network to optimise images through: batch norm folded into the convolutions.
+
+In eval mode a batch norm is an affine map per channel, ``y * scale + shift``, so a convolution
+followed by one is a single convolution with weights ``w * scale`` and bias ``b * scale + shift``:
+the same function, one layer fewer. PyTorch computes each batch norm's backward as a layer of
+its own, and optimising an image (style transfer, texture synthesis) runs a forward and a
+backward pass at every evaluation. On EfficientNet-Lite0 truncated after ``blocks.10``, one
+forward+backward to a 256 px image took 28 ms as loaded and 16 ms folded and in channels-last
+layout (2 CPU threads; folded alone 19-23 ms, channels-last alone 27 ms).
+
+:func:`folded_copy` returns such a copy and leaves the caller's model as it was: its modules,
+hooks, modes and ``requires_grad`` are not touched. Only what is certainly the same function is
+folded: a ``Conv2d`` followed, inside an ``nn.Sequential``, by a ``BatchNorm2d`` with running
+statistics, the convolution not one of the layers whose output the caller reads (``keep``), in
+a model without hooks. The batch norm's place is taken by an ``nn.Identity``, so every layer
+keeps its name and each named output stays what it was, up to float rounding.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from .models import Conv2dSame
+
+__all__ = ["bn_scale_shift", "folded_copy"]
+
+# Modules whose forward code is known not to depend on the memory layout of its input (no
+# ``.view`` of a possibly channels-last tensor): only models built from these are made channels-last.
+_LAYOUT_SAFE_PACKAGES = ("torch.nn.", "torchvision.", "cs_utils.")
+
+
+def bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch norm in eval mode as ``x * scale + shift`` per channel (float64)."""
+    scale = (bn.running_var.double() + bn.eps).rsqrt()
+    if bn.weight is not None:
+        scale = scale * bn.weight.detach().double()
+    shift = -bn.running_mean.double() * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias.detach().double()
+    return scale, shift
+
+
+def _hooked(module: nn.Module) -> bool:
+    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+                or getattr(module, "_backward_pre_hooks", None))
+
+
+def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
+    return (type(conv) in (nn.Conv2d, Conv2dSame) and type(bn) is nn.BatchNorm2d
+            and bn.running_mean is not None and bn.running_var is not None
+            and conv.weight.shape[0] == bn.num_features
+            and not parametrize.is_parametrized(conv) and not _hooked(conv) and not _hooked(bn))
+
+
+def _fold_into(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+    """Replace ``conv``'s weight and bias by those of ``conv`` then ``bn``, computed in float64."""
+    scale, shift = bn_scale_shift(bn)
+    weight = conv.weight.detach().double() * scale.view(-1, *([1] * (conv.weight.dim() - 1)))
+    bias = shift if conv.bias is None else conv.bias.detach().double() * scale + shift
+    dtype, device = conv.weight.dtype, conv.weight.device
+    conv.weight = nn.Parameter(weight.to(dtype), requires_grad=False)
+    conv.bias = nn.Parameter(bias.to(device, dtype), requires_grad=False)
+
+
+def _layout_safe(model: nn.Module) -> bool:
+    return all(type(m).__module__.startswith(_LAYOUT_SAFE_PACKAGES) for m in model.modules())
+
+
+def folded_copy(model: nn.Module, *, keep=()) -> nn.Module:
+    """A copy of ``model`` in eval mode for optimising images through: every foldable
+    convolution + batch norm pair (see the module's docstring) folded into one convolution, its
+    parameters without ``requires_grad``, and, on the CPU for a network built only from
+    ``torch.nn``, torchvision and ``cs_utils`` modules, its weights in channels-last layout.
+
+    ``keep``: names of layers whose own output the caller reads (a convolution named there is
+    not folded: its output would become the batch norm's). Returns ``model`` itself (never
+    modified) when there is nothing to fold, when any of its modules has a hook (a copy would
+    call copies of the hooks, whose state the caller would not see), or when it cannot be copied.
+    """
+    keep = {keep} if isinstance(keep, str) else set(keep)
+    pairs = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Sequential):
+            children = list(module.named_children())
+            for (conv_name, conv), (bn_name, bn) in zip(children, children[1:]):
+                full = f"{name}.{conv_name}" if name else conv_name
+                if full not in keep and _foldable(conv, bn):
+                    pairs.append((full, f"{name}.{bn_name}" if name else bn_name))
+    if not pairs or any(_hooked(m) for m in model.modules()):
+        return model   # nothing to gain, or hooks whose state a copy would not share
+    params = list(model.parameters())
+    channels_last = all(p.device.type == "cpu" for p in params) and _layout_safe(model)
+    try:
+        net = copy.deepcopy(model)
+    except Exception:   # a module that cannot be copied: optimise through the model as it is
+        return model
+    net.eval().requires_grad_(False)
+    for conv_name, bn_name in pairs:
+        _fold_into(net.get_submodule(conv_name), net.get_submodule(bn_name))
+        parent, _, child = bn_name.rpartition(".")
+        setattr(net.get_submodule(parent) if parent else net, child, nn.Identity())
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    return net

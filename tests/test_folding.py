@@ -1,0 +1,174 @@
+"""folded_copy: batch norm folded into the convolution before it, the same function, the caller's
+model untouched; gram_loss: style_loss's value and gradient with a written-out backward."""
+
+import pytest
+import torch
+from torch import nn
+
+import cs_utils
+from cs_utils.folding import folded_copy
+from cs_utils.hooks import extract_features
+from cs_utils.losses import gram_loss, gram_matrix, style_loss
+from cs_utils.models import CONTENT_LAYER, STYLE_LAYERS
+
+
+def seeded(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def conv_bn_net():
+    """stem: conv -> bn -> relu6, then a block with a biased conv -> bn, then a head."""
+    torch.manual_seed(0)
+    net = nn.Sequential()
+    net.add_module("stem", nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4),
+                                         nn.ReLU6()))
+    net.add_module("block", nn.Sequential(nn.Conv2d(4, 5, 3, stride=2, padding=1), nn.BatchNorm2d(5)))
+    net.add_module("pool", nn.AdaptiveAvgPool2d(1))
+    net.add_module("flat", nn.Flatten())
+    net.add_module("fc", nn.Linear(5, 3))
+    for bn in (net.stem[1], net.block[1]):     # statistics far from 0 and 1, as after training
+        c = bn.num_features
+        bn.running_mean.copy_(torch.linspace(-1, 2, c))
+        bn.running_var.copy_(torch.linspace(0.5, 3, c))
+        bn.weight.data.copy_(torch.linspace(0.5, 1.5, c))
+        bn.bias.data.copy_(torch.linspace(-0.3, 0.4, c))
+    return net.train()   # the caller's mode: the copy must still use the running statistics
+
+
+def test_folded_weights_are_the_hand_computed_affine_map():
+    net = conv_bn_net()
+    folded = folded_copy(net)
+    conv, bn = net.stem[0], net.stem[1]
+    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    torch.testing.assert_close(folded.stem[0].weight, conv.weight.detach() * scale.view(-1, 1, 1, 1))
+    torch.testing.assert_close(folded.stem[0].bias, bn.bias.detach() - bn.running_mean * scale)
+    conv, bn = net.block[0], net.block[1]
+    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    torch.testing.assert_close(folded.block[0].bias,
+                               (conv.bias.detach() - bn.running_mean) * scale + bn.bias.detach())
+    assert isinstance(folded.stem[1], nn.Identity) and isinstance(folded.block[1], nn.Identity)
+    assert not folded.training and not any(p.requires_grad for p in folded.parameters())
+
+
+def test_folded_copy_computes_the_same_outputs_and_gradients_and_leaves_the_model(caller_state):
+    net = conv_bn_net()
+    before, weights = caller_state(net), {k: v.clone() for k, v in net.state_dict().items()}
+    folded = folded_copy(net)
+    assert folded is not net
+    assert all(torch.equal(v, weights[k]) for k, v in net.state_dict().items())
+    assert isinstance(net.stem[1], nn.BatchNorm2d) and net.training
+    x = torch.rand(2, 3, 9, 9, generator=seeded(0), requires_grad=True)
+    net.eval()
+    want = extract_features(net, x, ["stem", "stem.1", "block"])
+    got = extract_features(folded, x, ["stem", "stem.1", "block"])
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(folded(x), net(x), rtol=1e-5, atol=1e-6)
+    (gw,) = torch.autograd.grad(net(x).pow(2).sum(), x)
+    (gf,) = torch.autograd.grad(folded(x).pow(2).sum(), x)
+    torch.testing.assert_close(gf, gw, rtol=1e-5, atol=1e-6)
+    net.train()
+    before.assert_unchanged()
+
+
+def test_a_kept_convolution_is_not_folded():
+    net = conv_bn_net().eval()
+    folded = folded_copy(net, keep=["stem.0"])
+    assert isinstance(folded.stem[1], nn.BatchNorm2d)             # stem.0's output stays the conv's
+    assert isinstance(folded.block[1], nn.Identity)
+    x = torch.rand(1, 3, 8, 8, generator=seeded(1))
+    torch.testing.assert_close(extract_features(folded, x, ["stem.0"])["stem.0"],
+                               extract_features(net, x, ["stem.0"])["stem.0"])
+
+
+def test_models_with_hooks_or_nothing_to_fold_are_returned_as_they_are(tiny_cnn):
+    assert folded_copy(tiny_cnn) is tiny_cnn                      # no batch norm
+    net = conv_bn_net()
+    handle = net.fc.register_forward_hook(lambda *args: None)
+    assert folded_copy(net) is net                                # a copy would call a copy of the hook
+    handle.remove()
+
+    class Unrolled(nn.Module):                                    # conv and bn outside a Sequential
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            return self.bn(self.conv(x)) + self.conv(x)
+
+    unrolled = Unrolled()
+    assert folded_copy(unrolled) is unrolled
+
+
+def test_layout_follows_the_modules_origin():
+    class Custom(nn.Module):          # a module whose code might .view() its input
+        def forward(self, x):
+            return x.reshape(x.shape[0], -1)
+
+    net = conv_bn_net()
+    assert folded_copy(net).stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+    net.flat = Custom()
+    folded = folded_copy(net)
+    assert isinstance(folded.stem[1], nn.Identity)
+    assert folded.stem[0].weight.is_contiguous()
+
+
+def test_lite0_folded_features_and_input_gradient_match(lite0, caller_state):
+    before = caller_state(lite0)
+    folded = folded_copy(lite0, keep=STYLE_LAYERS)
+    names = list(dict.fromkeys(STYLE_LAYERS + (CONTENT_LAYER,)))
+    x = torch.rand(1, 3, 64, 64, generator=seeded(2), requires_grad=True)
+    want, got = extract_features(lite0, x, names), extract_features(folded, x, names)
+    for name in names:
+        scale = want[name].detach().abs().max()
+        assert float((got[name] - want[name]).detach().abs().max() / scale) < 1e-4, name
+    (gw,) = torch.autograd.grad(sum(f.pow(2).mean() for f in want.values()), x)
+    (gf,) = torch.autograd.grad(sum(f.pow(2).mean() for f in got.values()), x)
+    assert float((gf - gw).abs().max() / gw.abs().max()) < 1e-4
+    before.assert_unchanged()
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("target_shape", [(1, 5, 5), (2, 5, 5), (5, 5)])
+def test_gram_loss_equals_style_loss_in_value_and_gradient(channels_last, target_shape):
+    f = torch.randn(2, 5, 4, 3, generator=seeded(3), dtype=torch.float64)
+    if channels_last:
+        f = f.contiguous(memory_format=torch.channels_last)
+    f.requires_grad_(True)
+    a = torch.randn(*target_shape, generator=seeded(4), dtype=torch.float64)
+    value = gram_loss(f, a, 3.0)
+    expected = style_loss([f], [a if a.dim() == 3 else a[None]], 3.0)
+    torch.testing.assert_close(value, expected)
+    (g,) = torch.autograd.grad(value, f)
+    (ge,) = torch.autograd.grad(expected, f)
+    torch.testing.assert_close(g, ge)
+    assert g.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    assert torch.autograd.gradcheck(lambda x: gram_loss(x, a, 3.0), (f,))
+
+
+def test_gram_loss_by_hand():
+    # F = [[1, 2], [3, 4]] over 2 positions, C=1: G = (1+4)/(1*1*2)... one channel, H=1, W=2
+    f = torch.tensor([[[[1.0, 2.0]]]], requires_grad=True)
+    value = gram_loss(f, torch.tensor([[[1.0]]]), 2.0)       # G = 5/2, (2.5 - 1)^2 = 2.25, x2
+    assert float(value.detach()) == pytest.approx(4.5)
+    (g,) = torch.autograd.grad(value, f)                      # dL/dF = 2 * 2 * 1.5 * 2F / 2 = 6F
+    torch.testing.assert_close(g, torch.tensor([[[[6.0, 12.0]]]]))
+
+
+def test_gram_loss_rejects_mismatched_targets_and_second_derivatives():
+    f = torch.randn(1, 4, 3, 3, generator=seeded(5), requires_grad=True)
+    with pytest.raises(ValueError, match=r"\(1, 4, 4\)"):
+        gram_loss(f, torch.zeros(1, 3, 3))
+    (g,) = torch.autograd.grad(gram_loss(f, gram_matrix(f.detach())[:, :, :] + 1), f, create_graph=True)
+    with pytest.raises(RuntimeError):
+        torch.autograd.grad(g.sum(), f)
+
+
+def test_style_transfer_runs_on_a_copy_and_leaves_the_model(lite0, caller_state, hook_count):
+    before = caller_state(lite0)
+    content = cs_utils.load_image("chelsea", 32)
+    style = cs_utils.load_style("starry_night", 32)
+    image, history = cs_utils.style_transfer(lite0, content, style, steps=4, progress=False)
+    assert history.steps == 4 and torch.isfinite(image).all()
+    before.assert_unchanged()
+    assert hook_count(lite0) == 0
