@@ -49,7 +49,7 @@ import torch.nn.functional as F
 
 from . import checks
 from .hooks import capture_activations, extract_features
-from .losses import content_loss, gram_loss, tv_loss
+from .losses import content_loss, gram_losses, tv_loss
 
 __all__ = [
     "MODEL_OUTPUT",
@@ -365,17 +365,9 @@ def gram_match(model: torch.nn.Module, layers: Sequence[str], target_grams: Sequ
         layer_weights = list(layer_weights)
         if len(layer_weights) != len(layers):
             raise ValueError(f"{len(layer_weights)} layer weights for {len(layers)} layers")
-    weights = ([float(layer_weights)] * len(layers) if isinstance(layer_weights, numbers.Real)
-               else layer_weights)
-
-    def loss(features):
-        # gram_loss: style_loss's value, with one matrix product fewer in the backward
-        total = gram_loss(features[layers[0]], grams[0], weights[0])
-        for name, gram, weight in zip(layers[1:], grams[1:], weights[1:]):
-            total = total + gram_loss(features[name], gram, weight)
-        return total
-
-    return Objective(loss, f"Gram match ({', '.join(layers)})", model=model, layers=layers)
+    # gram_losses: style_loss's value, with one matrix product fewer per layer in the backward
+    return Objective(lambda f: gram_losses([f[name] for name in layers], grams, layer_weights),
+                     f"Gram match ({', '.join(layers)})", model=model, layers=layers)
 
 
 def cross_entropy(model: torch.nn.Module, labels) -> Objective:

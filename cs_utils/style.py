@@ -37,7 +37,7 @@ from .folding import folded_copy
 from .hooks import evaluating, extract_features, get_layer
 from .losses import gram_matrix, style_loss
 from .models import CONTENT_LAYER, STYLE_LAYERS, has_same_padding, reflect_pad
-from .optimize import Clamp, History, TVPenalty, optimize_image
+from .optimize import History, TVPenalty, optimize_image
 from .runtime import model_device
 
 __all__ = [
@@ -237,9 +237,11 @@ def _run(model, objective, init, *, pad, steps, optimizer, lr, tv_weight, genera
     them clamped to [0, 1] (L-BFGS moves pixels freely between evaluations) and mirrored at the
     borders."""
     regularizers = [TVPenalty(tv_weight)] if tv_weight else []
+    # No Clamp transform: the loop already shows the network pixels in [0, 1] (clamped after every
+    # first-order step; clamped straight through at every L-BFGS evaluation).
     with evaluating(model):
         return optimize_image(objective, init, steps=steps, optimizer=optimizer, lr=lr,
-                              transforms=[Clamp(0.0, 1.0), _Mirror(pad, has_same_padding(model))],
+                              clamp=(0.0, 1.0), transforms=[_Mirror(pad, has_same_padding(model))],
                               regularizers=regularizers, generator=generator, progress=progress,
                               desc=desc, callback=callback)
 

@@ -104,7 +104,8 @@ def test_style_transfer_objective_is_the_documented_sum(tiny_cnn):
 
 def test_synthesize_texture_lowers_the_gram_loss(tiny_cnn):
     _, texture = images(4)
-    kwargs = dict(size=10, steps=8, tv_weight=0.0, pad=0, margin=0, progress=False)
+    # 12 evaluations: after 8 the Gram loss had fallen by 39-51%, depending on float rounding
+    kwargs = dict(size=10, steps=12, tv_weight=0.0, pad=0, margin=0, progress=False)
     image, history = synthesize_texture(tiny_cnn, texture, ["conv", "relu"],
                                         generator=torch.Generator().manual_seed(0), **kwargs)
     assert image.shape == (1, 3, 10, 10)

@@ -1,0 +1,110 @@
+"""cs_utils.lbfgs.LBFGS takes torch.optim.LBFGS's steps, bit for bit."""
+
+import pytest
+import torch
+
+from cs_utils.lbfgs import LBFGS, _Pairs
+from cs_utils.losses import gram_losses
+
+
+def run(optimizer_class, fn, x0, evaluations, history, *, set_to_none=True, line_search="strong_wolfe"):
+    x = x0.clone().requires_grad_(True)
+    opt = optimizer_class([x], lr=1, max_iter=evaluations, max_eval=evaluations, tolerance_grad=1e-12,
+                          tolerance_change=1e-14, history_size=history, line_search_fn=line_search)
+    losses = []
+
+    def closure():
+        opt.zero_grad(set_to_none=set_to_none)
+        loss = fn(x)
+        loss.backward()
+        losses.append(float(loss.detach()))
+        return loss
+
+    opt.step(closure)
+    return x.detach(), losses
+
+
+def quadratic():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(30, 30, generator=g, dtype=torch.float64)
+    a = a @ a.T + 0.1 * torch.eye(30, dtype=torch.float64)
+    b = torch.randn(30, generator=g, dtype=torch.float64)
+    return (lambda x: 0.5 * x @ a @ x - b @ x), torch.zeros(30, dtype=torch.float64)
+
+
+def rosenbrock():
+    return (lambda x: (100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2).sum()), \
+        torch.full((10,), -1.0, dtype=torch.float64)
+
+
+def gram_image():
+    """A float32 image problem: match a random Gram matrix through a convolution."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 6, 3, padding=1)
+    target = torch.rand(1, 6, 6)
+    return (lambda x: gram_losses([conv(x)], [target])), torch.rand(1, 3, 12, 12)
+
+
+@pytest.mark.parametrize("problem", [quadratic, rosenbrock, gram_image])
+@pytest.mark.parametrize("history", [3, 20])
+def test_the_same_steps_as_torch_bit_for_bit(problem, history):
+    fn, x0 = problem()
+    want, want_losses = run(torch.optim.LBFGS, fn, x0, 60, history)
+    got, got_losses = run(LBFGS, fn, x0, 60, history)
+    assert got_losses == want_losses
+    assert torch.equal(got, want)
+    assert got_losses[-1] < 0.5 * got_losses[0]
+
+
+def test_a_closure_that_reuses_the_gradient_in_place():
+    fn, x0 = rosenbrock()
+    want, want_losses = run(torch.optim.LBFGS, fn, x0, 40, 5, set_to_none=False)
+    got, got_losses = run(LBFGS, fn, x0, 40, 5, set_to_none=False)
+    assert got_losses == want_losses and torch.equal(got, want)
+
+
+def test_without_line_search_it_is_torch_lbfgs():
+    fn, x0 = quadratic()
+    want, _ = run(torch.optim.LBFGS, fn, x0, 15, 5, line_search=None)
+    got, _ = run(LBFGS, fn, x0, 15, 5, line_search=None)
+    assert torch.equal(got, want)
+
+
+def two_loop(pairs, g, h_diag):
+    """The textbook recursion (Nocedal & Wright, algorithm 7.4) in float64, pairs oldest first."""
+    q = -g.double()
+    alphas = []
+    for s, y in reversed(pairs):
+        rho = 1.0 / float(y.double() @ s.double())
+        alpha = rho * float(s.double() @ q)
+        q = q - alpha * y.double()
+        alphas.append(alpha)
+    r = h_diag * q
+    for (s, y), alpha in zip(pairs, reversed(alphas)):
+        rho = 1.0 / float(y.double() @ s.double())
+        beta = rho * float(y.double() @ r)
+        r = r + (alpha - beta) * s.double()
+    return r
+
+
+def test_a_pair_without_positive_curvature_is_not_kept():
+    gen = torch.Generator().manual_seed(1)
+    n = 8
+    pairs = _Pairs(2, n, torch.zeros(1, dtype=torch.float64))
+    kept = []
+    g = torch.randn(n, generator=gen, dtype=torch.float64)
+    d = torch.randn(n, generator=gen, dtype=torch.float64)
+    h_diag = 1.0
+    for _ in range(3):   # three positive-curvature pairs into a history of two: the oldest goes
+        g_new = g + 0.5 * d + 0.01 * torch.randn(n, generator=gen, dtype=torch.float64)
+        kept.append((d.clone(), g_new - g))
+        d, h_diag = LBFGS._direction(pairs, g_new, g, d, 1.0, h_diag)
+        g = g_new
+        torch.testing.assert_close(d, two_loop(kept[-2:], g, float(h_diag)))
+    stored = (pairs.s.clone(), pairs.y.clone(), list(pairs.order))
+    g_new = g - 3.0 * d                                    # y . s < 0: rejected
+    d_new, h_new = LBFGS._direction(pairs, g_new, g, d, 1.0, h_diag)
+    assert pairs.order == stored[2] and h_new is h_diag
+    for slot in pairs.order:
+        assert torch.equal(pairs.s[slot], stored[0][slot]) and torch.equal(pairs.y[slot], stored[1][slot])
+    torch.testing.assert_close(d_new, two_loop(kept[-2:], g_new, float(h_diag)))
