@@ -27,7 +27,25 @@ from __future__ import annotations
 import torch
 from torch.optim.lbfgs import _strong_wolfe
 
-__all__ = ["LBFGS"]
+__all__ = ["LBFGS", "clamp_straight_through"]
+
+
+class _StraightThroughClamp(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, low, high):
+        return x.clamp(low, high)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None, None
+
+
+def clamp_straight_through(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """``x.clamp(low, high)`` forward, the gradient passed unchanged (straight through): how an
+    image optimised by L-BFGS, whose line search cannot be clamped between evaluations, is shown
+    to the network. One operation where ``x + (x.clamp(low, high) - x).detach()`` takes three
+    forward and one backward."""
+    return _StraightThroughClamp.apply(x, low, high)
 
 
 def _max_abs(v: torch.Tensor) -> float:

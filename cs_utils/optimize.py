@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .history import History
-from .lbfgs import LBFGS
+from .lbfgs import LBFGS, clamp_straight_through
 from .losses import tv_loss
 from .objectives import Objective
 from .transforms import Clamp, Compose, Jitter, Pad, RandomCrops, RandomRotate, RandomScale
@@ -415,19 +415,6 @@ def _make_optimizer(spec, params, lr, steps):
 
 # ----------------------------------------------------------------------------- the loop
 
-class _StraightThroughClamp(torch.autograd.Function):
-    """``x.clamp(low, high)`` forward, the identity backward: one operation where
-    ``x + (x.clamp(low, high) - x).detach()`` takes three forward and one backward."""
-
-    @staticmethod
-    def forward(ctx, x, low, high):
-        return x.clamp(low, high)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad, None, None
-
-
 class _Stop(Exception):
     pass
 
@@ -520,7 +507,7 @@ def optimize_image(
                 # L-BFGS's line search cannot be clamped between evaluations: the objective sees
                 # the clamped image, and the gradient passes the clamp unchanged (straight through),
                 # so the problem stays smooth for the line search.
-                image = _StraightThroughClamp.apply(image, *clamp)
+                image = clamp_straight_through(image, *clamp)
             seen = transform(image, generator)
             if isinstance(objective, Objective):
                 value, terms = objective.evaluate(seen)

@@ -108,3 +108,13 @@ def test_a_pair_without_positive_curvature_is_not_kept():
     for slot in pairs.order:
         assert torch.equal(pairs.s[slot], stored[0][slot]) and torch.equal(pairs.y[slot], stored[1][slot])
     torch.testing.assert_close(d_new, two_loop(kept[-2:], g_new, float(h_diag)))
+
+
+def test_clamp_straight_through_clamps_forward_and_passes_the_gradient():
+    from cs_utils.lbfgs import clamp_straight_through
+
+    x = torch.tensor([-0.5, 0.25, 1.0, 1.75], requires_grad=True)
+    y = clamp_straight_through(x, 0.0, 1.0)
+    assert y.tolist() == [0.0, 0.25, 1.0, 1.0]
+    (g,) = torch.autograd.grad((y * torch.tensor([1.0, 2.0, 3.0, 4.0])).sum(), x)
+    assert g.tolist() == [1.0, 2.0, 3.0, 4.0]          # also where the value was clamped
