@@ -6,7 +6,9 @@ For EfficientNet-Lite0 on 224 x 224 photos it prints one table: each technique's
 median time (at its fastest thread count), the limit, their ratio, and the time
 relative to Captum's peer at its best setting. The limit is the least work the
 technique needs, at the fastest of batch sizes 1, 2, 4, ... 64 and thread counts
-``--threads`` (not at our own batch size):
+``--threads`` (not at our own batch size), and for the gradients of the network as loaded and
+with its batch norm folded into the convolutions (the same function; ``limit_networks`` of
+``bench_attribution.py``):
 
 * ``saliency_map`` and ``guided_backprop`` on ``--batch`` photos: plain forward +
   backward to the pixels of the same photos (goal <= 1.1x);
@@ -40,7 +42,16 @@ import time
 import warnings
 
 import torch
-from bench_attribution import captum_attr, measure, plain_passes, sweep, threads, timed
+from bench_attribution import (
+    captum_attr,
+    limit_networks,
+    measure,
+    plain_passes,
+    sweep,
+    sweep_networks,
+    threads,
+    timed,
+)
 
 import cs_utils
 from cs_utils import incremental_occlusion, saliency
@@ -110,10 +121,13 @@ def main():
     gradients = args.only == "all"
     if gradients:
         sizes = [b for b in (1, 2, 4, 8, 16, 32, 64) if b <= x.shape[0]]
-        _, fastest = sweep(lambda b: plain_passes(model, x, target, b), sizes, args.threads, sweep_runs)
-        grad_limit = {c: functools.partial(plain_passes, model, x, target, b) for c, b in fastest.items()}
-        print("fwd+bwd of the photos, fastest batch size: "
-              + ", ".join(f"{c} thr: {b}" for c, b in fastest.items()))
+        nets = limit_networks(model)
+        _, fastest = sweep_networks(lambda net, b: plain_passes(net, x, target, b), nets, sizes, args.threads,
+                                    sweep_runs)
+        grad_limit = {c: functools.partial(plain_passes, nets[name], x, target, b)
+                      for c, (name, b) in fastest.items()}
+        print("fwd+bwd of the photos, fastest network and batch size: "
+              + ", ".join(f"{c} thr: {name}, {b}" for c, (name, b) in fastest.items()))
     sample = copies[:args.sweep_copies]
     sizes = [b for b in (1, 2, 4, 8, 16, 32, 64) if b <= sample.shape[0]]
     seconds, fastest = sweep(lambda b: plain_forward(model, sample, b), sizes, args.threads, sweep_runs)

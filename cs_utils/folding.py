@@ -19,6 +19,8 @@ keeps its name and each named output stays what it was, up to float rounding.
 from __future__ import annotations
 
 import copy
+import itertools
+import weakref
 
 import torch
 from torch import nn
@@ -26,7 +28,7 @@ from torch.nn.utils import parametrize
 
 from .models import Conv2dSame
 
-__all__ = ["bn_scale_shift", "folded_copy"]
+__all__ = ["bn_scale_shift", "folded_copy", "gradient_network"]
 
 # Modules whose forward code is known not to depend on the memory layout of its input (no
 # ``.view`` of a possibly channels-last tensor): only models built from these are made channels-last.
@@ -105,4 +107,40 @@ def folded_copy(model: nn.Module, *, keep=()) -> nn.Module:
         setattr(net.get_submodule(parent) if parent else net, child, nn.Identity())
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
+    return net
+
+
+# {model: {frozenset(keep): (fingerprint, folded copy or None for "the model itself")}}
+_NETWORKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_KEPT_PER_MODEL = 4
+
+
+def _fingerprint(model: nn.Module) -> tuple:
+    """What a folded copy depends on: every module, and every parameter's and buffer's identity,
+    storage and in-place version (changed by an optimiser step, ``load_state_dict``, ``.to()``)."""
+    tensors = itertools.chain(model.parameters(), model.buffers())
+    return tuple(map(id, model.modules())), tuple((id(t), t.data_ptr(), t._version) for t in tensors)
+
+
+def gradient_network(model: nn.Module, *, keep=()) -> nn.Module:
+    """:func:`folded_copy` of ``model``, made once and reused while the model's modules,
+    parameters and buffers stay the same (a technique that takes one gradient, such as a saliency
+    map, would otherwise spend more on the copy than it saves). ``model`` itself when it has a
+    hook, when nothing folds or when it cannot be fingerprinted. At most four copies per model
+    (one per ``keep``) are kept, and none outlives its model."""
+    keep = frozenset({keep} if isinstance(keep, str) else keep)
+    if any(_hooked(m) for m in model.modules()):
+        return model
+    try:
+        fingerprint = _fingerprint(model)
+        entries = _NETWORKS.setdefault(model, {})
+    except (RuntimeError, TypeError, NotImplementedError):   # meta or inference tensors, no weak reference
+        return model
+    cached = entries.get(keep)
+    if cached is not None and cached[0] == fingerprint:
+        return model if cached[1] is None else cached[1]
+    net = folded_copy(model, keep=keep)
+    if len(entries) >= _KEPT_PER_MODEL:
+        entries.pop(next(iter(entries)))
+    entries[keep] = (fingerprint, None if net is model else net)   # never a strong reference to the key
     return net

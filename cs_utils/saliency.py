@@ -28,6 +28,7 @@ from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 
 from .checks import check_layer, class_indices, int_pair, model_input, num_classes, positive_int
+from .folding import gradient_network
 from .hooks import evaluating, extract_features
 from .incremental_occlusion import (
     INCREMENTAL_BATCH_SIZE,
@@ -83,6 +84,7 @@ def saliency_map(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
     and one backward pass for the whole batch; the model runs in eval mode.
     """
     xd, target = _prepare(model, x, target)
+    model = gradient_network(model)   # the same function with batch norm folded in (cs_utils.folding)
     with evaluating(model), torch.enable_grad():
         ### BEGIN SOLUTION
         xd = xd.requires_grad_(True)
@@ -371,6 +373,7 @@ def guided_backprop(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
     """
     layer = _layer_target(model, target)
     xd, classes = _prepare(model, x, 0 if layer is not None else target)
+    model = gradient_network(model, keep=() if layer is None else (layer[0],))   # batch norm folded in
     guided = _GuidedActivations()
     with evaluating(model), torch.enable_grad():
         xd = xd.requires_grad_(True)

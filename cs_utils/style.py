@@ -14,7 +14,7 @@ Both optimisations are :func:`cs_utils.optimize_image` with an objective built f
 terms share one forward pass that stops after the deepest layer used
 (:func:`cs_utils.extract_features`), so nothing after it is ever computed. They run on
 :func:`cs_utils.folding.folded_copy` of the model (batch norm folded into the convolutions,
-channels-last weights: the same function, a forward+backward 1.75x faster on EfficientNet-Lite0),
+channels-last weights: the same function, a forward+backward 1.6-2x faster on EfficientNet-Lite0),
 and the Gram terms use :func:`cs_utils.losses.gram_loss` (a written-out backward).
 
 The style images are the project's fixed set of four: :data:`STYLE_NAMES`, loaded by
