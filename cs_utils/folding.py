@@ -107,7 +107,7 @@ def folded_copy(model: nn.Module, *, keep=()) -> nn.Module:
         setattr(net.get_submodule(parent) if parent else net, child, nn.Identity())
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
-    return net
+    return net.eval()   # the Identity modules too
 
 
 # {model: {frozenset(keep): (fingerprint, folded copy or None for "the model itself")}}

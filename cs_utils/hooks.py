@@ -157,6 +157,9 @@ def evaluating(model: nn.Module) -> Iterator[nn.Module]:
     without changing the caller's model for good, also when an exception escapes.
     """
     modes = [(module, module.training) for module in model.modules()]
+    if not any(training for _, training in modes):   # already in eval mode: nothing to set or restore
+        yield model
+        return
     try:
         model.eval()
         yield model

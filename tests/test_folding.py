@@ -47,7 +47,8 @@ def test_folded_weights_are_the_hand_computed_affine_map():
     torch.testing.assert_close(folded.block[0].bias,
                                (conv.bias.detach() - bn.running_mean) * scale + bn.bias.detach())
     assert isinstance(folded.stem[1], nn.Identity) and isinstance(folded.block[1], nn.Identity)
-    assert not folded.training and not any(p.requires_grad for p in folded.parameters())
+    assert not any(m.training for m in folded.modules())
+    assert not any(p.requires_grad for p in folded.parameters())
 
 
 def test_folded_copy_computes_the_same_outputs_and_gradients_and_leaves_the_model(caller_state):
@@ -172,3 +173,45 @@ def test_style_transfer_runs_on_a_copy_and_leaves_the_model(lite0, caller_state,
     assert history.steps == 4 and torch.isfinite(image).all()
     before.assert_unchanged()
     assert hook_count(lite0) == 0
+
+
+def test_gradient_network_is_made_once_and_remade_when_the_weights_change():
+    import gc
+    import weakref
+
+    from cs_utils.folding import _NETWORKS, gradient_network
+
+    net = conv_bn_net().eval()
+    first = gradient_network(net)
+    assert first is not net and gradient_network(net) is first          # cached
+    assert gradient_network(net, keep=["stem.0"]) is not first          # another keep, another copy
+    x = torch.rand(1, 3, 8, 8, generator=seeded(6))
+    with torch.no_grad():
+        net.block[0].weight.mul_(2.0)                                    # an in-place change
+    second = gradient_network(net)
+    assert second is not first
+    torch.testing.assert_close(second(x), net(x), rtol=1e-5, atol=1e-6)
+    handle = net.fc.register_forward_hook(lambda *args: None)
+    assert gradient_network(net) is net                                 # hooked: the model itself
+    handle.remove()
+    ref, cached = weakref.ref(net), len(_NETWORKS)
+    del net, first, second
+    gc.collect()
+    assert ref() is None and len(_NETWORKS) == cached - 1      # the cache keeps no model alive
+
+
+def test_saliency_and_integrated_gradients_on_the_folded_network_match_the_model(lite0):
+    photos = [s for s in cs_utils.sample_images("photo") if s.name.startswith("imagenet")][:2]
+    x = torch.cat([cs_utils.load_image(s.path, 96) for s in photos])
+    target = [0, 1]
+    folded = cs_utils.saliency_map(lite0, x, target)
+    handle = lite0.fc.register_forward_hook(lambda *args: None)        # a hooked model is not copied
+    try:
+        plain = cs_utils.saliency_map(lite0, x, target)
+        plain_ig = cs_utils.integrated_gradients(lite0, x, target, steps=4).maps
+    finally:
+        handle.remove()
+    folded_ig = cs_utils.integrated_gradients(lite0, x, target, steps=4).maps
+    # float32 rounding flips a few ReLU6 gates, so single pixels differ; on the mean the maps agree
+    assert float((folded - plain).abs().mean() / plain.abs().mean()) < 1e-3
+    assert float((folded_ig - plain_ig).abs().mean() / plain_ig.abs().mean()) < 1e-3
