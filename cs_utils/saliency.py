@@ -81,7 +81,9 @@ def saliency_map(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
     image. ``S_target`` is the unnormalised class score (before the softmax), so
     the map does not depend on how confident the model is about the other
     classes. Returns a detached (N, H, W) tensor on ``x``'s device. One forward
-    and one backward pass for the whole batch; the model runs in eval mode.
+    and one backward pass for the whole batch; the model runs in eval mode, as a copy
+    with its batch norm folded into the convolutions (:func:`cs_utils.folding.gradient_network`:
+    the same function, made once per model; the model itself when it has hooks).
     """
     xd, target = _prepare(model, x, target)
     model = gradient_network(model)   # the same function with batch norm folded in (cs_utils.folding)
