@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
+import weakref
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
@@ -38,10 +39,12 @@ from .checks import check_image, class_indices, model_input, num_classes, positi
 from .folding import gradient_network
 from .hooks import evaluating, get_layer
 from .optimize import gaussian_blur
+from .runtime import fastest_batch_size
 from .saliency import guided_backprop, saliency_map, target_scores
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
+    "GRADIENT_BATCH_SIZES",
     "Attribution",
     "baseline_image",
     "class_activation_map",
@@ -52,12 +55,11 @@ __all__ = [
     "smooth_grad",
 ]
 
-#: Images per forward + backward pass of :func:`integrated_gradients` and :func:`smooth_grad`
-#: when ``batch_size=None``. Measured with benchmarks/bench_attribution.py (EfficientNet-Lite0,
-#: 224 x 224, 2-core CPU): per image, batches of 2 to 4 are fastest on 1 thread and 4 to 8 on
-#: 2 threads of an idle machine (8 at most 8 % ahead of 4); from 16 on, the activations leave the
-#: caches and the time per image grows (3x at 64). 4 is near the best in every setting and loses
-#: least when other processes share the cores.
+#: The smallest batch :func:`integrated_gradients` and :func:`smooth_grad` consider when
+#: ``batch_size=None`` (see :data:`GRADIENT_BATCH_SIZES`), and their batch when there are fewer
+#: images than two sizes to compare. On EfficientNet-Lite0 at 224 x 224 on a 2-core CPU, batches
+#: of 2 to 4 were fastest on 1 thread and 4 to 8 on 2 threads; from 32 on the activations leave
+#: the caches and the time per image grows (3x at 64).
 DEFAULT_BATCH_SIZE = 4
 
 
@@ -299,8 +301,38 @@ def baseline_image(x: torch.Tensor, baseline=None, *,
     return b.to(x.device, x.dtype).expand_as(x).clone()
 
 
-def _batch_size(batch_size) -> int:
-    return DEFAULT_BATCH_SIZE if batch_size is None else positive_int(batch_size, "batch_size")
+#: The batch sizes :func:`integrated_gradients` and :func:`smooth_grad` choose from when
+#: ``batch_size=None``: the fastest forward+backward per image among them, measured once per
+#: network, device, dtype, image shape and thread count in the process
+#: (:func:`cs_utils.runtime.fastest_batch_size`, about 30 passes). On a 2-core CPU it was 4 in a
+#: fresh process and 8 after large allocations (what a large batch costs depends on them).
+GRADIENT_BATCH_SIZES = (DEFAULT_BATCH_SIZE, 8, 16)
+_gradient_batch_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _batch_size(batch_size, model: nn.Module, xd: torch.Tensor, jobs: int) -> int:
+    """``batch_size`` checked, or when it is None the measured fastest of :data:`GRADIENT_BATCH_SIZES`
+    (no larger than ``jobs``, the images to run) for ``model`` on images shaped like ``xd``."""
+    if batch_size is not None:
+        return positive_int(batch_size, "batch_size")
+    sizes = [b for b in GRADIENT_BATCH_SIZES if b <= jobs]
+    if len(sizes) < 2:
+        return min(DEFAULT_BATCH_SIZE, max(1, jobs))
+    key = (xd.device, xd.dtype, tuple(xd.shape[1:]), torch.get_num_threads(), sizes[-1])
+    try:
+        cached = _gradient_batch_cache.setdefault(model, {})
+    except TypeError:
+        return DEFAULT_BATCH_SIZE
+    if key not in cached:
+        images = xd[:1].detach().expand(sizes[-1], *xd.shape[1:]).contiguous()
+
+        def passes(b):
+            batch = images[:b].clone().requires_grad_(True)
+            torch.autograd.grad(model(batch).float().sum(), [batch])
+
+        with evaluating(model), torch.enable_grad():
+            cached[key] = fastest_batch_size(passes, sizes, repeats=1)
+    return cached[key]
 
 
 def integrated_gradients(model: nn.Module, x: torch.Tensor, target, *, baseline=None, steps: int = 32,
@@ -320,16 +352,17 @@ def integrated_gradients(model: nn.Module, x: torch.Tensor, target, *, baseline=
     the Riemann sum is (inf or nan if ``S(x) = S(b)``). More steps make it smaller.
 
     The ``N * steps`` path points run through the model ``batch_size`` at a time (one forward and
-    one backward pass per batch; default :data:`DEFAULT_BATCH_SIZE`), image by image, plus one
+    one backward pass per batch; default: the fastest of :data:`GRADIENT_BATCH_SIZES`, measured
+    once), image by image, plus one
     forward pass without a graph over the N images and their baselines. Returns
     ``Attribution(maps, completeness_error)``, detached, on ``x``'s device and dtype.
     """
     xd, target = _prepare(model, x, target)
     base = baseline_image(xd, baseline, generator=generator)
     steps = positive_int(steps, "steps")
-    batch_size = _batch_size(batch_size)
     n = xd.shape[0]
     model = gradient_network(model)   # the same function with batch norm folded in (cs_utils.folding)
+    batch_size = _batch_size(batch_size, model, xd, n * steps)
     with evaluating(model), torch.enable_grad():
         ### BEGIN SOLUTION
         alphas = (torch.arange(steps, dtype=xd.dtype, device=xd.device) + 0.5) / steps   # midpoints
@@ -377,10 +410,11 @@ def smooth_grad(model: nn.Module, x: torch.Tensor, target, *, samples: int = 25,
     ``(layer_name, channel)`` pair for explainers that take one. ``squared=True`` averages the
     squared maps (SmoothGrad-Squared).
 
-    All ``N * samples`` noisy copies go through ``explain`` ``batch_size`` at a time (default
-    :data:`DEFAULT_BATCH_SIZE`), image by image; the noise is drawn copy by copy in that order,
-    so the result does not depend on ``batch_size``. Returns maps of the explainer's shape per
-    image, detached, on ``x``'s device and dtype.
+    All ``N * samples`` noisy copies go through ``explain`` ``batch_size`` at a time (default: the
+    fastest of :data:`GRADIENT_BATCH_SIZES` for a forward+backward, measured once), image by
+    image; the noise is drawn copy by copy in that order, so the result does not depend on
+    ``batch_size``. Returns maps of the explainer's shape per image, detached, on ``x``'s device
+    and dtype.
     """
     xd = model_input(model, x)
     n = xd.shape[0]
@@ -391,7 +425,7 @@ def smooth_grad(model: nn.Module, x: torch.Tensor, target, *, samples: int = 25,
                          f"must be a number >= 0, e.g. 0.15; got {noise!r}")
     if not callable(explain):
         raise TypeError(f"explain must be an explainer such as cs_utils.saliency_map, got {explain!r}")
-    batch_size = _batch_size(batch_size)
+    batch_size = _batch_size(batch_size, gradient_network(model), xd, n * samples)
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     sigma = noise * (xd.amax(dim=(1, 2, 3)) - xd.amin(dim=(1, 2, 3)))          # (N,)
     total = None

@@ -516,3 +516,28 @@ def test_the_package_never_imports_captum():
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             assert not any(name.split(".")[0] == "captum" for name in names), f"{path.name} imports captum"
+
+
+def test_the_default_batch_size_is_measured_once_and_kept(tiny_cnn):
+    from cs_utils.attribution import GRADIENT_BATCH_SIZES, _batch_size
+
+    class Counting(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net, self.calls = net, 0
+
+        def forward(self, x):
+            self.calls += 1
+            return self.net(x)
+
+    model = Counting(tiny_cnn)
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    chosen = _batch_size(None, model, x, 64)
+    measured = model.calls
+    assert chosen in GRADIENT_BATCH_SIZES and measured >= 3          # a warm-up and one pass per size
+    assert _batch_size(None, model, x, 64) == chosen and model.calls == measured   # kept
+    assert _batch_size(5, model, x, 64) == 5 and model.calls == measured          # given: not measured
+    assert _batch_size(None, model, x, 6) == 4                                    # too few images to compare
+    maps = cs_utils.integrated_gradients(tiny_cnn, x, 1, steps=16).maps
+    given = cs_utils.integrated_gradients(tiny_cnn, x, 1, steps=16, batch_size=3).maps
+    torch.testing.assert_close(maps, given)
