@@ -39,7 +39,7 @@ import torch
 
 import cs_utils
 from cs_utils import attribution
-from cs_utils.folding import folded_copy
+from cs_utils.folding import folded_copy, gradient_network
 
 try:
     import captum.attr as captum_attr
@@ -193,7 +193,11 @@ def main():
                 timings.append(f"b={b}: {median_time(run, sweep_runs) * 1000:.0f}")
         print(f"integrated_gradients ({n} steps x {args.images} photos) on {count} thread(s), ms by batch "
               f"size: {', '.join(timings)}", flush=True)
-    print(f"(default batch size: {attribution.DEFAULT_BATCH_SIZE})\n")
+    for count in args.threads:
+        with threads(count):
+            chosen = attribution._batch_size(None, gradient_network(model), xi, xi.shape[0] * n)
+        print(f"default batch size on {count} thread(s), measured once per process: {chosen}")
+    print()
 
     print("time: the technique at its fastest thread count; limit: the fastest plain passes; ratio: time / "
           "limit;\nmedian: the median per-run ratio to the plain passes at the same thread count "
