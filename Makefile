@@ -58,7 +58,7 @@ lint: setup
 	$(PY) -m ruff check cs_utils tests notebooks
 
 run: setup
-	$(PY) -m cs_utils.course.render --notebooks notebooks --out build
+	$(PY) -m cs_utils.instructor.render --notebooks notebooks --out build
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks
@@ -72,18 +72,18 @@ strip: setup
 
 # The fast-style networks of notebook 06, one after another on one thread (resumes an interrupted run).
 weights: setup
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m cs_utils.course.train_weights
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m cs_utils.instructor.train_weights
 
 checks: setup
 	OMP_NUM_THREADS=1 $(PY) -c 'import sys; from cs_utils.course.grading import main; sys.exit(main(["--generate"]))'
 
 student: setup
-	$(PY) -m cs_utils.course.release --out build/student
+	$(PY) -m cs_utils.instructor.release --out build/student
 
 # The autograder for Gradescope: setup.sh, run_autograder, the grader and its reference; SEED=n fixes
 # the seed of the hidden cases (default: drawn when the zip is built, stored in it).
 gradescope: setup
-	$(PY) -m cs_utils.course.gradescope build --out build/gradescope_autograder.zip $(if $(SEED),--seed $(SEED))
+	$(PY) -m cs_utils.instructor.gradescope build --out build/gradescope_autograder.zip $(if $(SEED),--seed $(SEED))
 
 # bench_attribution.py also times Captum (the `bench` extra) when it can be installed, else skips those rows.
 bench: setup
@@ -116,4 +116,4 @@ clean:
 # minutes each on one thread; data/topics/record.json records each one's training time and losses.
 .PHONY: topics-weights
 topics-weights: setup
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m cs_utils.course.train_topics
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m cs_utils.instructor.train_topics

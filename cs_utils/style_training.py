@@ -2,8 +2,9 @@
 
 ::
 
-    python -m cs_utils.course.train_fast_style --images ~/coco/train2017 --style starry_night --out starry.pt
-    torchrun --nproc_per_node=4 -m cs_utils.course.train_fast_style \\
+    python -m cs_utils.instructor.train_fast_style --images ~/coco/train2017 --style starry_night \\
+        --out starry.pt
+    torchrun --nproc_per_node=4 -m cs_utils.instructor.train_fast_style \\
         --images ~/coco/train2017 --style starry_night
 
 The network, the perceptual loss and the checkpoints are those of
@@ -406,7 +407,7 @@ def _parse(argv):
     from .style import STYLE_NAMES
 
     parser = argparse.ArgumentParser(
-        prog="python -m cs_utils.course.train_fast_style",
+        prog="python -m cs_utils.instructor.train_fast_style",
         description="Train a fast-style network on a folder of photos; runs the "
         "same under torchrun --nproc_per_node=N (and --nnodes).",
     )
@@ -475,7 +476,7 @@ def _style_argument(names: list[str]) -> dict[str, torch.Tensor]:
 
 
 def main(argv=None) -> int:
-    """The command line of ``python -m cs_utils.course.train_fast_style`` (see ``--help``)."""
+    """The command line of ``python -m cs_utils.instructor.train_fast_style`` (see ``--help``)."""
     args = _parse(argv)
     from .models import load_model
 

@@ -14,7 +14,7 @@ spreads every input pixel evenly.
 * :func:`stride_energy`: the share of an image's spectral energy at the stride frequencies
   (for stride 2: the Nyquist frequencies, where a period-2 checkerboard puts all its energy).
 * :func:`save_decoder_net` / :func:`load_decoder_net`: float16 weights under
-  ``data/topics/`` (``python -m cs_utils.course.train_topics`` writes them).
+  ``data/topics/`` (``python -m cs_utils.instructor.train_topics`` writes them).
 """
 
 from __future__ import annotations

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from cs_utils.course import autograder, class_grading, grading
+from cs_utils.course import grading
 from cs_utils.course.report import render_table
-from cs_utils.course.sandbox import isolation_mode
+from cs_utils.instructor import autograder, class_grading
+from cs_utils.instructor.sandbox import isolation_mode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fake_submissions as fake  # noqa: E402
@@ -50,7 +51,7 @@ EXPECTED = {
 
 def _release_copy(folder: Path) -> Path:
     """The student release (``make student``): the whole project, every solution stripped."""
-    from cs_utils.course.release import build_release
+    from cs_utils.instructor.release import build_release
 
     build_release(folder, ROOT)
     return folder
@@ -300,7 +301,7 @@ def test_the_command_line_grades_a_zip_and_writes_the_json(tmp_path):
         [
             sys.executable,
             "-m",
-            "cs_utils.course.grade",
+            "cs_utils.instructor.grade",
             str(submission),
             "--only",
             "gram_matrix",
@@ -338,7 +339,7 @@ def test_the_command_line_grades_a_zip_and_writes_the_json(tmp_path):
 
 
 def test_unknown_exercises_and_missing_submissions_are_usage_errors(tmp_path, capsys):
-    from cs_utils.course.grade import main
+    from cs_utils.instructor.grade import main
 
     assert main([str(tmp_path / "missing")]) == 2
     assert main([str(tmp_path), "--only", "gram_matrixx"]) == 2
@@ -375,7 +376,7 @@ def test_a_grader_failure_costs_one_row_and_is_retried(tmp_path, monkeypatch):
 
 
 def test_a_failure_of_the_grader_still_writes_the_table_and_the_json(tmp_path, monkeypatch, capsys):
-    from cs_utils.course import grade as command
+    from cs_utils.instructor import grade as command
 
     def broken(*args, **kwargs):
         raise OSError("no space left on device")

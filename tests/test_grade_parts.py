@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cs_utils.course import autograder, grading, hidden_cases
+from cs_utils.course import grading
 from cs_utils.course.report import one_line, render_table
-from cs_utils.course.sandbox import BadResult, build_base, read_case
+from cs_utils.instructor import autograder, hidden_cases
+from cs_utils.instructor.sandbox import BadResult, build_base, read_case
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fake_submissions as fake  # noqa: E402
@@ -214,8 +215,8 @@ def test_the_sandbox_base_is_the_release_without_golden_files_or_grader(tmp_path
     assert "cs_utils/losses.py" in files and "cs_utils/course/grading.py" in files and "runner.py" in files
     assert not [f for f in files if f.startswith("data/checks")]
     assert (
-        not {"cs_utils/course/autograder.py", "cs_utils/course/hidden_cases.py", "cs_utils/course/release.py"}
-        & files
+        not {"cs_utils/instructor/autograder.py", "cs_utils/instructor/hidden_cases.py",
+             "cs_utils/instructor/release.py"} & files
     )
     losses = (base / "cs_utils" / "losses.py").read_text()
     assert "### BEGIN SOLUTION" not in losses and 'raise NotImplementedError("gram_matrix' in losses
@@ -228,7 +229,7 @@ def test_the_sandbox_base_is_the_release_without_golden_files_or_grader(tmp_path
 
 def test_run_autograder_writes_gradescopes_results_json(tmp_path):
     """The autograder zip unpacked into a fake /autograder; a submission zip solving losses.py only."""
-    from cs_utils.course.gradescope import build_autograder_zip
+    from cs_utils.instructor.gradescope import build_autograder_zip
 
     root = tmp_path / "autograder"
     archive = build_autograder_zip(tmp_path / "autograder.zip", seed=21)
@@ -240,13 +241,13 @@ def test_run_autograder_writes_gradescopes_results_json(tmp_path):
             "grader_config.json",
             "requirements.txt",
             "cs_utils/losses.py",
-            "cs_utils/course/grade.py",
+            "cs_utils/instructor/grade.py",
             "data/checks/gram_matrix.npz",
         } <= names
         assert zf.getinfo("run_autograder").external_attr >> 16 == 0o755
         zf.extractall(root / "source")
     assert "### BEGIN SOLUTION" in (root / "source" / "cs_utils" / "losses.py").read_text()  # the reference
-    from cs_utils.course.release import strip_solutions
+    from cs_utils.instructor.release import strip_solutions
 
     package = tmp_path / "student" / "cs_utils"
     package.mkdir(parents=True)

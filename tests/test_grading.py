@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cs_utils.course import exercises_pixels, grading
-from cs_utils.course.release import marked_regions
+from cs_utils.instructor.release import marked_regions
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from cs_utils.course import grading
-from cs_utils.course.release import BEGIN, END, build_release, marked_regions, project_files, strip_solutions
+from cs_utils.instructor.release import (
+    BEGIN,
+    END,
+    build_release,
+    marked_regions,
+    project_files,
+    strip_solutions,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "CS_UTILS_FAST": "1",

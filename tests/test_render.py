@@ -4,7 +4,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from cs_utils.course import render
+from cs_utils.instructor import render
 
 
 def _notebook(path, *sources):

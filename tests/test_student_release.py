@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from cs_utils.course import autograder, gradescope, grading
-from cs_utils.course.class_grading import grade_class
-from cs_utils.course.release import GIVEN_TESTS, INSTRUCTOR_MODULES, build_release, strip_solutions
+from cs_utils.course import grading
+from cs_utils.instructor import autograder, gradescope
+from cs_utils.instructor.class_grading import grade_class
+from cs_utils.instructor.release import GIVEN_TESTS, build_release, strip_solutions
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = grading.exercise_names()
@@ -81,7 +82,7 @@ def fill_in(release: Path, name: str) -> None:
 def test_readme_is_the_students_with_the_exercises_from_the_registry(release):
     readme = (release / "README.md").read_text()
     for instructor in ("make student", "make checks", "make gradescope", "make weights", "golden",
-                       "For instructors", "course.grade", "hidden_cases"):
+                       "For instructors", "instructor.grade", "hidden_cases"):
         assert instructor not in readme, instructor
     for command in ("make lab", "make check", "make submit", "CS_UTILS_FAST=1", "autoreload",
                     "## When a check fails"):
@@ -104,10 +105,10 @@ def test_release_ships_no_instructor_tools_targets_or_tests(release):
     assert course == {"__init__.py", "grading.py", "exercise_registry.py", "exercises_attribution.py",
                       "exercises_layers.py", "exercises_losses.py", "exercises_pixels.py", "report.py",
                       "student.py", "syntax_check.py"}
-    assert not set(INSTRUCTOR_MODULES) & course
+    assert not (release / "cs_utils" / "instructor").exists()
     assert {p.name for p in (release / "data" / "checks").glob("*.npz")} == {f"{n}.npz" for n in NAMES}
     assert not (release / ".ci").exists() and not (release / "benchmarks").exists()
-    assert not (release / "cs_utils" / "course" / "templates").exists()
+    assert not (release / "cs_utils" / "instructor" / "templates").exists()
     tests = {p.name for p in (release / "tests").iterdir() if p.is_file()}
     assert tests == {*GIVEN_TESTS, "conftest.py", "models_by_hand.py"}
     makefile = (release / "Makefile").read_text()

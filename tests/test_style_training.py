@@ -103,7 +103,7 @@ def test_a_step_larger_than_the_folder_is_refused():
 
 
 def test_the_command_line_leaves_the_training_function_in_place():
-    import cs_utils.course.train_fast_style as command_line
+    import cs_utils.instructor.train_fast_style as command_line
     from cs_utils import fast_style
 
     assert cs_utils.train_fast_style is fast_style.train_fast_style and callable(command_line.main)
@@ -120,7 +120,7 @@ def train(out: Path, processes: int, batch: int, steps: int, photos: Path, *extr
     """Run the command line (under torchrun for 2 processes); return its log."""
     command = [
         "-m",
-        "cs_utils.course.train_fast_style",
+        "cs_utils.instructor.train_fast_style",
         "--images",
         str(photos),
         "--style",
@@ -218,7 +218,7 @@ def test_resuming_with_other_settings_says_how_to_start_afresh(runs, photo_dir):
     command = [
         sys.executable,
         "-m",
-        "cs_utils.course.train_fast_style",
+        "cs_utils.instructor.train_fast_style",
         "--images",
         str(photo_dir),
         "--style",

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from cs_utils import adversarial_style, unet, upsampling
-from cs_utils.course import train_topics
+from cs_utils.instructor import train_topics
 
 
 def test_committed_weights_follow_the_recipes():

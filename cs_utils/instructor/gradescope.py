@@ -3,8 +3,8 @@
 ::
 
     make gradescope                                       # build/gradescope_autograder.zip
-    python -m cs_utils.course.gradescope build --out autograder.zip [--seed N]
-    python -m cs_utils.course.gradescope run [--root /autograder]   # what run_autograder calls
+    python -m cs_utils.instructor.gradescope build --out autograder.zip [--seed N]
+    python -m cs_utils.instructor.gradescope run [--root /autograder]   # what run_autograder calls
 
 The zip holds, at its root (Gradescope's autograder specification): ``setup.sh`` (installs Python,
 bubblewrap and the pinned requirements), ``run_autograder`` (grades ``/autograder/submission``),
@@ -28,10 +28,10 @@ import time
 import zipfile
 from pathlib import Path
 
-from . import grading
+from ..course import grading
+from ..course.report import one_line
 from .autograder import grade
 from .release import project_files
-from .report import one_line
 from .sandbox import PROJECT_ROOT, isolation_mode
 
 __all__ = ["build_autograder_zip", "results_json", "run"]
@@ -51,7 +51,7 @@ ROOT="${AUTOGRADER_ROOT:-/autograder}"
 PYTHON="${AUTOGRADER_PYTHON:-$ROOT/venv/bin/python}"
 cd "$ROOT/source"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONPATH="$ROOT/source"
-exec "$PYTHON" -m cs_utils.course.gradescope run \\
+exec "$PYTHON" -m cs_utils.instructor.gradescope run \\
     --root "$ROOT"
 """
 
@@ -103,7 +103,7 @@ def _test(score: dict) -> dict:
 
 
 def results_json(report: dict) -> dict:
-    """Gradescope's results.json for a report of :func:`cs_utils.course.autograder.grade`."""
+    """Gradescope's results.json for a report of :func:`cs_utils.instructor.autograder.grade`."""
     output = f"Graded in a {report.get('mode')} sandbox on the public case and hidden cases of each exercise."
     if report.get("problem"):
         output = f"The submission could not be graded: {report['problem']}"
@@ -155,7 +155,7 @@ def run(root: Path) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m cs_utils.course.gradescope", description=__doc__.splitlines()[0]
+        prog="python -m cs_utils.instructor.gradescope", description=__doc__.splitlines()[0]
     )
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build", help="write the autograder zip")

@@ -1,6 +1,6 @@
 """The grading sandbox: a submission's code runs where it sees only its own files and its inputs.
 
-One :class:`Sandbox` per submission starts :mod:`cs_utils.course.sandbox_runner` once (it imports
+One :class:`Sandbox` per submission starts :mod:`cs_utils.instructor.sandbox_runner` once (it imports
 torch and the model once) and asks it for one exercise at a time; each exercise runs in a fresh
 child process. The sandbox holds the *student release* of ``cs_utils`` (:func:`build_base`: no
 solutions, no golden files, no grader), the submission's ``.py`` files and the inputs, never the
@@ -39,8 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .release import strip_solutions
-from .report import one_line
+from ..course.report import one_line
+from .release import instructor_only, strip_solutions
 
 __all__ = [
     "CASE_STATUS",
@@ -56,24 +56,6 @@ __all__ = [
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # the grader's cs_utils
 PROJECT_ROOT = PACKAGE_ROOT.parent
 RUNNER = Path(__file__).resolve().with_name("sandbox_runner.py")
-#: The instructor's tools left out of the sandbox's copy of cs_utils.
-INSTRUCTOR_TOOLS = (
-    "autograder.py",
-    "grade.py",
-    "sandbox.py",
-    "sandbox_runner.py",
-    "class_grading.py",
-    "gradescope.py",
-    "release.py",
-    "render.py",
-    "train_weights.py",
-    "train_topics.py",
-    "train_fast_style.py",
-    "hidden_cases.py",
-    "report.py",
-    "student.py",  # the release's make check / make submit: not needed to run an exercise
-    "syntax_check.py",
-)
 CASE_STATUS = {0: "ok", 1: "not implemented", 2: "error", 3: "fail", 4: "memory"}
 MAX_RESULT_BYTES = 64 * 2**20
 MAX_SCRATCH_BYTES = 512 * 2**20
@@ -131,7 +113,7 @@ def build_base(out: Path) -> Path:
     out = Path(out)
     for src in sorted(PACKAGE_ROOT.rglob("*.py")):
         rel = src.relative_to(PACKAGE_ROOT)
-        if rel.parts[0] == "course" and rel.name in INSTRUCTOR_TOOLS:
+        if instructor_only(Path("cs_utils") / rel):
             continue
         dst = out / "cs_utils" / rel
         dst.parent.mkdir(parents=True, exist_ok=True)

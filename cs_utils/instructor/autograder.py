@@ -1,11 +1,12 @@
 """The autograder: grade one submission in a sandbox, on public and hidden cases.
 
-The command line is :mod:`cs_utils.course.grade`; a whole class is :mod:`cs_utils.course.class_grading`.
+The command line is :mod:`cs_utils.instructor.grade`; a whole class is
+:mod:`cs_utils.instructor.class_grading`.
 ``SUBMISSION`` is a student's ``cs_utils`` folder, the project folder holding it, or a ``.zip`` of
 either (``make submit`` writes one with ``cs_utils/<exercise modules>.py``). Only its ``.py`` files
 are used, copied out first (no links, size-limited).
 
-Each submission runs in a sandbox (:mod:`cs_utils.course.sandbox`: bubblewrap when installed,
+Each submission runs in a sandbox (:mod:`cs_utils.instructor.sandbox`: bubblewrap when installed,
 else a weaker fallback; the report says which) that holds the student release of ``cs_utils``,
 the submission's files and the inputs, never the grader, its solutions or its expected outputs.
 Every exercise runs in its own fresh process there, with a time and a memory limit, on:
@@ -13,7 +14,7 @@ Every exercise runs in its own fresh process there, with a time and a memory lim
 * the **public case**: the inputs of the notebook's check cell (``data/checks``), whose stored
   typical mistakes let the feedback name the mistake;
 * **hidden cases** (``--hidden``, default 2): inputs drawn from ``--seed`` at grading time, the
-  expected outputs computed here by the reference implementation (:mod:`~cs_utils.course.hidden_cases`).
+  expected outputs computed here by the reference implementation (:mod:`~cs_utils.instructor.hidden_cases`).
 
 Points: each case is an equal share of the exercise's points; the public case counts once a hidden
 case passes (a stored answer earns nothing). Whatever the submission does, each exercise ends with a
@@ -33,10 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import grading
-from .exercise_registry import Context
+from ..course import grading
+from ..course.exercise_registry import Context
+from ..course.report import one_line
 from .hidden_cases import hidden_inputs, reference_outputs
-from .report import one_line
 from .sandbox import BadResult, Sandbox, SandboxError, build_base, isolation_mode, read_case
 
 __all__ = [

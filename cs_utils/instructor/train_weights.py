@@ -1,11 +1,11 @@
 """Train the fast-style networks whose weights are committed under ``data/fast_style/``.
 
-``make weights`` runs ``python -m cs_utils.course.train_weights``: it trains every network in
+``make weights`` runs ``python -m cs_utils.instructor.train_weights``: it trains every network in
 :data:`NETWORKS` (resuming from ``build/fast_style/*.ckpt`` if a run was interrupted),
 saves the weights in float16 to ``data/fast_style/NAME.pt``, writes ``record.json`` (steps,
 time, final losses) and the reference outputs the unit tests compare against
 (``reference.pt``). One thread per process is the default; name networks to train only
-some of them (``python -m cs_utils.course.train_weights starry_night``).
+some of them (``python -m cs_utils.instructor.train_weights starry_night``).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Train the small networks of notebook 06's later sections; weights go to ``data/topics/``.
 
-``make topics-weights`` runs ``python -m cs_utils.course.train_topics``: for each group named (default:
+``make topics-weights`` runs ``python -m cs_utils.instructor.train_topics``: for each group named (default:
 all) it trains the networks with their recipe below, saves them in float16 and records the
 training time and losses in ``data/topics/record.json``. One thread per process, seeded:
 the same command gives the same weights on the same machine.

@@ -2,13 +2,13 @@
 
 ::
 
-    python -m cs_utils.course.grade SUBMISSION [--json scores.json] [--seed 0] [--hidden 2]
-    python -m cs_utils.course.grade --class SUBMISSIONS_DIR --out grades/ [--jobs 2]
+    python -m cs_utils.instructor.grade SUBMISSION [--json scores.json] [--seed 0] [--hidden 2]
+    python -m cs_utils.instructor.grade --class SUBMISSIONS_DIR --out grades/ [--jobs 2]
 
 ``SUBMISSION`` is a student's ``cs_utils`` folder, the project folder holding it, or a ``.zip`` of
 either. How a submission is graded (sandbox, public and hidden cases, points) is in
-:mod:`cs_utils.course.autograder`; a class run (``grades.csv``, feedback, resuming) in
-:mod:`cs_utils.course.class_grading`. The table goes to stdout, the report to ``--json``.
+:mod:`cs_utils.instructor.autograder`; a class run (``grades.csv``, feedback, resuming) in
+:mod:`cs_utils.instructor.class_grading`. The table goes to stdout, the report to ``--json``.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import json
 import sys
 from pathlib import Path
 
-from . import grading
+from ..course import grading
+from ..course.report import render_table
 from .autograder import DEFAULT_HIDDEN, DEFAULT_MEMORY_MB, DEFAULT_SEED, DEFAULT_TIMEOUT, grade, zero_report
 from .class_grading import grade_class
-from .report import render_table
 from .sandbox import isolation_mode
 
 __all__ = ["main"]
@@ -32,7 +32,7 @@ __all__ = ["main"]
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m cs_utils.course.grade",
+        prog="python -m cs_utils.instructor.grade",
         description="Grade a submission (or a class) on public and hidden cases.",
     )
     parser.add_argument("submission", type=Path, nargs="?", help="a cs_utils folder, project folder or .zip")

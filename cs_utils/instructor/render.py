@@ -1,6 +1,6 @@
 """Execute every notebook and render it to HTML, with an index page.
 
-    python -m cs_utils.course.render [--notebooks notebooks] [--out build] [--timeout 1800] [--jobs N]
+    python -m cs_utils.instructor.render [--notebooks notebooks] [--out build] [--timeout 1800] [--jobs N]
 
 Each ``NN_name.ipynb`` runs top to bottom in a fresh kernel (working directory:
 the notebook's folder) and becomes ``OUT/NN_name.html``; ``OUT/index.html``

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from .exercise_registry import Context, _photo, _t, get_exercise
+from ..course.exercise_registry import Context, _photo, _t, get_exercise
 
 __all__ = ["HIDDEN_BUILDERS", "hidden_inputs", "reference_outputs"]
 
@@ -202,7 +202,7 @@ def hidden_inputs(name: str, seed: int, case: int, ctx: Context | None = None) -
 
 def reference_outputs(name: str, inputs: dict, ctx: Context | None = None) -> dict[str, np.ndarray]:
     """The grader's own answer: the reference implementation (the solution tree's function) on ``inputs``."""
-    from .grading import _one_thread, _to_numpy
+    from ..course.grading import _one_thread, _to_numpy
 
     exercise = get_exercise(name)
     tensors = {k: _t(v) for k, v in inputs.items()}

@@ -1,4 +1,4 @@
-"""Grade a whole class: ``python -m cs_utils.course.grade --class SUBMISSIONS_DIR --out grades/``.
+"""Grade a whole class: ``python -m cs_utils.instructor.grade --class SUBMISSIONS_DIR --out grades/``.
 
 Every entry of ``SUBMISSIONS_DIR`` is one student's submission, named by the student id: a folder
 (the project or its ``cs_utils/``) or ``<id>.zip``. The hidden cases are drawn and their expected
@@ -25,7 +25,8 @@ import json
 import os
 from pathlib import Path
 
-from . import grading
+from ..course import grading
+from ..course.report import feedback_markdown, one_line
 from .autograder import (
     DEFAULT_HIDDEN,
     DEFAULT_MEMORY_MB,
@@ -35,7 +36,6 @@ from .autograder import (
     prepare_cases,
     zero_report,
 )
-from .report import feedback_markdown, one_line
 from .sandbox import isolation_mode
 
 __all__ = ["NBGRADER_COLUMNS", "discover", "grade_class", "write_grades_csv"]

@@ -2,7 +2,7 @@
 
 ::
 
-    python -m cs_utils.course.release [--out build/student]      # or: make student
+    python -m cs_utils.instructor.release [--out build/student]      # or: make student
 
 Copies the project (the files git knows: tracked plus untracked-but-not-ignored,
 so never ``.venv/``, ``build/`` or caches; without git, a copy that skips those)
@@ -17,7 +17,7 @@ Everything else, notebooks included, is copied unchanged (notebooks keep their
 JSON layout; only the marked cells' sources change), except what is the instructor's
 (:func:`instructor_only`: the grader, the release, the renderer, the weight training, CI,
 benchmarks, the grader's tests) and two files written for the student from
-``cs_utils/course/templates/``: ``README.md`` (with the table of exercises from the
+``cs_utils/instructor/templates/``: ``README.md`` (with the table of exercises from the
 registry) and ``Makefile`` (``make lab``, ``check``, ``test``, ``submit``; see
 :mod:`cs_utils.course.student`).
 """
@@ -34,7 +34,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["BEGIN", "END", "GIVEN_TESTS", "INSTRUCTOR_MODULES", "Region", "build_release", "exercise_table",
+__all__ = ["BEGIN", "END", "GIVEN_TESTS", "INSTRUCTOR_PACKAGE", "Region", "build_release", "exercise_table",
            "instructor_only", "marked_regions", "project_files", "strip_solutions", "student_makefile",
            "student_readme"]
 
@@ -42,11 +42,9 @@ BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
 ROOT = Path(__file__).resolve().parent.parent.parent
 TEMPLATES = Path(__file__).resolve().with_name("templates")
-#: The instructor's modules of cs_utils/course/ left out of the release (the check cells need
-#: grading, exercise_registry and exercises_*; make check and make submit need report and student).
-INSTRUCTOR_MODULES = ("autograder.py", "class_grading.py", "grade.py", "gradescope.py", "hidden_cases.py",
-                      "release.py", "render.py", "sandbox.py", "sandbox_runner.py", "train_fast_style.py",
-                      "train_topics.py", "train_weights.py")
+#: The one folder of cs_utils that never ships: the grader, its reference and hidden cases, the release
+#: and render tools, the training command lines. Everything else under cs_utils/ ships, solutions stripped.
+INSTRUCTOR_PACKAGE = ("cs_utils", "instructor")
 #: The tests the release keeps (``make test``): what the student did not write, foundation and plots.
 GIVEN_TESTS = ("test_runtime.py", "test_data.py", "test_image.py", "test_hooks.py", "test_models.py",
                "test_labelled_images.py", "test_small_cnn.py", "test_history.py", "test_viz.py")
@@ -181,8 +179,8 @@ def instructor_only(rel: Path) -> bool:
     parts = Path(rel).parts
     if parts[0] in (".ci", "benchmarks") or rel.as_posix() in ("Makefile", "README.md"):
         return True
-    if parts[:2] == ("cs_utils", "course"):
-        return parts[2] == "templates" or (len(parts) == 3 and parts[2] in INSTRUCTOR_MODULES)
+    if parts[:2] == INSTRUCTOR_PACKAGE:
+        return True
     if parts[0] == "tests":
         return not (len(parts) == 2 and parts[1] in GIVEN_TESTS + _TEST_SUPPORT or parts[1] == "ipython")
     return False
@@ -191,8 +189,8 @@ def instructor_only(rel: Path) -> bool:
 def exercise_table(root: Path = ROOT) -> str:
     """The README's table of exercises, from the registry: function, file, notebook, where to check
     it (the notebook's check cell, else ``make check``), points."""
-    from . import grading
-    from .student import exercise_notebooks
+    from ..course import grading
+    from ..course.student import exercise_notebooks
 
     notebooks = exercise_notebooks(root)
     rows = ["| function | file | notebook | check | points |", "| --- | --- | --- | --- | --- |"]
@@ -207,7 +205,7 @@ def exercise_table(root: Path = ROOT) -> str:
 
 def student_readme(root: Path = ROOT) -> str:
     """The release's README.md: the template with the exercises' count, points and table."""
-    from . import grading
+    from ..course import grading
 
     text = (TEMPLATES / "README.student.md").read_text(encoding="utf-8")
     points = sum(e.points for e in grading.EXERCISES.values())
@@ -254,7 +252,7 @@ def build_release(out: Path, root: Path = ROOT, *, verbose: bool = False) -> lis
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cs_utils.course.release",
+    parser = argparse.ArgumentParser(prog="python -m cs_utils.instructor.release",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "student", help="default build/student")
     parser.add_argument("--root", type=Path, default=ROOT, help="the project (default: this one)")

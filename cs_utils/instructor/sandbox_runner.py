@@ -1,6 +1,6 @@
 """The program that runs inside a grading sandbox: one per submission, one child per exercise.
 
-Started by :mod:`cs_utils.course.sandbox` as ``python -I sandbox_runner.py BASE SUBMISSION JOBS
+Started by :mod:`cs_utils.instructor.sandbox` as ``python -I sandbox_runner.py BASE SUBMISSION JOBS
 SCRATCH MEMORY_BYTES MAX_PROCESSES``. ``BASE`` holds the student release of ``cs_utils`` (no
 solutions, no golden files, no grader), ``SUBMISSION`` the submission's ``.py`` files, ``JOBS`` one
 folder of input files per exercise (``case_0.npz`` ...), ``SCRATCH`` the only writable folder.
