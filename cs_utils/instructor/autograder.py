@@ -13,8 +13,14 @@ Every exercise runs in its own fresh process there, with a time and a memory lim
 
 * the **public case**: the inputs of the notebook's check cell (``data/checks``), whose stored
   typical mistakes let the feedback name the mistake;
-* **hidden cases** (``--hidden``, default 2): inputs drawn from ``--seed`` at grading time, the
-  expected outputs computed here by the reference implementation (:mod:`~cs_utils.instructor.hidden_cases`).
+* **hidden cases** (``--hidden``, default 2): inputs drawn at grading time from a fresh random seed
+  (recorded in the report; ``--seed`` repeats a run), the expected outputs computed here by the
+  reference implementation (:mod:`~cs_utils.instructor.hidden_cases`).
+
+Before a submission runs, what the grader keeps is made root-only and checked as the sandbox
+account (:func:`protect`); the grader hashes its own files, the reference and the sandbox's copy
+before and after each submission and stops with :class:`IntegrityError` if anything changed. Each
+exercise has a time limit, the whole submission a total one (``total_timeout``).
 
 Points: each case is an equal share of the exercise's points; the public case counts once a hidden
 case passes (a stored answer earns nothing). Whatever the submission does, each exercise ends with a
@@ -26,7 +32,11 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import hashlib
+import os
+import secrets
 import shutil
+import sys
 import tempfile
 import time
 import zipfile
@@ -38,34 +48,109 @@ from ..course import grading
 from ..course.exercise_registry import Context
 from ..course.report import one_line
 from .hidden_cases import hidden_inputs, reference_outputs
-from .sandbox import BadResult, Sandbox, SandboxError, build_base, isolation_mode, read_case
+from .isolation import (
+    IsolationError,
+    accessible_to,
+    account_slot,
+    is_root,
+    lock_project,
+    make_private,
+    sandbox_account,
+)
+from .sandbox import PACKAGE_ROOT, PROJECT_ROOT, BadResult, Sandbox, SandboxError, build_base, isolation_mode
 
 __all__ = [
     "DEFAULT_HIDDEN",
     "DEFAULT_MEMORY_MB",
-    "DEFAULT_SEED",
     "DEFAULT_TIMEOUT",
+    "DEFAULT_TOTAL_TIMEOUT",
     "Cases",
+    "IntegrityError",
     "SubmissionError",
+    "draw_seed",
+    "grader_digest",
     "find_package",
     "grade",
     "open_submission",
     "points_for",
     "prepare_cases",
+    "protect",
     "sandbox_base",
     "zero_report",
 ]
 
 DEFAULT_TIMEOUT = 60.0
+DEFAULT_TOTAL_TIMEOUT = 150.0
 DEFAULT_MEMORY_MB = 2048
 DEFAULT_HIDDEN = 2
-DEFAULT_SEED = 0
 MAX_FILE_BYTES = 2 * 2**20
 MAX_SUBMISSION_BYTES = 32 * 2**20
 
 
 class SubmissionError(ValueError):
     """A submission that cannot be opened: the reason is its message."""
+
+
+class IntegrityError(RuntimeError):
+    """The grader's files, its reference or the sandbox's copy changed while a submission ran."""
+
+
+def draw_seed() -> int:
+    """A fresh seed for the hidden cases (recorded in every report: ``--seed`` repeats a run)."""
+    return secrets.randbelow(2**31)
+
+
+def _readable_tree(folder: Path, dir_mode: int = 0o755, file_mode: int = 0o644, gid=None) -> None:
+    for path, _, files in os.walk(folder):
+        os.chmod(path, dir_mode)
+        if gid is not None:
+            os.chown(path, 0, gid)
+        for name in files:
+            os.chmod(os.path.join(path, name), file_mode)
+            if gid is not None:
+                os.chown(os.path.join(path, name), 0, gid)
+
+
+def grader_digest(extra=()) -> str:
+    """One SHA-256 over the grader's own files (its ``cs_utils`` and ``data/``, the reference
+    included) and the folders in ``extra`` (the sandbox's copy, the cache of expected outputs)."""
+    digest = hashlib.sha256()
+    for top in (PACKAGE_ROOT, PROJECT_ROOT / "data", *extra):
+        top = Path(top)
+        if not top.exists():
+            continue
+        for path in sorted(p for p in top.rglob("*") if "__pycache__" not in p.parts):
+            digest.update(str(path.relative_to(top)).encode() + b"\0")
+            if path.is_symlink():
+                digest.update(b"link:" + os.readlink(path).encode())
+            elif path.is_file():
+                with open(path, "rb") as f:
+                    digest.update(hashlib.sha256(f.read()).digest())
+            info = path.lstat()
+            digest.update(f"{info.st_mode:o}:{info.st_uid}".encode())
+    return digest.hexdigest()
+
+
+def protect(private=(), slot: int = 0) -> list[str]:
+    """As root: make the grader's project and the folders in ``private`` (reports, cache, class
+    folder, results) root-only, then check as the sandbox account that it can neither read, write
+    nor enter any of them (nor the grader's package and golden files); raises :class:`IsolationError`
+    naming what it could reach. Returns the paths checked."""
+    if not is_root():
+        return []
+    lock_project(PROJECT_ROOT, keep=[Path(sys.prefix), Path(sys.exec_prefix)])
+    for path in private:
+        make_private(Path(path))
+    checked = [PACKAGE_ROOT, PACKAGE_ROOT / "losses.py", PROJECT_ROOT / "data" / "checks",
+               *map(Path, private)]
+    checked = [p for p in checked if p.exists()]
+    reachable = accessible_to(sandbox_account(slot), checked)
+    if reachable:
+        raise IsolationError(
+            f"the sandbox account can reach {', '.join(reachable)}: make them root-only (chmod 700) "
+            "before grading"
+        )
+    return [str(p) for p in checked]
 
 
 # --------------------------------------------------------------------------- opening a submission
@@ -160,6 +245,13 @@ def open_submission(submission: Path, out: Path) -> Path:
     return out
 
 
+def _share_with(package: Path, slot: int) -> None:
+    """The submission's copy readable by its sandbox account's group only (root owns it)."""
+    account = sandbox_account(slot)
+    if account is not None:
+        _readable_tree(package, 0o750, 0o640, gid=account.gid)
+
+
 # --------------------------------------------------------------------------- the cases
 
 
@@ -180,6 +272,7 @@ class Cases:
             folder.mkdir(parents=True, exist_ok=True)
             for i, case in enumerate(cases):
                 grading.write_npz(folder / f"case_{i}.npz", case)
+        _readable_tree(self.jobs)  # the inputs: every sandbox reads them
         self.cache = Path(cache) if cache else None
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
         self._expected = {name: self._pool.submit(self._reference, name) for name in self.names}
@@ -268,8 +361,13 @@ def _ended_without_result(how: str, timeout: float, log: str) -> tuple[str, str]
     if how == "disk":
         return (
             "crashed",
-            "the process wrote over 512 MB or 2000 files into its scratch folder and was stopped",
+            "the process wrote over 512 MB, 2000 files or 32 nested folders into its scratch folder "
+            "(or over 64 MB into /tmp or /dev/shm) and was stopped",
         )
+    if how == "memory":
+        return "memory", f"killed by the memory limit{': ' + log if log else ''}"
+    if how == "total time":
+        return "timeout", "not run: the submission's total time limit was used up by earlier exercises"
     if how == "forkbomb":
         return "crashed", "the process started too many processes at once and was stopped"
     if how == "sandbox died":
@@ -283,9 +381,9 @@ def _judge_case(
 ) -> dict:
     name = exercise.name
     try:
-        got = read_case(sandbox.result_path(name, case))
+        got = sandbox.read_result(name, case)
     except BadResult as exc:
-        if sandbox.result_path(name, case).exists() or sandbox.result_path(name, case).is_symlink():
+        if getattr(exc, "exists", False):
             return {
                 "status": "invalid",
                 "rel_error": None,
@@ -384,56 +482,82 @@ def grade(
     submission: Path,
     names=None,
     *,
-    seed: int = DEFAULT_SEED,
+    seed: int | None = None,
     hidden: int = DEFAULT_HIDDEN,
     timeout: float = DEFAULT_TIMEOUT,
+    total_timeout: float = DEFAULT_TOTAL_TIMEOUT,
     memory_mb: int = DEFAULT_MEMORY_MB,
     mode: str | None = None,
     cases: Cases | None = None,
+    slot: int | None = None,
+    private=(),
     progress=None,
 ) -> dict:
     """Grade every exercise (or ``names``) of ``submission`` in one sandbox; return the report.
     Never raises for what the submission holds or does: an unusable submission gets a report with
-    zero points and ``problem`` set."""
+    zero points and ``problem`` set. ``seed`` None draws a fresh one. ``slot``: the sandbox account
+    (default: one that no other grader on this machine holds now). ``private``: more folders the
+    submission must not reach (checked before it runs). Raises :class:`IntegrityError` if the
+    grader's files changed while the submission ran, :class:`IsolationError` if the machine cannot
+    isolate it."""
+    if slot is None:
+        with account_slot() as free:
+            return grade(submission, names, seed=seed, hidden=hidden, timeout=timeout,
+                         total_timeout=total_timeout, memory_mb=memory_mb, mode=mode, cases=cases,
+                         slot=free, private=private, progress=progress)
     start = time.perf_counter()
     names = list(names) if names else grading.exercise_names()
+    seed = draw_seed() if seed is None and cases is None else (cases.seed if seed is None else int(seed))
     mode = mode or isolation_mode()[0]
     work = Path(tempfile.mkdtemp(prefix="grade-"))
+    os.chmod(work, 0o711)
     own_cases = cases is None
     scores, sandbox = [], None
     try:
         for name in names:
             grading.get_exercise(name)
+        protect(private, slot)
         try:
             package = open_submission(submission, work / "submission")
         except SubmissionError as exc:
             return zero_report(submission, str(exc), names, mode, seed)
+        _share_with(package, slot)
         jobs = cases.jobs if cases is not None else work / "jobs"
         jobs.mkdir(parents=True, exist_ok=True)
-        sandbox = Sandbox(package, jobs, sandbox_base(), memory_mb=memory_mb, mode=mode)
-        sandbox.launch()  # it imports torch while the cases are drawn here
+        base = sandbox_base()
+        watched = [base] + ([cases.cache] if cases is not None and cases.cache else [])
+        before = grader_digest(watched)
+
+        def new_sandbox():
+            box = Sandbox(package, jobs, base, memory_mb=memory_mb, mode=mode, slot=slot)
+            box.launch()
+            return box
+
+        sandbox = new_sandbox()  # it imports torch while the cases are drawn here
         if own_cases:
             cases = prepare_cases(names, seed, hidden, jobs)
+        deadline = time.monotonic() + total_timeout
         try:
             for name in names:
                 exercise = grading.get_exercise(name)
-                if sandbox.ready and not sandbox.alive:  # stopped after a timeout or killed: a new one
-                    sandbox.cleanup()
-                    sandbox = Sandbox(package, jobs, sandbox_base(), memory_mb=memory_mb, mode=mode)
-                    sandbox.launch()
-                if not sandbox.ready:
-                    try:
-                        sandbox.wait_ready()
-                    except SandboxError as exc:
-                        report = zero_report(submission, f"the sandbox failed: {exc}", names, mode, seed)
-                        report["exercises"] = scores + report["exercises"][len(scores) :]
-                        report["infrastructure_error"] = (
-                            True  # not the submission's doing: a rerun grades it again
-                        )
-                        return report
-                how, seconds = sandbox.run(name, timeout)
+                left = deadline - time.monotonic()
+                if left <= 1.0:
+                    how, seconds = "total time", 0.0
+                else:
+                    if sandbox.ready and not sandbox.alive:  # stopped after a timeout or killed: a new one
+                        sandbox.cleanup()
+                        sandbox = new_sandbox()
+                    if not sandbox.ready:
+                        try:
+                            sandbox.wait_ready()
+                        except SandboxError as exc:
+                            report = zero_report(submission, f"the sandbox failed: {exc}", names, mode, seed)
+                            report["exercises"] = scores + report["exercises"][len(scores) :]
+                            report["infrastructure_error"] = True  # not the submission's doing: regrade
+                            return report
+                    how, seconds = sandbox.run(name, min(timeout, left))
                 judged = [
-                    _judge_case(exercise, sandbox, cases, i, how, timeout, memory_mb)
+                    _judge_case(exercise, sandbox, cases, i, how, min(timeout, max(left, 0.0)), memory_mb)
                     for i in range(cases.n_hidden + 1)
                 ]
                 scores.append(_exercise_score(exercise, judged[0], judged[1:], seconds))
@@ -441,9 +565,17 @@ def grade(
                     progress(scores[-1])
         finally:
             sandbox.cleanup()
+            if grader_digest(watched) != before:
+                raise IntegrityError(
+                    f"the grader's files, its reference or the sandbox's copy changed while {submission} "
+                    "was graded: grading stopped; restore the grader (git status) and regrade"
+                )
         return {
             "submission": str(submission),
             "mode": mode,
+            "uid": sandbox.uid,
+            "account": sandbox.account.name if sandbox.account is not None else None,
+            "limits": sandbox.limits,
             "sandbox_cs_utils": sandbox.cs_utils_file if sandbox.ready else None,
             "seed": seed,
             "points": round(sum(s["points"] for s in scores), 2),

@@ -1,9 +1,13 @@
 """Grade a whole class: ``python -m cs_utils.instructor.grade --class SUBMISSIONS_DIR --out grades/``.
 
 Every entry of ``SUBMISSIONS_DIR`` is one student's submission, named by the student id: a folder
-(the project or its ``cs_utils/``) or ``<id>.zip``. The hidden cases are drawn and their expected
-outputs computed once for the class (cached in ``OUT/.cache``); then the submissions are graded in
-parallel (``--jobs``, default the number of cores), each in its own sandbox, with a progress bar.
+(the project or its ``cs_utils/``) or ``<id>.zip``. The hidden cases are drawn from one fresh seed
+for the class (kept in ``OUT/settings.json``, so a resumed run draws the same; ``--seed`` sets it)
+and their expected outputs computed once (cached in ``OUT/.cache``); then the submissions are graded
+in parallel (``--jobs``, default the number of cores), each in its own sandbox as its own sandbox
+account, with a progress bar. ``SUBMISSIONS_DIR`` and ``OUT`` are made root-only first (as root): no
+submission reads another, the cache or a report. If the grader's files change while a submission
+runs, the class run stops (:class:`~cs_utils.instructor.autograder.IntegrityError`).
 
 Written into ``OUT``:
 
@@ -13,7 +17,9 @@ Written into ``OUT``:
 * ``grades.csv``: one row per student, nbgrader's ``grades.csv`` columns first (``assignment,
   duedate, timestamp, student_id, last_name, first_name, email, raw_score, late_submission_penalty,
   score, max_score``), then the points of each exercise and ``notes`` (the statuses that cost
-  points, or why the submission could not be opened: such a submission gets a row with zero points).
+  points, or why the submission could not be opened: such a submission gets a row with zero points)
+  and ``seed``. A text cell that a spreadsheet would run as a formula (it starts with ``= + - @``,
+  a tab or a carriage return) is written with a leading ``'``.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ import csv
 import datetime as dt
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from ..course import grading
@@ -30,15 +38,19 @@ from ..course.report import feedback_markdown, one_line
 from .autograder import (
     DEFAULT_HIDDEN,
     DEFAULT_MEMORY_MB,
-    DEFAULT_SEED,
     DEFAULT_TIMEOUT,
+    DEFAULT_TOTAL_TIMEOUT,
+    IntegrityError,
+    draw_seed,
     grade,
     prepare_cases,
+    protect,
     zero_report,
 )
+from .isolation import IsolationError
 from .sandbox import isolation_mode
 
-__all__ = ["NBGRADER_COLUMNS", "discover", "grade_class", "write_grades_csv"]
+__all__ = ["NBGRADER_COLUMNS", "discover", "grade_class", "safe_cell", "write_grades_csv"]
 
 NBGRADER_COLUMNS = [
     "assignment",
@@ -88,6 +100,13 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def safe_cell(value):
+    """``value`` for a CSV cell: a text that a spreadsheet would take for a formula gets a ``'``."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
 def _notes(report: dict) -> str:
     if report.get("problem"):
         return one_line(report["problem"])
@@ -99,10 +118,10 @@ def write_grades_csv(path: Path, rows: list[tuple[str, dict, str]], names: list[
     """``rows``: ``(student id, report, timestamp)``. nbgrader's columns, then one per exercise, notes."""
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(NBGRADER_COLUMNS + names + ["notes"])
+        writer.writerow(NBGRADER_COLUMNS + names + ["notes", "seed"])
         for student, report, stamp in rows:
             points = {s["name"]: s["points"] for s in report["exercises"]}
-            writer.writerow(
+            writer.writerow([safe_cell(cell) for cell in
                 [
                     ASSIGNMENT,
                     "",
@@ -117,8 +136,8 @@ def write_grades_csv(path: Path, rows: list[tuple[str, dict, str]], names: list[
                     report["max_points"],
                 ]
                 + [points.get(n, 0.0) for n in names]
-                + [_notes(report)]
-            )
+                + [_notes(report), report.get("seed")]
+            ])
 
 
 def _timestamp(path: Path) -> str:
@@ -128,14 +147,27 @@ def _timestamp(path: Path) -> str:
         return ""
 
 
+def _class_seed(out: Path, seed: int | None) -> int:
+    """``seed``, else the one this class folder was graded with, else a fresh one (stored)."""
+    path = out / "settings.json"
+    if seed is None:
+        try:
+            seed = int(json.loads(path.read_text())["seed"])
+        except (OSError, ValueError, KeyError, TypeError):
+            seed = draw_seed()
+    _write_atomic(path, json.dumps({"seed": int(seed)}) + "\n")
+    return int(seed)
+
+
 def grade_class(
     class_dir: Path,
     out: Path,
     *,
     names=None,
-    seed: int = DEFAULT_SEED,
+    seed: int | None = None,
     hidden: int = DEFAULT_HIDDEN,
     timeout: float = DEFAULT_TIMEOUT,
+    total_timeout: float = DEFAULT_TOTAL_TIMEOUT,
     memory_mb: int = DEFAULT_MEMORY_MB,
     jobs: int | None = None,
     mode: str | None = None,
@@ -147,8 +179,14 @@ def grade_class(
     (as an interrupted run would)."""
     names = list(names) if names else grading.exercise_names()
     out = Path(out).resolve()
+    class_dir = Path(class_dir).resolve()
+    if out == class_dir or class_dir in out.parents:
+        raise ValueError(f"--out {out} must not lie inside the class folder {class_dir}")
     for sub in ("reports", "feedback", ".cache"):
         (out / sub).mkdir(parents=True, exist_ok=True)
+    private = [class_dir, out]
+    protect(private)
+    seed = _class_seed(out, seed)
     settings = _settings(names, seed, hidden)
     mode = mode or isolation_mode()[0]
     students = discover(class_dir)
@@ -157,19 +195,18 @@ def grade_class(
     if stop_after is not None:
         todo = todo[:stop_after]
     if todo:
-        cases = prepare_cases(
-            names,
-            seed,
-            hidden,
-            out / ".cache" / f"jobs-seed{seed}-hidden{hidden}",
-            cache=out / ".cache" / "reference",
-        )
-
+        workers = max(1, jobs or os.cpu_count() or 1)
+        inputs = Path(tempfile.mkdtemp(prefix="grade-inputs-"))  # the cases' inputs: every sandbox reads them
+        os.chmod(inputs, 0o755)
+        cases = prepare_cases(names, seed, hidden, inputs / "jobs", cache=out / ".cache" / "reference")
         def one(item):
             student, path = item
             try:
-                report = grade(path, names, seed=seed, hidden=hidden, timeout=timeout, memory_mb=memory_mb,
-                               mode=mode, cases=cases)
+                report = grade(path, names, seed=seed, hidden=hidden, timeout=timeout,
+                               total_timeout=total_timeout, memory_mb=memory_mb, mode=mode, cases=cases,
+                               private=private)
+            except (IntegrityError, IsolationError):
+                raise  # the grader itself is in question: stop the class, loudly
             except Exception as exc:  # noqa: BLE001 - one submission never stops the class (a rerun retries)
                 reason = f"the grader failed: {type(exc).__name__}: {exc}"
                 report = zero_report(path, reason, names, mode, seed)
@@ -190,7 +227,6 @@ def grade_class(
                 desc=f"grading ({mode})",
             )
         try:
-            workers = jobs or os.cpu_count() or 1
             with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
                 for student, report in pool.map(one, todo):
                     done[student] = report
@@ -200,6 +236,7 @@ def grade_class(
             if bar is not None:
                 bar.close()
             cases.close()
+            shutil.rmtree(inputs, ignore_errors=True)
     rows = [(s, done[s], _timestamp(p)) for s, p in students if s in done]
     write_grades_csv(out / "grades.csv", rows, names)
     return [done[s] for s, _ in students if s in done]

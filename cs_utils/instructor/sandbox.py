@@ -6,15 +6,21 @@ child process. The sandbox holds the *student release* of ``cs_utils`` (:func:`b
 solutions, no golden files, no grader), the submission's ``.py`` files and the inputs, never the
 grader's package or expected outputs.
 
-Two modes (:func:`isolation_mode`):
+Two modes (:func:`isolation_mode`), the report says which and as whom:
 
 * ``bubblewrap`` (Debian's ``bubblewrap``, ``apt-get install bubblewrap``): a read-only file system
   with only the system's libraries, Python and its site-packages; a private writable scratch folder;
-  no network; its own user (65534), PID and IPC namespaces, so killing the sandbox kills everything
-  in it and nothing outlives it;
-* ``fallback`` (no working ``bwrap``): hard limits (soft = hard) in each child, its own session
-  killed on timeout, a scrubbed environment, a temporary working directory; the files of the
-  grader's user stay readable and writable, so grade untrusted code with bubblewrap.
+  a private, size-limited ``/tmp`` and ``/dev/shm``; no network; its own user (65534 inside), PID and
+  IPC namespaces, so killing the sandbox kills everything in it and nothing outlives it;
+* ``fallback`` (no working ``bwrap``, e.g. in a Docker container such as Gradescope's): hard limits
+  (soft = hard) in each child, its own session killed on timeout, a scrubbed environment. Allowed
+  only as root, because the submission then runs as a sandbox account that cannot read or write the
+  grader's files (:mod:`~cs_utils.instructor.isolation`).
+
+As root, in both modes, the submission's processes run as the dedicated account ``cs-sandbox<slot>``
+(no supplementary groups), in their own cgroup where the machine has one (memory with tmpfs, process
+count, one CPU); what the account left in ``/tmp``, ``/dev/shm`` or System V IPC is removed after
+each exercise.
 
 Results come back as ``.npz`` files in the scratch folder, read with :func:`read_case`: never
 unpickled, size-checked, validated (numeric dtypes only).
@@ -40,6 +46,21 @@ from pathlib import Path
 import numpy as np
 
 from ..course.report import one_line
+from .isolation import (
+    Account,
+    Cgroup,
+    IsolationError,
+    account_usage,
+    cgroup_support,
+    count_tree,
+    drop_to,
+    open_python_to,
+    python_paths,
+    read_regular,
+    remove_tree,
+    sandbox_account,
+    sweep_account,
+)
 from .release import instructor_only, strip_solutions
 
 __all__ = [
@@ -50,6 +71,7 @@ __all__ = [
     "SandboxError",
     "build_base",
     "isolation_mode",
+    "parse_case",
     "read_case",
 ]
 
@@ -60,6 +82,10 @@ CASE_STATUS = {0: "ok", 1: "not implemented", 2: "error", 3: "fail", 4: "memory"
 MAX_RESULT_BYTES = 64 * 2**20
 MAX_SCRATCH_BYTES = 512 * 2**20
 MAX_SCRATCH_FILES = 2000
+MAX_SCRATCH_DEPTH = 32
+PRIVATE_TMP_BYTES = 64 * 2**20
+#: Memory a sandbox may take before its runner is ready (torch and the model), beyond the limit.
+STARTUP_MEMORY = 3 * 2**30
 WATCH_SECONDS = 0.5
 STARTUP_TIMEOUT = 300.0
 SANDBOX_UID = 65534
@@ -74,42 +100,42 @@ class BadResult(ValueError):
     """A result file that is missing, too large, not plain arrays or malformed."""
 
 
+def _bwrap_probe(bwrap: str, account: Account | None) -> subprocess.CompletedProcess:
+    cmd = [*drop_to(account), bwrap, "--unshare-all", "--unshare-user", "--uid", str(SANDBOX_UID),
+           "--die-with-parent", "--proc", "/proc", "--dev", "/dev"]
+    for path in _bound_paths():
+        cmd += ["--ro-bind", path, path]
+    cmd += [sys.executable, "-I", "-c", "import numpy"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
 @functools.lru_cache(maxsize=1)
 def isolation_mode() -> tuple[str, str]:
-    """``("bubblewrap", why)`` when ``bwrap`` exists and can start a sandbox here, else ``("fallback", why)``.
-    ``CS_UTILS_SANDBOX=fallback`` forces the fallback."""
-    if os.environ.get("CS_UTILS_SANDBOX") == "fallback":
-        return "fallback", "CS_UTILS_SANDBOX=fallback"
+    """``("bubblewrap", bwrap)`` when ``bwrap`` can start a sandbox here (as the sandbox account when
+    the grader is root), else ``("fallback", why)`` as root; raises :class:`IsolationError` when
+    neither is safe (not root and no bubblewrap). ``CS_UTILS_SANDBOX=fallback`` forces the fallback."""
+    account = sandbox_account(0)
+    open_python_to(account, python_paths())
+    forced = os.environ.get("CS_UTILS_SANDBOX") == "fallback"
     bwrap = shutil.which("bwrap")
-    if bwrap is None:
-        return "fallback", "bwrap not found (apt-get install bubblewrap)"
-    probe = subprocess.run(
-        [
-            bwrap,
-            "--ro-bind",
-            "/",
-            "/",
-            "--unshare-all",
-            "--unshare-user",
-            "--uid",
-            str(SANDBOX_UID),
-            "--die-with-parent",
-            "--proc",
-            "/proc",
-            "true",
-        ],
-        capture_output=True,
-        text=True,
-    )
-    if probe.returncode != 0:
-        return "fallback", f"bwrap cannot start a sandbox here: {probe.stderr.strip()[:200]}"
-    return "bubblewrap", bwrap
+    why = "CS_UTILS_SANDBOX=fallback" if forced else "bwrap not found (apt-get install bubblewrap)"
+    if bwrap is not None and not forced:
+        probe = _bwrap_probe(bwrap, account)
+        if probe.returncode == 0:
+            return "bubblewrap", bwrap
+        why = f"bwrap cannot start a sandbox here: {probe.stderr.strip()[:200]}"
+    if account is None:
+        raise IsolationError(
+            f"no safe sandbox: {why}; outside bubblewrap the grader must run as root, so that the "
+            "submission runs as a sandbox account that cannot touch the grader's files"
+        )
+    return "fallback", why
 
 
 def build_base(out: Path) -> Path:
     """Write the sandbox's copy of the project into ``out``: ``cs_utils/`` as in the student release
-    (solutions stripped) without the instructor's tools, ``data/`` without the golden files, and the
-    runner. Returns ``out``."""
+    (solutions stripped, no ``cs_utils/instructor/``), ``data/`` without the golden files, and the
+    runner; readable by everyone, writable by its owner only. Returns ``out``."""
     out = Path(out)
     for src in sorted(PACKAGE_ROOT.rglob("*.py")):
         rel = src.relative_to(PACKAGE_ROOT)
@@ -124,21 +150,11 @@ def build_base(out: Path) -> Path:
     if data.is_dir():
         shutil.copytree(data, out / "data", ignore=lambda d, names: ["checks"] if Path(d) == data else [])
     shutil.copy(RUNNER, out / "runner.py")
+    for folder, _, files in os.walk(out):
+        os.chmod(folder, 0o755)
+        for name in files:
+            os.chmod(os.path.join(folder, name), 0o644)
     return out
-
-
-def _kill_marked(token: str) -> None:
-    """Kill every process whose environment holds ``token`` (the fallback's leftovers)."""
-    needle = f"CS_UTILS_SANDBOX_TOKEN={token}".encode()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                if needle in f.read().split(b"\0"):
-                    os.kill(int(entry), signal.SIGKILL)
-        except (OSError, ProcessLookupError):
-            continue
 
 
 def _bound_paths() -> list[str]:
@@ -189,19 +205,18 @@ def _message(array: np.ndarray) -> str:
 
 
 def read_case(path: Path) -> CaseFile:
-    """Read a result file written in the sandbox: no pickles, no links, at most
-    :data:`MAX_RESULT_BYTES` unpacked, only numeric arrays. Raises :class:`BadResult`."""
+    """Read a result file written in the sandbox: a regular file (no link, no pipe), at most
+    :data:`MAX_RESULT_BYTES`, only numeric arrays. Raises :class:`BadResult`."""
+    path = Path(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        data = read_regular(path.parent, path.name, max_bytes=MAX_RESULT_BYTES)
     except OSError as exc:
-        raise BadResult(f"no result file ({exc.strerror})") from None
-    with os.fdopen(fd, "rb") as f:
-        if (
-            not os.path.isfile(f"/proc/self/fd/{f.fileno()}")
-            or os.fstat(f.fileno()).st_size > MAX_RESULT_BYTES
-        ):
-            raise BadResult("the result file is not a regular file or is too large")
-        data = f.read()
+        raise BadResult(f"no usable result file ({exc.strerror or exc})") from None
+    return parse_case(data)
+
+
+def parse_case(data: bytes) -> CaseFile:
+    """The result held in ``data`` (the bytes of an ``.npz``); raises :class:`BadResult`."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             infos = zf.infolist()
@@ -242,7 +257,11 @@ def read_case(path: Path) -> CaseFile:
 
 
 class Sandbox:
-    """One submission's sandbox: :meth:`run` one exercise at a time, :meth:`close` at the end."""
+    """One submission's sandbox: :meth:`run` one exercise at a time, :meth:`close` at the end.
+
+    ``slot`` picks the sandbox account (``cs-sandbox<slot>``): sandboxes running at once need
+    different slots. Its folders: a root-owned holder (enterable only), inside it the scratch folder
+    (the account's, mode 0700) and the runner's log (root's)."""
 
     def __init__(
         self,
@@ -253,16 +272,35 @@ class Sandbox:
         memory_mb: int,
         mode: str | None = None,
         max_processes: int = 64,
+        slot: int = 0,
     ):
         self.submission, self.jobs, self.base = (Path(p).resolve() for p in (submission, jobs, base))
         self.memory_mb, self.max_processes = memory_mb, max_processes
         self.mode = mode or isolation_mode()[0]
+        self.account = sandbox_account(slot)
+        if self.mode == "fallback" and self.account is None:
+            raise IsolationError("the fallback sandbox runs only as root (as a sandbox account): "
+                                 "install bubblewrap or grade as root")
         self.process = None
-        self.scratch = Path(tempfile.mkdtemp(prefix="grade-scratch-"))
+        self.holder = Path(tempfile.mkdtemp(prefix="grade-sandbox-"))
+        os.chmod(self.holder, 0o711)
+        self.scratch = self.holder / "scratch"
+        self.scratch.mkdir(mode=0o700)
+        if self.account is not None:
+            os.chown(self.scratch, self.account.uid, self.account.gid)
+        self.log_path = self.holder / "sandbox.log"
         self.token = uuid.uuid4().hex
+        self.cgroup = None
+        self.limits = None
         self._buffer = b""
         self.ready = None  # None: not started or not waited for; True: answering
         self.stopped = None
+
+    @property
+    def uid(self) -> int:
+        """The uid the submission's processes run as, seen from outside the sandbox."""
+        return self.account.uid if self.account is not None else os.getuid()
+
 
     def _command(self) -> tuple[list[str], str]:
         args = [str(self.memory_mb * 2**20), str(self.max_processes)]
@@ -295,9 +333,9 @@ class Sandbox:
             "--cap-drop",
             "ALL",
         ]
-        # The sandbox's own /tmp (in memory, at most 64 MB) comes first: the paths bound after it may
+        # The sandbox's own /tmp (in memory, size-limited) comes first: the paths bound after it may
         # lie under the host's /tmp (a project cloned there, its .venv) and must stay visible.
-        cmd += ["--size", str(64 * 2**20), "--tmpfs", "/tmp"]
+        cmd += ["--size", str(PRIVATE_TMP_BYTES), "--tmpfs", "/tmp"]
         bound = _bound_paths()
         for path in bound:
             cmd += ["--ro-bind", path, path]
@@ -309,6 +347,10 @@ class Sandbox:
             "/proc",
             "--dev",
             "/dev",
+            "--size",
+            str(PRIVATE_TMP_BYTES),
+            "--tmpfs",
+            "/dev/shm",
             "--ro-bind",
             str(self.base),
             str(IN_SANDBOX / "base"),
@@ -342,10 +384,23 @@ class Sandbox:
     def launch(self) -> None:
         """Start the sandbox without waiting (:meth:`wait_ready` waits)."""
         cmd, self._expected = self._command()
+        if self.account is not None and cgroup_support()[0] != "none":
+            try:
+                self.cgroup = Cgroup(cgroup_support()[0], self.token,
+                                     self.memory_mb * 2**20 + STARTUP_MEMORY, self.max_processes + 16)
+            except OSError:
+                self.cgroup = None
+        #: How the sandbox is held, for the report.
+        self.limits = (f"cgroup {self.cgroup.version} (memory with tmpfs, processes, one CPU) and rlimits"
+                       if self.cgroup is not None else f"rlimits only (no cgroup: {cgroup_support()[1]})")
+        procs = self.cgroup.procs_files if self.cgroup is not None else []
+        cmd = drop_to(self.account, procs) + cmd
+        home = str(self.scratch) if self.mode == "fallback" else "/tmp"
         env = {
             "PATH": "/usr/bin:/bin",
             "LANG": "C.UTF-8",
-            "HOME": str(self.scratch) if self.mode == "fallback" else "/tmp",
+            "HOME": home,
+            "TMPDIR": home,
             "OMP_NUM_THREADS": "1",
             "MKL_NUM_THREADS": "1",
             "PYTHONDONTWRITEBYTECODE": "1",
@@ -353,14 +408,14 @@ class Sandbox:
             "CS_UTILS_FAST": "1",
             "CS_UTILS_SANDBOX_TOKEN": self.token,
         }
-        self._stderr = open(self.scratch / "sandbox.log", "wb")
+        self._stderr = open(self.log_path, "wb")
         self.process = subprocess.Popen(
             cmd,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
             env=env,
-            cwd=self.scratch,
+            cwd=self.holder,
             start_new_session=True,
         )
 
@@ -368,7 +423,7 @@ class Sandbox:
         expected = self._expected
         line = self._read_line(STARTUP_TIMEOUT)
         if line is None or not line.startswith("ready "):
-            tail = (self.scratch / "sandbox.log").read_text(errors="replace").strip().splitlines()[-3:]
+            tail = self.log_path.read_text(errors="replace").strip().splitlines()[-3:]
             self.close()
             raise SandboxError(f"the {self.mode} sandbox did not start: {' | '.join(tail)}")
         where = line.split(" ", 1)[1]
@@ -376,6 +431,11 @@ class Sandbox:
             self.close()
             raise SandboxError(f"cs_utils in the sandbox is {where}, not the sandbox's copy under {expected}")
         self.cs_utils_file = where
+        if self.cgroup is not None:  # from now on: what the runner holds, plus the exercise's limit
+            try:
+                self.cgroup.set_memory(self.cgroup.memory_usage() + self.memory_mb * 2**20)
+            except OSError:
+                pass
         self.ready = True
 
     def _read_line(self, timeout: float, watch=None) -> str | None:
@@ -405,8 +465,10 @@ class Sandbox:
 
     def run(self, name: str, timeout: float) -> tuple[str, float]:
         """Run exercise ``name``; ``(how, seconds)``: how is the child's exit ("0", "3", "signal9",
-        "forkbomb"), "timeout" or "sandbox died". After a timeout or a death the sandbox is closed."""
+        "forkbomb"), "memory" (killed by the cgroup's limit), "disk", "timeout" or "sandbox died".
+        After a timeout or a death the sandbox is closed."""
         start = time.perf_counter()
+        oom_before = self.cgroup.oom_kills() if self.cgroup is not None else 0
         try:
             self.process.stdin.write(f"{name}\n".encode())
             self.process.stdin.flush()
@@ -415,13 +477,13 @@ class Sandbox:
             return "sandbox died", 0.0
         self.stopped = None
         deadline = time.monotonic() + timeout
-        started = self._read_line(timeout, self._scratch_overflow)
+        started = self._read_line(timeout, self._overflow)
         parts = (started or "").split(" ")
         if len(parts) != 3 or parts[:2] != ["started", name] or not parts[2].isdigit():
             self.close()
-            return "sandbox died", time.perf_counter() - start
+            return self.stopped or "sandbox died", time.perf_counter() - start
         child = int(parts[2])
-        line = self._read_line(max(0.0, deadline - time.monotonic()), self._scratch_overflow)
+        line = self._read_line(max(0.0, deadline - time.monotonic()), self._overflow)
         seconds = time.perf_counter() - start
         if line is None and self.mode == "fallback" and self.process.poll() is None:
             # Kill the child's session; the runner, a subreaper, then kills what the child left
@@ -430,33 +492,44 @@ class Sandbox:
                 os.killpg(child, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+            self._sweep()
             self._read_line(10.0)
+        oom = self.cgroup is not None and self.cgroup.oom_kills() > oom_before
         if line is None:
             how = self.stopped or (
-                "timeout" if self.process.poll() is None and seconds >= timeout * 0.99 else "sandbox died"
+                "timeout" if self.process.poll() is None and seconds >= timeout * 0.99 else
+                ("memory" if oom else "sandbox died")
             )
             self.close()
             return how, seconds
+        self._sweep()
         parts = line.split(" ")
         if len(parts) != 3 or parts[:2] != ["done", name]:
             self.close()
             return "sandbox died", seconds
         if parts[2] == "forkbomb":  # what is left of it may still be dying: start afresh
             self.close()
+        if oom and parts[2].startswith("signal"):
+            return "memory", seconds
         return parts[2], seconds
 
-    def _scratch_overflow(self) -> str | None:
-        """"disk" once the scratch folder holds over :data:`MAX_SCRATCH_BYTES` or :data:`MAX_SCRATCH_FILES`"""
-        total, count = 0, 0
-        for folder, _, files in os.walk(self.scratch):
-            for name in files:
-                count += 1
-                try:
-                    total += os.lstat(os.path.join(folder, name)).st_size
-                except OSError:
-                    continue
-            if total > MAX_SCRATCH_BYTES or count > MAX_SCRATCH_FILES:
-                return "disk"
+    def _sweep(self) -> None:
+        """Outside bubblewrap: kill what the account runs but the runner, remove what it left in the
+        machine's shared places (``/tmp``, ``/dev/shm``, System V IPC)."""
+        if self.mode == "fallback" and self.account is not None and self.process is not None:
+            if self.cgroup is not None:
+                self.cgroup.kill(spare=self.process.pid)
+            sweep_account(self.account, spare=self.process.pid)
+
+    def _overflow(self) -> str | None:
+        """"disk" once the scratch folder holds over :data:`MAX_SCRATCH_BYTES`, over
+        :data:`MAX_SCRATCH_FILES` entries or deeper than :data:`MAX_SCRATCH_DEPTH` folders, or (outside
+        bubblewrap) the account holds over :data:`PRIVATE_TMP_BYTES` in ``/tmp`` or ``/dev/shm``."""
+        count, total, over = count_tree(self.scratch, MAX_SCRATCH_FILES, MAX_SCRATCH_DEPTH)
+        if over or total > MAX_SCRATCH_BYTES:
+            return "disk"
+        if self.mode == "fallback" and account_usage(self.account) > PRIVATE_TMP_BYTES:
+            return "disk"
         return None
 
     @property
@@ -466,16 +539,27 @@ class Sandbox:
     def result_path(self, name: str, case: int) -> Path:
         return self.scratch / name / f"case_{case}.npz"
 
-    def log_tail(self, name: str, lines: int = 3) -> str:
-        path = self.scratch / name / "log.txt"
+    def read_result(self, name: str, case: int) -> CaseFile:
+        """Case ``case`` of exercise ``name`` as the child wrote it; raises :class:`BadResult`
+        (``exists`` set when something is there but unusable)."""
         try:
-            if path.is_symlink() or not path.is_file():
-                return ""
-            with open(path, "rb") as f:
-                f.seek(max(0, path.stat().st_size - 4000))
-                text = f.read().decode("utf-8", "replace")
+            data = read_regular(self.scratch, name, f"case_{case}.npz", max_bytes=MAX_RESULT_BYTES)
+        except OSError as exc:
+            error = BadResult(f"no usable result file ({exc.strerror or exc})")
+            error.exists = exc.errno not in (2, 20)  # ENOENT, ENOTDIR: nothing there
+            raise error from None
+        try:
+            return parse_case(data)
+        except BadResult as exc:
+            exc.exists = True
+            raise
+
+    def log_tail(self, name: str, lines: int = 3) -> str:
+        try:
+            data = read_regular(self.scratch, name, "log.txt", max_bytes=MAX_RESULT_BYTES, tail=4000)
         except OSError:
             return ""
+        text = data.decode("utf-8", "replace")
         return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
 
     def close(self, graceful: bool = False) -> None:
@@ -499,9 +583,14 @@ class Sandbox:
                     pass
             self._stderr.close()
             self.process = None
+        if self.cgroup is not None:
+            self.cgroup.kill()
         if self.mode == "fallback":
-            _kill_marked(self.token)
+            sweep_account(self.account)
 
     def cleanup(self) -> None:
         self.close(graceful=True)
-        shutil.rmtree(self.scratch, ignore_errors=True)
+        if self.cgroup is not None:
+            self.cgroup.remove()
+            self.cgroup = None
+        remove_tree(self.holder)

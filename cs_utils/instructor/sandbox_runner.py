@@ -224,6 +224,11 @@ def _child(
     sys.stdout = open(1, "w", closefd=False)
     sys.stderr = open(2, "w", closefd=False)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:  # the memory limit's OOM killer takes this child first, never the runner
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("1000")
+    except OSError:
+        pass
     from cs_utils.course.grading import get_exercise
 
     exercise = get_exercise(name)
@@ -306,6 +311,29 @@ def _kill_leftovers(own_namespace: bool, child: int) -> None:
             break
 
 
+PRIVATE_PLACES = ("/tmp", "/dev/shm")
+
+
+def _private_entries() -> set[str]:
+    found = set()
+    for folder in PRIVATE_PLACES:
+        try:
+            found.update(os.path.join(folder, name) for name in os.listdir(folder))
+        except OSError:
+            continue
+    return found
+
+
+def _clear_private(kept: set[str]) -> None:
+    """In the sandbox's own namespaces: remove what the last child left in its private /tmp and
+    /dev/shm (they are in memory: left there, they would count against the next exercise)."""
+    import subprocess
+
+    extra = sorted(_private_entries() - kept)
+    if extra:
+        subprocess.run(["rm", "-rf", "--one-file-system", "--", *extra], capture_output=True)
+
+
 def _wait_child(pid: int, own_namespace: bool, max_processes: int) -> str:
     """Wait for the child; in the sandbox's own PID namespace, stop a fork bomb early."""
     while True:
@@ -345,6 +373,7 @@ def main(argv: list[str]) -> int:
     libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: children cannot open this process's /proc files
     if not own_namespace:
         libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: orphans of the children come back here
+    kept = _private_entries()
     out = sys.stdout
     out.write(f"ready {os.path.realpath(cs_utils.__file__)}\n")
     out.flush()
@@ -365,6 +394,8 @@ def main(argv: list[str]) -> int:
         out.flush()
         how = _wait_child(pid, own_namespace, max_processes)
         _kill_leftovers(own_namespace, pid)
+        if own_namespace:
+            _clear_private(kept)
         out.write(f"done {name} {how}\n")
         out.flush()
     out.flush()
