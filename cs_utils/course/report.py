@@ -73,8 +73,10 @@ def render_table(report: dict) -> str:
     )
     top = [f"submission: {one_line(report.get('submission'), 300)}"]
     if report.get("mode"):
+        who = f" as {one_line(report['account'], 40)} (uid {report['uid']})" if report.get("account") else ""
+        held = f"; {one_line(report['limits'], 120)}" if report.get("limits") else ""
         top.append(
-            f"isolation: {report['mode']}"
+            f"isolation: {report['mode']}{who}{held}"
             + (f"; hidden cases from seed {report['seed']}" if report.get("seed") is not None else "")
         )
     lines = [*top, header, "-" * len(header)]

@@ -525,8 +525,6 @@ def grade(
         jobs = cases.jobs if cases is not None else work / "jobs"
         jobs.mkdir(parents=True, exist_ok=True)
         base = sandbox_base()
-        watched = [base] + ([cases.cache] if cases is not None and cases.cache else [])
-        before = grader_digest(watched)
 
         def new_sandbox():
             box = Sandbox(package, jobs, base, memory_mb=memory_mb, mode=mode, slot=slot)
@@ -536,6 +534,9 @@ def grade(
         sandbox = new_sandbox()  # it imports torch while the cases are drawn here
         if own_cases:
             cases = prepare_cases(names, seed, hidden, jobs)
+        cases.wait()  # the reference's outputs are computed (and cached) before the submission runs
+        watched = [base] + ([cases.cache] if cases.cache else [])
+        before = grader_digest(watched)
         deadline = time.monotonic() + total_timeout
         try:
             for name in names:

@@ -2,7 +2,7 @@
 
 ::
 
-    python -m cs_utils.instructor.grade SUBMISSION [--json scores.json] [--seed 0] [--hidden 2]
+    python -m cs_utils.instructor.grade SUBMISSION [--json scores.json] [--seed N] [--hidden 2]
     python -m cs_utils.instructor.grade --class SUBMISSIONS_DIR --out grades/ [--jobs 2]
 
 ``SUBMISSION`` is a student's ``cs_utils`` folder, the project folder holding it, or a ``.zip`` of
@@ -20,9 +20,18 @@ from pathlib import Path
 
 from ..course import grading
 from ..course.report import render_table
-from .autograder import DEFAULT_HIDDEN, DEFAULT_MEMORY_MB, DEFAULT_SEED, DEFAULT_TIMEOUT, grade, zero_report
+from .autograder import (
+    DEFAULT_HIDDEN,
+    DEFAULT_MEMORY_MB,
+    DEFAULT_TIMEOUT,
+    DEFAULT_TOTAL_TIMEOUT,
+    IntegrityError,
+    draw_seed,
+    grade,
+    zero_report,
+)
 from .class_grading import grade_class
-from .sandbox import isolation_mode
+from .isolation import IsolationError
 
 __all__ = ["main"]
 
@@ -50,7 +59,8 @@ def _parser() -> argparse.ArgumentParser:
         "--jobs", type=int, default=None, help="with --class: submissions at once (default: cores)"
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="draws the hidden cases (default 0)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="draws the hidden cases (default: a fresh seed, printed and recorded)")
     parser.add_argument(
         "--hidden", type=int, default=DEFAULT_HIDDEN, help="hidden cases per exercise (default 2)"
     )
@@ -59,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=DEFAULT_TIMEOUT,
         help=f"seconds per exercise, all its cases (default {DEFAULT_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--total-timeout",
+        type=float,
+        default=DEFAULT_TOTAL_TIMEOUT,
+        help=f"seconds for the whole submission (default {DEFAULT_TOTAL_TIMEOUT:g})",
     )
     parser.add_argument(
         "--memory",
@@ -82,16 +98,13 @@ def main(argv=None) -> int:
         if not args.class_dir.is_dir():
             print(f"error: {args.class_dir} is not a folder of submissions", file=sys.stderr)
             return 2
-        grade_class(
-            args.class_dir,
-            args.out,
-            names=args.only,
-            seed=args.seed,
-            hidden=args.hidden,
-            timeout=args.timeout,
-            memory_mb=args.memory,
-            jobs=args.jobs,
-        )
+        try:
+            grade_class(args.class_dir, args.out, names=args.only, seed=args.seed, hidden=args.hidden,
+                        timeout=args.timeout, total_timeout=args.total_timeout, memory_mb=args.memory,
+                        jobs=args.jobs)
+        except (IntegrityError, IsolationError) as exc:
+            print(f"GRADING STOPPED: {exc}", file=sys.stderr)
+            return 3
         return 0
     if args.submission is None:
         print("error: give a SUBMISSION or --class SUBMISSIONS_DIR", file=sys.stderr)
@@ -100,13 +113,17 @@ def main(argv=None) -> int:
         print(f"error: {args.submission} does not exist", file=sys.stderr)
         return 2
     names = args.only or grading.exercise_names()
+    seed = draw_seed() if args.seed is None else args.seed
     try:
-        report = grade(args.submission.resolve(), names, seed=args.seed, hidden=args.hidden,
-                       timeout=args.timeout, memory_mb=args.memory)
+        report = grade(args.submission.resolve(), names, seed=seed, hidden=args.hidden, timeout=args.timeout,
+                       total_timeout=args.total_timeout, memory_mb=args.memory)
         status = 0
+    except (IntegrityError, IsolationError) as exc:
+        print(f"GRADING STOPPED: {exc}", file=sys.stderr)
+        return 3
     except Exception as exc:  # noqa: BLE001 - a failure of the grader itself: still a table and a JSON
         report = zero_report(args.submission, f"the grader failed: {type(exc).__name__}: {exc}", names,
-                             isolation_mode()[0], args.seed)
+                             "none", seed)
         status = 1
     print(render_table(report))
     if args.json is not None:
