@@ -39,7 +39,7 @@ import torch
 
 import cs_utils
 from cs_utils import attribution
-from cs_utils.folding import folded_copy, gradient_network
+from cs_utils.engine.folding import folded_copy, gradient_network
 
 try:
     import captum.attr as captum_attr
@@ -122,7 +122,7 @@ def sweep(work, sizes, thread_counts, runs):
 
 def limit_networks(model):
     """The networks the limit is taken over: the model as loaded, and with its batch norm folded into
-    the convolutions in channels-last layout (:func:`cs_utils.folding.folded_copy`: the same
+    the convolutions in channels-last layout (:func:`cs_utils.engine.folding.folded_copy`: the same
     function; what the gradient techniques run on). On a 2-core CPU the folded forward+backward of
     Lite0 is about 2x faster at batch 4."""
     return {"as loaded": model, "folded": folded_copy(model)}

@@ -13,12 +13,12 @@ with its batch norm folded into the convolutions (the same function; ``limit_net
 * ``saliency_map`` and ``guided_backprop`` on ``--batch`` photos: plain forward +
   backward to the pixels of the same photos (goal <= 1.1x);
 * ``occlusion_map`` on one photo: plain forward passes (no graph) over all its
-  occluded copies, built beforehand. The default, incremental path
-  (:mod:`cs_utils.incremental_occlusion`, which recomputes only each patch's footprint
-  per layer) does less than that work: its goal is at most half the time of Captum's
+  occluded copies, built beforehand. The default, incremental path (the same loop on
+  :class:`cs_utils.engine.incremental_occlusion.IncrementalNetwork`, which recomputes only each
+  patch's footprint per layer) does less than that work: its goal is at most half the time of Captum's
   ``Occlusion`` at its best ``perturbations_per_eval`` (2x faster). The plain path
   (``incremental=False``) does all of it (goal <= 1.1x), with ``batch_size=None``
-  (the size measured by :func:`cs_utils.runtime.fastest_batch_size`).
+  (the size measured by :func:`cs_utils.engine.batch_size.measured_batch_size`).
 
 The sweep of the plain passes and the back-to-back timing (each technique right
 after the limit's plain passes at the same thread count, so slow phases of a shared
@@ -54,7 +54,8 @@ from bench_attribution import (
 )
 
 import cs_utils
-from cs_utils import incremental_occlusion, saliency
+from cs_utils import saliency
+from cs_utils.engine import incremental_occlusion
 
 ROW = "| {:<56} | {:>8} | {:>8} | {:>6} | {:>6} | {:>8} | {:<13} |"
 
@@ -154,13 +155,13 @@ def main():
     options = dict(window=args.window, stride=args.stride, progress=False)
     occlusion_rows["incremental"] = lambda: cs_utils.occlusion_map(model, x1, t1, **options)
     occlusion_rows["plain"] = lambda: cs_utils.occlusion_map(model, x1, t1, incremental=False, **options)
-    # The same forward passes in the incremental module's layout (channels-last, batch norm folded into
-    # the convolutions) with whole maps at every layer: plain work too, often faster than torch's
-    # default layout, so it is a candidate for the limit.
-    corners = cs_utils.occlusion_windows(x1.shape[-2], x1.shape[-1], args.window, args.stride)
-    colours = x1.mean(dim=(2, 3))
-    occlusion_rows["whole maps"] = lambda: incremental_occlusion.incremental_occluded_probabilities(
-        model, x1, t1, corners, (args.window, args.window), colours, fraction=0.0)
+    # The same forward passes in the incremental network's layout (channels-last, batch norm folded into
+    # the convolutions) with whole maps at every layer, through the same loop: plain work too, often
+    # faster than torch's default layout, so it is a candidate for the limit.
+    whole_maps = incremental_occlusion.IncrementalNetwork(model, x1, fraction=0.0)
+    occlusion_rows["whole maps"] = lambda: cs_utils.occlusion_map(
+        whole_maps, x1, t1, incremental=False, batch_size=incremental_occlusion.INCREMENTAL_BATCH_SIZE,
+        **options)
     if captum_attr is not None:
         sal, gbp = captum_attr.Saliency(model), captum_attr.GuidedBackprop(model)
         occlusion = captum_attr.Occlusion(lambda images: model(images).softmax(dim=1))

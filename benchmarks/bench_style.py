@@ -7,7 +7,7 @@ Prints median times (of ``--repeats`` runs) on CPU:
 
 * the limit: the least time of one forward+backward (to the input) of EfficientNet-Lite0
   truncated after blocks.10, over the network as loaded and with its batch norm folded into the
-  convolutions in channels-last layout (:func:`cs_utils.folding.folded_copy`, what style
+  convolutions in channels-last layout (:func:`cs_utils.engine.folding.folded_copy`, what style
   transfer runs on), at 256 px and at the 257 px the style transfer's mirror feeds it;
 * one style-transfer evaluation at 256 px (L-BFGS, the default layers): the median time
   between consecutive evaluations of a 60-evaluation run (the one-time setup excluded), and
@@ -32,7 +32,7 @@ import time
 import torch
 
 import cs_utils as cs
-from cs_utils.folding import folded_copy
+from cs_utils.engine.folding import folded_copy
 from cs_utils.models import CONTENT_LAYER, STYLE_LAYERS
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
-import weakref
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
@@ -36,10 +35,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from .checks import check_image, class_indices, model_input, num_classes, positive_int
-from .folding import gradient_network
+from .engine.batch_size import measured_batch_size
+from .engine.folding import gradient_network
 from .hooks import evaluating, get_layer
 from .optimize import gaussian_blur
-from .runtime import fastest_batch_size
 from .saliency import guided_backprop, saliency_map, target_scores
 
 __all__ = [
@@ -304,35 +303,21 @@ def baseline_image(x: torch.Tensor, baseline=None, *,
 #: The batch sizes :func:`integrated_gradients` and :func:`smooth_grad` choose from when
 #: ``batch_size=None``: the fastest forward+backward per image among them, measured once per
 #: network, device, dtype, image shape and thread count in the process
-#: (:func:`cs_utils.runtime.fastest_batch_size`, about 30 passes). On a 2-core CPU it was 4 in a
+#: (:func:`cs_utils.engine.batch_size.measured_batch_size`, about 30 passes). On a 2-core CPU it was 4 in a
 #: fresh process and 8 after large allocations (what a large batch costs depends on them).
 GRADIENT_BATCH_SIZES = (DEFAULT_BATCH_SIZE, 8, 16)
-_gradient_batch_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _batch_size(batch_size, model: nn.Module, xd: torch.Tensor, jobs: int) -> int:
     """``batch_size`` checked, or when it is None the measured fastest of :data:`GRADIENT_BATCH_SIZES`
-    (no larger than ``jobs``, the images to run) for ``model`` on images shaped like ``xd``."""
+    (no larger than ``jobs``, the images to run) for ``model`` on images shaped like ``xd``
+    (:func:`cs_utils.engine.batch_size.measured_batch_size`, forward and backward passes)."""
     if batch_size is not None:
         return positive_int(batch_size, "batch_size")
     sizes = [b for b in GRADIENT_BATCH_SIZES if b <= jobs]
     if len(sizes) < 2:
         return min(DEFAULT_BATCH_SIZE, max(1, jobs))
-    key = (xd.device, xd.dtype, tuple(xd.shape[1:]), torch.get_num_threads(), sizes[-1])
-    try:
-        cached = _gradient_batch_cache.setdefault(model, {})
-    except TypeError:
-        return DEFAULT_BATCH_SIZE
-    if key not in cached:
-        images = xd[:1].detach().expand(sizes[-1], *xd.shape[1:]).contiguous()
-
-        def passes(b):
-            batch = images[:b].clone().requires_grad_(True)
-            torch.autograd.grad(model(batch).float().sum(), [batch])
-
-        with evaluating(model), torch.enable_grad():
-            cached[key] = fastest_batch_size(passes, sizes, repeats=1)
-    return cached[key]
+    return measured_batch_size(model, xd, sizes, gradient=True, repeats=1)
 
 
 def integrated_gradients(model: nn.Module, x: torch.Tensor, target, *, baseline=None, steps: int = 32,
@@ -361,7 +346,7 @@ def integrated_gradients(model: nn.Module, x: torch.Tensor, target, *, baseline=
     base = baseline_image(xd, baseline, generator=generator)
     steps = positive_int(steps, "steps")
     n = xd.shape[0]
-    model = gradient_network(model)   # the same function with batch norm folded in (cs_utils.folding)
+    model = gradient_network(model)   # the same function with batch norm folded in (cs_utils.engine.folding)
     batch_size = _batch_size(batch_size, model, xd, n * steps)
     with evaluating(model), torch.enable_grad():
         ### BEGIN SOLUTION

@@ -21,9 +21,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch.autograd.function import once_differentiable
 
-__all__ = ["content_loss", "gram_loss", "gram_losses", "gram_matrix", "style_loss", "tv_loss"]
+__all__ = ["content_loss", "gram_matrix", "style_loss", "tv_loss"]
 
 
 def _check_features(features, what="features") -> None:
@@ -92,96 +91,6 @@ def style_loss(features: Sequence[torch.Tensor], target_grams: Sequence[torch.Te
         loss = loss + w * (gram_matrix(f) - a).pow(2).mean()
     return loss
     ### END SOLUTION
-
-
-def _positions_by_channels(features: torch.Tensor) -> tuple[torch.Tensor, bool]:
-    """``features`` (N, C, H, W) as a view: (N, HW, C) when stored channels-last, else (N, C, HW)."""
-    n, c, h, w = features.shape
-    if not features.is_contiguous() and features.is_contiguous(memory_format=torch.channels_last):
-        return features.permute(0, 2, 3, 1).reshape(n, h * w, c), True
-    return features.reshape(n, c, h * w), False
-
-
-class _GramLoss(torch.autograd.Function):
-    """``sum_l weights[l] * mean((F_l F_l^T / (C_l H_l W_l) - A_l)^2)`` over layers ``l`` with its
-    gradient written out: ``dL/dF = (D + D^T) F / (C H W)`` for ``D = dL/dG``, one matrix product
-    per layer where autograd through ``F @ F^T`` takes two and adds them; one autograd node for
-    every layer, two operations per layer each way."""
-
-    @staticmethod
-    def forward(ctx, targets, weights, *features):
-        total, diffs = 0.0, []
-        for f, target, weight in zip(features, targets, weights):
-            n, c, h, w = f.shape
-            flat, positions_first = _positions_by_channels(f)
-            left, right = (flat.transpose(1, 2), flat) if positions_first else (flat, flat.transpose(1, 2))
-            # G - A in one product: -A + (F F^T) / (C H W)
-            diff = torch.baddbmm(-target, left, right, alpha=1.0 / (c * h * w))
-            diffs.append(diff)
-            total += weight * float(torch.vdot(diff.reshape(-1), diff.reshape(-1))) / diff.numel()
-        ctx.save_for_backward(*features, *diffs)
-        ctx.weights = weights
-        return features[0].new_tensor(total)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):
-        saved = ctx.saved_tensors
-        count = len(saved) // 2
-        grads, grad = [], float(grad)
-        for f, diff, weight in zip(saved[:count], saved[count:], ctx.weights):
-            n, c, h, w = f.shape
-            scale = grad * 2.0 * weight / (diff.numel() * c * h * w)
-            sym = diff + diff.transpose(1, 2)
-            flat, positions_first = _positions_by_channels(f)
-            if positions_first:   # (N, HW, C) @ (C, C) is D^T F laid out channels-last; D + D^T is symmetric
-                out = torch.bmm(flat, sym).mul_(scale)
-                grads.append(out.reshape(n, h, w, c).permute(0, 3, 1, 2))
-            else:
-                grads.append(torch.bmm(sym, flat).mul_(scale).reshape(n, c, h, w))
-        return (None, None, *grads)
-
-
-def _gram_target(features: torch.Tensor, target, what: str) -> torch.Tensor:
-    _check_features(features, what)
-    n, c = features.shape[:2]
-    if isinstance(target, torch.Tensor) and target.dim() == 2:
-        target = target.unsqueeze(0)
-    if not isinstance(target, torch.Tensor) or target.dim() != 3 or target.shape[-2:] != (c, c) \
-            or target.shape[0] not in (1, n):
-        shape = tuple(target.shape) if isinstance(target, torch.Tensor) else type(target).__name__
-        raise ValueError(f"the target Gram matrix for {what} must have shape (1, {c}, {c}) or "
-                         f"({n}, {c}, {c}) (features with {c} channels), got {shape}")
-    return target.detach()
-
-
-def gram_losses(features: Sequence[torch.Tensor], targets: Sequence[torch.Tensor],
-                weights: float | Sequence[float] = 1.0) -> torch.Tensor:
-    """:func:`style_loss`'s value, ``sum_l w_l * mean((gram_matrix(features[l]) - targets[l])^2)``,
-    with its backward written out (:func:`gram_loss`, every layer in one autograd node)."""
-    features, targets = list(features), list(targets)
-    if not features or len(features) != len(targets):
-        raise ValueError(f"give one target per feature map: {len(features)} feature maps, "
-                         f"{len(targets)} targets")
-    weights = [float(weights)] * len(features) if isinstance(weights, (int, float)) else \
-        [float(w) for w in weights]
-    if len(weights) != len(features):
-        raise ValueError(f"{len(weights)} weights for {len(features)} layers")
-    targets = [_gram_target(f, a, f"features[{i}]") for i, (f, a) in enumerate(zip(features, targets))]
-    return _GramLoss.apply(tuple(targets), tuple(weights), *features)
-
-
-def gram_loss(features: torch.Tensor, target: torch.Tensor, weight: float = 1.0) -> torch.Tensor:
-    """One layer's term of :func:`style_loss`: ``weight * mean((gram_matrix(features) - target)^2)``,
-    the mean over the N x C x C entries (``target`` (C, C), (1, C, C) or (N, C, C)).
-
-    The same value as ``style_loss([features], [target], weight)``; its backward is written out
-    (one matrix product instead of autograd's two and a sum), the cost that matters when an
-    image is optimised for hundreds of evaluations. ``target`` is a constant (no gradient flows
-    to it; use :func:`style_loss` for that), and the gradient cannot be differentiated again.
-    Keeps ``features``' memory layout (channels-last stays channels-last).
-    """
-    return gram_losses([features], [target], weight)
 
 
 def tv_loss(x: torch.Tensor, weight: float = 1.0, beta: float = 2.0) -> torch.Tensor:

@@ -48,8 +48,9 @@ import torch
 import torch.nn.functional as F
 
 from . import checks
+from .engine.gram import gram_losses
 from .hooks import capture_activations, extract_features
-from .losses import content_loss, gram_losses, tv_loss
+from .losses import content_loss, tv_loss
 
 __all__ = [
     "MODEL_OUTPUT",
@@ -365,7 +366,7 @@ def gram_match(model: torch.nn.Module, layers: Sequence[str], target_grams: Sequ
         layer_weights = list(layer_weights)
         if len(layer_weights) != len(layers):
             raise ValueError(f"{len(layer_weights)} layer weights for {len(layers)} layers")
-    # gram_losses: style_loss's value, with one matrix product fewer per layer in the backward
+    # gram_losses: the value of (the student's) style_loss, with one matrix product fewer per layer backward
     return Objective(lambda f: gram_losses([f[name] for name in layers], grams, layer_weights),
                      f"Gram match ({', '.join(layers)})", model=model, layers=layers)
 

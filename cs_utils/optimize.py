@@ -46,8 +46,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .engine.lbfgs import LBFGS, clamp_straight_through
 from .history import History
-from .lbfgs import LBFGS, clamp_straight_through
 from .losses import tv_loss
 from .objectives import Objective
 from .transforms import Clamp, Compose, Jitter, Pad, RandomCrops, RandomRotate, RandomScale
@@ -408,7 +408,7 @@ def _make_optimizer(spec, params, lr, steps):
     # 256 px with 10 pairs (31 MB with 20), about 1 ms of a style-transfer evaluation on 2 CPU threads.
     # Measured on EfficientNet-Lite0 at 256 px, the loss after 200 evaluations with 10 pairs was a
     # median 0.99x that with 20 (12 content/style pairs, 0.74-1.02x; two textures 1.03x), and after
-    # 400 evaluations 0.96-1.01x (4 pairs). cs_utils.lbfgs.LBFGS is torch.optim.LBFGS, step for step.
+    # 400 evaluations 0.96-1.01x (4 pairs). cs_utils.engine.lbfgs.LBFGS is torch.optim.LBFGS, step for step.
     return LBFGS(params, lr=lr, max_iter=steps, max_eval=steps, tolerance_grad=1e-12,
                  tolerance_change=1e-14, history_size=10, line_search_fn="strong_wolfe")
 

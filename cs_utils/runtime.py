@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import os
 import random
-import time
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-__all__ = ["Budget", "FAST_ENV", "budget", "fastest_batch_size", "get_device", "is_fast", "model_device",
-           "progress_bar", "seed_everything"]
+__all__ = ["Budget", "FAST_ENV", "budget", "get_device", "is_fast", "model_device", "progress_bar",
+           "seed_everything"]
 
 FAST_ENV = "CS_UTILS_FAST"
 
@@ -52,39 +50,6 @@ def model_device(model: torch.nn.Module) -> torch.device:
     for tensor in model.buffers():
         return tensor.device
     return torch.device("cpu")
-
-
-def fastest_batch_size(run: Callable[[int], object], sizes: Iterable[int] = (1, 2, 4, 8, 16, 32), *,
-                       repeats: int = 2, stop_when_slower: float | None = 1.25,
-                       clock: Callable[[], float] = time.perf_counter) -> int:
-    """The batch size in ``sizes`` with the least time per item of ``run(batch_size)``.
-
-    ``run(b)`` does the work for one batch of ``b`` items (e.g. one forward pass of
-    ``b`` images). It is called once untimed at the smallest size (warm-up), then
-    ``repeats`` times per size in ascending order; each size's best time divided by
-    its size is compared, ties going to the smaller batch. Once a size takes more
-    than ``stop_when_slower`` times the best time per item so far, the larger sizes
-    are not tried (per-item time falls, then rises: on a CPU the large batches,
-    which cost the most to measure, are rarely the fastest); ``None`` tries them all.
-    ``clock``: the timer (seconds), :func:`time.perf_counter` by default.
-    """
-    sizes = sorted({int(b) for b in sizes})
-    if not sizes or sizes[0] < 1:
-        raise ValueError(f"sizes must be positive integers, got {sizes}")
-    if repeats < 1:
-        raise ValueError(f"repeats must be at least 1, got {repeats}")
-    run(sizes[0])  # warm-up: first-call allocations and lazy initialisation
-    per_item = {}
-    for b in sizes:
-        best = float("inf")
-        for _ in range(repeats):
-            start = clock()
-            run(b)
-            best = min(best, clock() - start)
-        per_item[b] = best / b
-        if stop_when_slower is not None and per_item[b] > stop_when_slower * min(per_item.values()):
-            break
-    return min(per_item, key=lambda b: (per_item[b], b))
 
 
 def progress_bar(iterable=None, *, total: int | None = None, desc: str | None = None, enabled: bool = True,

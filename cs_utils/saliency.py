@@ -19,7 +19,6 @@ activations live only inside a ``with`` block.
 from __future__ import annotations
 
 import math
-import weakref
 
 import numpy as np
 import torch
@@ -28,14 +27,10 @@ from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 
 from .checks import check_layer, class_indices, int_pair, model_input, num_classes, positive_int
-from .folding import gradient_network
+from .engine.batch_size import measured_batch_size
+from .engine.folding import gradient_network
+from .engine.incremental_occlusion import INCREMENTAL_BATCH_SIZE, IncrementalNetwork, why_not_incremental
 from .hooks import evaluating, extract_features
-from .incremental_occlusion import (
-    INCREMENTAL_BATCH_SIZE,
-    incremental_occluded_probabilities,
-    why_not_incremental,
-)
-from .runtime import fastest_batch_size
 
 __all__ = [
     "gradient_image",
@@ -82,11 +77,11 @@ def saliency_map(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
     the map does not depend on how confident the model is about the other
     classes. Returns a detached (N, H, W) tensor on ``x``'s device. One forward
     and one backward pass for the whole batch; the model runs in eval mode, as a copy
-    with its batch norm folded into the convolutions (:func:`cs_utils.folding.gradient_network`:
+    with its batch norm folded into the convolutions (:func:`cs_utils.engine.folding.gradient_network`:
     the same function, made once per model; the model itself when it has hooks).
     """
     xd, target = _prepare(model, x, target)
-    model = gradient_network(model)   # the same function with batch norm folded in (cs_utils.folding)
+    model = gradient_network(model)   # the same function with batch norm folded in (cs_utils.engine.folding)
     with evaluating(model), torch.enable_grad():
         ### BEGIN SOLUTION
         xd = xd.requires_grad_(True)
@@ -136,26 +131,14 @@ def _fill_colours(x: torch.Tensor, fill) -> torch.Tensor:
 
 OCCLUSION_BATCH_SIZES = (1, 2, 4, 8, 16, 32)
 
-# model -> {(device, dtype, image shape, torch threads, largest size tried): batch size}; the entries
-# go with the model
-_occlusion_batch_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
 
 def _occlusion_batch_size(model: nn.Module, xd: torch.Tensor, copies: int) -> int:
-    """The fastest batch size (per image) for plain forward passes of ``xd``'s image shape.
-
-    Measured once per model, device, dtype, image shape and torch thread count in this
-    process (:func:`cs_utils.runtime.fastest_batch_size` over :data:`OCCLUSION_BATCH_SIZES`,
-    no larger than ``copies``), then cached.
-    """
+    """The fastest batch size (per image) for plain forward passes of ``xd``'s image shape: of
+    :data:`OCCLUSION_BATCH_SIZES` no larger than ``copies``, measured once per model, device, dtype,
+    image shape and torch thread count in this process
+    (:func:`cs_utils.engine.batch_size.measured_batch_size`)."""
     sizes = [b for b in OCCLUSION_BATCH_SIZES if b <= copies] or [1]
-    key = (xd.device, xd.dtype, tuple(xd.shape[1:]), torch.get_num_threads(), sizes[-1])
-    cached = _occlusion_batch_cache.setdefault(model, {})
-    if key not in cached:
-        images = xd[:1].expand(sizes[-1], *xd.shape[1:]).contiguous()
-        with evaluating(model), torch.inference_mode():
-            cached[key] = fastest_batch_size(lambda b: model(images[:b]), sizes)
-    return cached[key]
+    return measured_batch_size(model, xd, sizes)
 
 
 def _plain_reason(model: nn.Module, incremental: bool | None) -> str | None:
@@ -193,54 +176,50 @@ def occlusion_map(model: nn.Module, x: torch.Tensor, target, *, window=32, strid
     the process; on a CPU small batches are often the fastest). Returns a detached
     (N, H, W) tensor on ``x``'s device.
 
-    ``incremental``: an occluded copy differs from the image only inside the patch, so by
-    default (``None``) the copies run through
-    :func:`cs_utils.incremental_occlusion.incremental_occluded_probabilities`, which computes at
-    each layer only the region the patch can reach and takes the rest from one pass of the
-    image: the same map (up to float rounding), several times faster. Models it does not know
-    (:func:`cs_utils.incremental_occlusion.why_not_incremental` says why) take the plain path
-    of one forward pass per copy; ``False`` always takes it, ``True`` raises a ``ValueError``
-    instead of falling back. On the incremental path ``batch_size`` copies (default
-    :data:`cs_utils.incremental_occlusion.INCREMENTAL_BATCH_SIZE`) are computed together.
+    ``incremental``: an occluded copy differs from the image only inside the patch. By default
+    (``None``) the loop therefore runs, in place of ``model``, an
+    :class:`cs_utils.engine.incremental_occlusion.IncrementalNetwork` of it: the same network (the
+    same scores up to float rounding), which computes at each layer only the region where a copy
+    differs from its image and takes the rest from one pass of the image, several times faster.
+    The loop does not change: it builds the copies and asks the network for their scores. Models
+    the engine does not know (:func:`cs_utils.engine.incremental_occlusion.why_not_incremental`
+    says why) run as they are; ``False`` always runs the model as it is, ``True`` raises a
+    ``ValueError`` instead. With the engine, ``batch_size`` defaults to
+    :data:`cs_utils.engine.incremental_occlusion.INCREMENTAL_BATCH_SIZE` copies.
     """
     xd, target = _prepare(model, x, target)
     n, _, height, width = xd.shape
     windows = occlusion_windows(height, width, window, stride)
     wh, ww = int_pair(window, "window")
     colours = _fill_colours(xd, fill)
-    plain = _plain_reason(model, incremental)      # None: the incremental path runs
-    if batch_size is None and plain is None:
-        batch_size = INCREMENTAL_BATCH_SIZE
+    plain = _plain_reason(model, incremental)      # None: the engine computes the scores
+    if plain is None:
+        model = IncrementalNetwork(model, xd)       # the same scores, computed where each copy changed
+        batch_size = INCREMENTAL_BATCH_SIZE if batch_size is None else batch_size
     elif batch_size is None:
         batch_size = _occlusion_batch_size(model, xd, n * len(windows))
     batch_size = positive_int(batch_size, "batch_size")
+    label = "occlusion" if plain else "occlusion (incremental)"
     ### BEGIN SOLUTION
     from tqdm.auto import tqdm
 
     total = n * len(windows)
-    # the incremental path batches the copies of one image at a time
-    batches = n * math.ceil(len(windows) / batch_size) if plain is None else math.ceil(total / batch_size)
-    desc = f"occlusion{'' if plain else ' (incremental)'}: {total} copies in {batches} batches"
+    desc = f"{label}: {total} copies in {math.ceil(total / batch_size)} batches"
     with evaluating(model), torch.inference_mode(), \
             tqdm(total=total, disable=not progress, unit="img", leave=False, desc=desc) as bar:
-        if plain is None:
-            base, occluded = incremental_occluded_probabilities(model, xd, target, windows, (wh, ww), colours,
-                                                                batch_size=batch_size, on_batch=bar.update)
-            drops = base[:, None] - occluded
-        else:
-            base = target_scores(model(xd).softmax(dim=1), target)            # (N,)
-            jobs = [(i, j) for i in range(n) for j in range(len(windows))]   # (image, window) per copy
-            drops = torch.empty(n, len(windows), device=xd.device, dtype=xd.dtype)
-            for start in range(0, total, batch_size):
-                chunk = jobs[start:start + batch_size]
-                images = torch.tensor([i for i, _ in chunk], device=xd.device)
-                batch = xd.index_select(0, images)                       # a new tensor: x is untouched
-                for row, (i, j) in enumerate(chunk):
-                    top, left = windows[j]
-                    batch[row, :, top:top + wh, left:left + ww] = colours[i, :, None, None]
-                probs = target_scores(model(batch).softmax(dim=1), target[images])
-                drops[images, [j for _, j in chunk]] = base[images] - probs
-                bar.update(len(chunk))
+        base = target_scores(model(xd).softmax(dim=1), target)            # (N,)
+        jobs = [(i, j) for i in range(n) for j in range(len(windows))]   # (image, window) per copy
+        drops = torch.empty(n, len(windows), device=xd.device, dtype=xd.dtype)
+        for start in range(0, total, batch_size):
+            chunk = jobs[start:start + batch_size]
+            images = torch.tensor([i for i, _ in chunk], device=xd.device)
+            batch = xd.index_select(0, images)                       # a new tensor: x is untouched
+            for row, (i, j) in enumerate(chunk):
+                top, left = windows[j]
+                batch[row, :, top:top + wh, left:left + ww] = colours[i, :, None, None]
+            probs = target_scores(model(batch).softmax(dim=1), target[images])
+            drops[images, [j for _, j in chunk]] = base[images] - probs
+            bar.update(len(chunk))
         heat = torch.zeros(n, height, width, device=xd.device, dtype=xd.dtype)
         covered = torch.zeros(height, width, device=xd.device, dtype=xd.dtype)
         for j, (top, left) in enumerate(windows):

@@ -13,9 +13,9 @@ Both optimisations are :func:`cs_utils.optimize_image` with an objective built f
 :mod:`cs_utils.objectives` (``gram_match``, plus ``feature_match`` for the content); the
 terms share one forward pass that stops after the deepest layer used
 (:func:`cs_utils.extract_features`), so nothing after it is ever computed. They run on
-:func:`cs_utils.folding.folded_copy` of the model (batch norm folded into the convolutions,
+:func:`cs_utils.engine.folding.folded_copy` of the model (batch norm folded into the convolutions,
 channels-last weights: the same function, a forward+backward 1.6-2x faster on EfficientNet-Lite0),
-and the Gram terms use :func:`cs_utils.losses.gram_loss` (a written-out backward).
+and the Gram terms use :func:`cs_utils.engine.gram.gram_losses` (a written-out backward).
 
 The style images are the project's fixed set of four: :data:`STYLE_NAMES`, loaded by
 :func:`load_style` / :func:`style_images` with their frames and dark borders cropped
@@ -33,7 +33,7 @@ import torch
 
 from . import objectives
 from .checks import check_image, check_layer, model_dtype, model_input, non_negative_int
-from .folding import folded_copy
+from .engine.folding import folded_copy
 from .hooks import evaluating, extract_features, get_layer
 from .losses import gram_matrix, style_loss
 from .models import CONTENT_LAYER, STYLE_LAYERS, has_same_padding, reflect_pad

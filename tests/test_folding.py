@@ -1,14 +1,12 @@
 """folded_copy: batch norm folded into the convolution before it, the same function, the caller's
-model untouched; gram_loss: style_loss's value and gradient with a written-out backward."""
+model untouched (cs_utils.engine.folding)."""
 
-import pytest
 import torch
 from torch import nn
 
 import cs_utils
-from cs_utils.folding import folded_copy
+from cs_utils.engine.folding import folded_copy
 from cs_utils.hooks import extract_features
-from cs_utils.losses import gram_loss, gram_matrix, style_loss
 from cs_utils.models import CONTENT_LAYER, STYLE_LAYERS
 
 
@@ -129,42 +127,6 @@ def test_lite0_folded_features_and_input_gradient_match(lite0, caller_state):
     before.assert_unchanged()
 
 
-@pytest.mark.parametrize("channels_last", [False, True])
-@pytest.mark.parametrize("target_shape", [(1, 5, 5), (2, 5, 5), (5, 5)])
-def test_gram_loss_equals_style_loss_in_value_and_gradient(channels_last, target_shape):
-    f = torch.randn(2, 5, 4, 3, generator=seeded(3), dtype=torch.float64)
-    if channels_last:
-        f = f.contiguous(memory_format=torch.channels_last)
-    f.requires_grad_(True)
-    a = torch.randn(*target_shape, generator=seeded(4), dtype=torch.float64)
-    value = gram_loss(f, a, 3.0)
-    expected = style_loss([f], [a if a.dim() == 3 else a[None]], 3.0)
-    torch.testing.assert_close(value, expected)
-    (g,) = torch.autograd.grad(value, f)
-    (ge,) = torch.autograd.grad(expected, f)
-    torch.testing.assert_close(g, ge)
-    assert g.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    assert torch.autograd.gradcheck(lambda x: gram_loss(x, a, 3.0), (f,))
-
-
-def test_gram_loss_by_hand():
-    # F = [[1, 2], [3, 4]] over 2 positions, C=1: G = (1+4)/(1*1*2)... one channel, H=1, W=2
-    f = torch.tensor([[[[1.0, 2.0]]]], requires_grad=True)
-    value = gram_loss(f, torch.tensor([[[1.0]]]), 2.0)       # G = 5/2, (2.5 - 1)^2 = 2.25, x2
-    assert float(value.detach()) == pytest.approx(4.5)
-    (g,) = torch.autograd.grad(value, f)                      # dL/dF = 2 * 2 * 1.5 * 2F / 2 = 6F
-    torch.testing.assert_close(g, torch.tensor([[[[6.0, 12.0]]]]))
-
-
-def test_gram_loss_rejects_mismatched_targets_and_second_derivatives():
-    f = torch.randn(1, 4, 3, 3, generator=seeded(5), requires_grad=True)
-    with pytest.raises(ValueError, match=r"\(1, 4, 4\)"):
-        gram_loss(f, torch.zeros(1, 3, 3))
-    (g,) = torch.autograd.grad(gram_loss(f, gram_matrix(f.detach())[:, :, :] + 1), f, create_graph=True)
-    with pytest.raises(RuntimeError):
-        torch.autograd.grad(g.sum(), f)
-
-
 def test_style_transfer_runs_on_a_copy_and_leaves_the_model(lite0, caller_state, hook_count):
     before = caller_state(lite0)
     content = cs_utils.load_image("chelsea", 32)
@@ -179,7 +141,7 @@ def test_gradient_network_is_made_once_and_remade_when_the_weights_change():
     import gc
     import weakref
 
-    from cs_utils.folding import _NETWORKS, gradient_network
+    from cs_utils.engine.folding import _NETWORKS, gradient_network
 
     net = conv_bn_net().eval()
     first = gradient_network(net)

@@ -1,4 +1,5 @@
-"""Incremental occlusion: every layer kind against plain forward passes of the occluded copies."""
+"""Incremental inference (cs_utils.engine.incremental_occlusion): every layer kind against plain forward
+passes of the occluded copies; the network's scores for any images; occlusion_map on it."""
 
 import numpy as np
 import pytest
@@ -6,7 +7,7 @@ import torch
 from torch import nn
 
 import cs_utils
-from cs_utils import incremental_occlusion as I
+from cs_utils.engine import incremental_occlusion as I
 from cs_utils.models import Conv2dSame, InputScaling, MBConv
 
 
@@ -22,6 +23,27 @@ def plain_probabilities(model, x, target, corners, patch, colours):
                 copies[k, :, top:top + ph, left:left + pw] = colours[i, :, None, None]
             occluded[i] = model(copies).softmax(dim=1)[:, target[i]]
     return original, occluded
+
+
+def incremental_probabilities(model, x, target, corners, patch, colours, *, batch_size=None,
+                              fraction=I.FULL_MAP_FRACTION):
+    """The same numbers from :class:`I.IncrementalNetwork`, asked as the occlusion loop asks it: the
+    copies built in full, ``batch_size`` at a time (batches mixing the images), softmax probabilities."""
+    ph, pw = patch
+    net = I.IncrementalNetwork(model, x, fraction=fraction)
+    copies, rows = [], []
+    for i in range(x.shape[0]):
+        for top, left in corners:
+            copy = x[i].clone()
+            copy[:, top:top + ph, left:left + pw] = colours[i, :, None, None]
+            copies.append(copy)
+            rows.append(i)
+    copies, size = torch.stack(copies), batch_size or I.INCREMENTAL_BATCH_SIZE
+    with torch.no_grad():
+        original = net(x).softmax(dim=1).gather(1, target[:, None])[:, 0]
+        scores = torch.cat([net(copies[s:s + size]) for s in range(0, len(copies), size)])
+    occluded = scores.softmax(dim=1)[torch.arange(len(rows)), target[rows]]
+    return original, occluded.view(x.shape[0], len(corners))
 
 
 def relative_error(got, expected):
@@ -41,7 +63,7 @@ def assert_matches_plain(model, x, target, window, stride, *, batch_size=None, f
     assert (plain_base[:, None] - plain_occluded).abs().max() > 1e-6      # the patches change something
     for fraction in (2.0, 0.0, I.FULL_MAP_FRACTION):
         with torch.no_grad():
-            base, occluded = I.incremental_occluded_probabilities(
+            base, occluded = incremental_probabilities(
                 model, x, target, corners, (ph, pw), colours, batch_size=batch_size, fraction=fraction)
         assert relative_error(base[:, None] - occluded, plain_base[:, None] - plain_occluded) < tolerance
         torch.testing.assert_close(occluded, plain_occluded, rtol=tolerance, atol=tolerance)
@@ -157,7 +179,7 @@ def test_lite0_at_224_px_equals_plain_forward_passes(lite0):
     target = torch.tensor([lite0(x).argmax().item()])
     colours = x.mean(dim=(2, 3))
     with torch.no_grad():
-        base, occluded = I.incremental_occluded_probabilities(lite0, x, target, picked, (16, 16), colours)
+        base, occluded = incremental_probabilities(lite0, x, target, picked, (16, 16), colours)
     plain_base, plain_occluded = plain_probabilities(lite0, x, target, picked, (16, 16), colours)
     drops, plain_drops = base[:, None] - occluded, plain_base[:, None] - plain_occluded
     assert plain_drops.abs().max() > 0.01                       # some patches matter
@@ -204,8 +226,7 @@ def test_what_the_incremental_path_cannot_run_is_named():
     assert reason(cs_utils.models.TorchvisionClassifier(nn.Sequential())).startswith(
         "the model is a TorchvisionClassifier")
     with pytest.raises(ValueError, match="cannot run this model"):
-        I.incremental_occluded_probabilities(nn.Sequential(Square()), image(), torch.tensor([0]), [(0, 0)],
-                                             (2, 2), torch.zeros(1, 3))
+        I.IncrementalNetwork(nn.Sequential(Square()), image())
 
 
 def test_the_callers_model_and_images_are_left_alone(caller_state):
@@ -221,17 +242,50 @@ def test_the_callers_model_and_images_are_left_alone(caller_state):
 
 def test_bad_arguments_raise_clear_errors():
     model = classifier(Conv2dSame(3, 4, 3), channels=4)
-    x, t, colours = image(), torch.tensor([0]), torch.zeros(1, 3, dtype=torch.float64)
-    run = I.incremental_occluded_probabilities
-    with pytest.raises(ValueError, match="inside the 12x12 image"):
-        run(model, x, t, [(10, 0)], (4, 4), colours)
-    with pytest.raises(ValueError, match="no corners"):
-        run(model, x, t, [], (4, 4), colours)
-    with pytest.raises(ValueError, match="one patch colour per image"):
-        run(model, x, t, [(0, 0)], (4, 4), torch.zeros(2, 3))
-    with pytest.raises(ValueError, match="one per image"):
-        run(model, x, torch.tensor([0, 1]), [(0, 0)], (4, 4), colours)
-    with pytest.raises(ValueError, match="batch_size"):
-        run(model, x, t, [(0, 0)], (4, 4), colours, batch_size=0)
-    base, occluded = run(model, x.clone().requires_grad_(True), t, [(0, 0), (8, 8)], (4, 4), colours)
-    assert occluded.shape == (1, 2) and not occluded.requires_grad and not base.requires_grad
+    with pytest.raises(ValueError, match="batch of images"):
+        I.IncrementalNetwork(model, image()[0])
+    with pytest.raises(ValueError, match="batch of images"):
+        I.IncrementalNetwork(model, image()[:0])
+    with pytest.raises(ValueError, match="fraction"):
+        I.IncrementalNetwork(model, image(), fraction=-1.0)
+
+
+# --------------------------------------------------------------------------- a network, nothing more
+
+def test_the_network_gives_the_models_scores_for_any_images():
+    """Originals, one patch, two patches far apart, a change of a whole image, images of the other
+    reference and of no reference, in one batch: the model's scores, each from the right path."""
+    model = classifier(Conv2dSame(3, 8, 3, stride=2), MBConv(8, 8, 3, 1, 3), Conv2dSame(8, 8, 3, stride=2),
+                       channels=8)
+    x = image(n=2, size=(16, 16))
+    net = I.IncrementalNetwork(model, x)
+    patch, spots, second = x[0].clone(), x[0].clone(), x[1].clone()
+    patch[:, 4:8, 5:9] = 0.5
+    spots[:, 0:2, 0:2], spots[:, 13:16, 12:16] = 0.0, 1.0          # one box holds both: most of the image
+    second[1, 10:12, 3:7] += 0.25
+    other = image(n=1, size=(16, 16), seed=9)[0]                    # like neither reference
+    batch = torch.stack([x[1], patch, spots, second, other, x[0]])
+    with torch.no_grad():
+        torch.testing.assert_close(net(batch), model(batch), rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(net(batch[1:2]), model(batch[1:2]), rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(net(x[:, :, :8]), model(x[:, :, :8]))      # another shape: the model
+    grad_x = patch[None].clone().requires_grad_(True)
+    scores = net(grad_x)                                         # a graph asked for: the model itself
+    assert scores.grad_fn is not None
+    torch.testing.assert_close(scores.detach(), model(grad_x).detach())
+    assert not net(batch).requires_grad
+
+
+def test_occlusion_map_runs_its_own_loop_on_the_network(monkeypatch):
+    """The engine computes scores only: occlusion_map's loop builds every copy and asks the network for
+    its scores, so a stub of the loop is a stub, whatever the engine can do."""
+    model = classifier(Conv2dSame(3, 4, 3), channels=4).float()
+    x = image(n=1).float()
+    seen = []
+    forward = I.IncrementalNetwork.forward
+    monkeypatch.setattr(I.IncrementalNetwork, "forward", lambda net, images: seen.append(images.shape[0])
+                        or forward(net, images))
+    heat = cs_utils.occlusion_map(model, x, 1, window=4, stride=4, batch_size=4, progress=False)
+    assert seen == [1, 4, 4, 1]             # the image, then 9 copies 4 at a time
+    plain = cs_utils.occlusion_map(model, x, 1, window=4, stride=4, incremental=False, progress=False)
+    torch.testing.assert_close(heat, plain)

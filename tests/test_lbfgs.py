@@ -1,10 +1,10 @@
-"""cs_utils.lbfgs.LBFGS takes torch.optim.LBFGS's steps, bit for bit."""
+"""cs_utils.engine.lbfgs.LBFGS takes torch.optim.LBFGS's steps, bit for bit."""
 
 import pytest
 import torch
 
-from cs_utils.lbfgs import LBFGS, _Pairs
-from cs_utils.losses import gram_losses
+from cs_utils.engine.gram import gram_losses
+from cs_utils.engine.lbfgs import LBFGS, _Pairs
 
 
 def run(optimizer_class, fn, x0, evaluations, history, *, set_to_none=True, line_search="strong_wolfe"):
@@ -111,10 +111,44 @@ def test_a_pair_without_positive_curvature_is_not_kept():
 
 
 def test_clamp_straight_through_clamps_forward_and_passes_the_gradient():
-    from cs_utils.lbfgs import clamp_straight_through
+    from cs_utils.engine.lbfgs import clamp_straight_through
 
     x = torch.tensor([-0.5, 0.25, 1.0, 1.75], requires_grad=True)
     y = clamp_straight_through(x, 0.0, 1.0)
     assert y.tolist() == [0.0, 0.25, 1.0, 1.0]
     (g,) = torch.autograd.grad((y * torch.tensor([1.0, 2.0, 3.0, 4.0])).sum(), x)
     assert g.tolist() == [1.0, 2.0, 3.0, 4.0]          # also where the value was clamped
+
+
+def test_torchs_private_strong_wolfe_is_still_what_the_engine_calls():
+    """cs_utils.engine.lbfgs calls torch.optim.lbfgs._strong_wolfe, a private function torch may change
+    without notice: pin its name, signature, calling convention and result, so that an upgrade of
+    torch that changes it fails here and not inside a style transfer."""
+    import inspect
+
+    from torch.optim import lbfgs as torch_lbfgs
+
+    strong_wolfe = getattr(torch_lbfgs, "_strong_wolfe", None)
+    assert callable(strong_wolfe), "torch.optim.lbfgs._strong_wolfe is gone: cs_utils.engine.lbfgs needs it"
+    params = inspect.signature(strong_wolfe).parameters
+    assert list(params) == ["obj_func", "x", "t", "d", "f", "g", "gtd", "c1", "c2", "tolerance_change",
+                            "max_ls"]
+    assert {name: p.default for name, p in params.items() if p.default is not p.empty} == \
+        {"c1": 1e-4, "c2": 0.9, "tolerance_change": 1e-9, "max_ls": 25}
+    # f(x) = |x - 1|^2 from x = 0 along d = -g: obj_func(x, t, d) gives (f, g) at x + t d; the result
+    # is (f, g, t, evaluations) at the accepted step
+    target = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    calls = []
+
+    def obj_func(x, t, d):
+        calls.append(t)
+        point = x + t * d
+        return float((point - target).pow(2).sum()), 2 * (point - target)
+
+    x = torch.zeros(2, dtype=torch.float64)
+    f, g = obj_func(x, 0.0, torch.zeros(2, dtype=torch.float64))
+    d = -g
+    f_new, g_new, t, evaluations = strong_wolfe(obj_func, x, 1.0, d, f, g, g.dot(d), max_ls=10)
+    assert evaluations == len(calls) - 1 >= 1 and f_new < f
+    assert isinstance(g_new, torch.Tensor) and g_new.shape == x.shape
+    assert float(t) == pytest.approx(0.5)        # the exact minimum of the quadratic along d

@@ -1,5 +1,4 @@
 import random
-import time
 
 import numpy as np
 import pytest
@@ -84,35 +83,3 @@ def test_model_device_reads_parameters_then_buffers():
     bare = nn.Module()
     bare.register_buffer("scale", torch.ones(1, dtype=torch.float64))
     assert model_device(bare) == torch.device("cpu") and model_device(nn.ReLU()) == torch.device("cpu")
-
-
-def test_fastest_batch_size_picks_the_least_time_per_item():
-    seconds_per_item = {1: 0.004, 2: 0.003, 4: 0.001, 8: 0.002, 16: 0.0005}   # 16, then 4 is fastest
-    calls, now = [], [0.0]
-
-    def run(batch_size):   # advances a simulated clock: the choice cannot depend on the machine's load
-        calls.append(batch_size)
-        now[0] += batch_size * seconds_per_item[batch_size]
-
-    def clock():
-        return now[0]
-
-    assert runtime.fastest_batch_size(run, [8, 4, 2, 1], clock=clock) == 4
-    assert calls == [1, 1, 1, 2, 2, 4, 4, 8, 8]     # one warm-up, then two timed calls per size
-    assert runtime.fastest_batch_size(run, [1, 2], repeats=1, clock=clock) == 2
-    calls.clear()
-    assert runtime.fastest_batch_size(run, [1, 2, 4, 8, 16], clock=clock) == 4   # 8 is 2x slower than 4
-    assert 16 not in calls
-    assert runtime.fastest_batch_size(run, [1, 2, 4, 8, 16], repeats=1, stop_when_slower=None,
-                                      clock=clock) == 16
-    # The real clock still measures: a run that sleeps longer per item loses.
-    assert runtime.fastest_batch_size(lambda b: time.sleep(0.2 if b == 1 else 0.0), [1, 2]) == 2
-
-
-def test_fastest_batch_size_rejects_bad_sizes():
-    with pytest.raises(ValueError, match="positive"):
-        runtime.fastest_batch_size(lambda b: None, [0, 1])
-    with pytest.raises(ValueError, match="positive"):
-        runtime.fastest_batch_size(lambda b: None, [])
-    with pytest.raises(ValueError, match="repeats"):
-        runtime.fastest_batch_size(lambda b: None, [1], repeats=0)

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .models import Conv2dSame
+from ..models import Conv2dSame
 
 __all__ = ["bn_scale_shift", "folded_copy", "gradient_network"]
 
