@@ -38,7 +38,8 @@ EXPECTED = {
     "guided_relu_grad": ("invalid", "malformed"),
     "fooling_step": ("crashed", "the sandbox ended before the result"),
     "class_visualization_step": ("error", "larger than the 64 MB"),
-    "deepdream_step": ("crashed", "too many processes"),
+    # RLIMIT_NPROC holds for the sandbox account: the fork fails, or the runner stops the bomb
+    "deepdream_step": (("error", "crashed", "invalid"), ""),
     "receptive_field": ("memory", f"memory limit of {MEMORY_MB} MB exceeded"),
     "nearest_neighbours": ("fail", "Euclidean distances"),
     "instance_norm": ("not implemented", "write instance_norm in cs_utils/fast_style.py"),
@@ -145,7 +146,7 @@ def test_each_attack_scores_zero_on_its_exercise(class_run, name):
     score = _scores(class_run["reports"][student])[name]
     status, text = EXPECTED[name]
     assert score["points"] == 0 and score["max_points"] == 1, score
-    assert score["status"] == status, score
+    assert score["status"] in (status if isinstance(status, tuple) else (status,)), score
     assert text in score["message"], score["message"]
 
 
@@ -184,7 +185,8 @@ def test_messages_cannot_forge_rows_or_the_total(class_run):
 def test_grades_csv_has_nbgraders_columns_and_a_row_per_student(class_run):
     with open(class_run["out"] / "grades.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == class_grading.NBGRADER_COLUMNS + NAMES + ["notes"]
+    assert list(rows[0]) == class_grading.NBGRADER_COLUMNS + NAMES + ["notes", "seed"]
+    assert {r["seed"] for r in rows} == {"3"}
     got = {r["student_id"]: (float(r["raw_score"]), float(r["score"]), float(r["max_score"])) for r in rows}
     assert got == {
         "s01_correct": (16, 16, 16),
@@ -283,7 +285,7 @@ def test_the_fallback_sandbox_stops_the_attacks_it_can(fallback_report):
         assert scores[name]["points"] == 0 and scores[name]["status"] == status, scores[name]
         assert text in scores[name]["message"]
     assert scores["gram_matrix"]["status"] == "crashed" and scores["gram_matrix"]["points"] == 0
-    assert "2000 files into its scratch folder" in scores["gram_matrix"]["message"]
+    assert "2000 files or 32 nested folders into its scratch folder" in scores["gram_matrix"]["message"]
     assert scores["mix_styles"]["status"] == "timeout" and scores["mix_styles"]["points"] == 0
     assert scores["class_visualization_step"]["status"] == "pass"
     assert report["points"] == 1 and report["max_points"] == 10
@@ -335,7 +337,9 @@ def test_the_command_line_grades_a_zip_and_writes_the_json(tmp_path):
         "hidden",
     }
     assert "total: 2/2 points (2 exercises" in run.stdout
-    assert f"isolation: {isolation_mode()[0]}; hidden cases from seed 11" in run.stdout
+    isolation = next(line for line in run.stdout.splitlines() if line.startswith("isolation: "))
+    assert isolation.startswith(f"isolation: {isolation_mode()[0]} as cs-sandbox") and " (uid " in isolation
+    assert isolation.endswith("; hidden cases from seed 11")
 
 
 def test_unknown_exercises_and_missing_submissions_are_usage_errors(tmp_path, capsys):
