@@ -441,13 +441,14 @@ def world_readable_folder(prefix: str) -> Path:
 
 
 def open_to_all(folder: Path) -> None:
-    """Every folder under ``folder`` 0755, every file 0644."""
+    """Every folder under ``folder`` 0755, every file 0644 (0755 if its owner may run it)."""
     import os
 
     for path, _, files in os.walk(folder):
         os.chmod(path, 0o755)
         for name in files:
-            os.chmod(os.path.join(path, name), 0o644)
+            file = os.path.join(path, name)
+            os.chmod(file, 0o755 if os.stat(file).st_mode & 0o100 else 0o644)
 
 
 def stolen_results(folder: Path, name: str, cases) -> Path:
