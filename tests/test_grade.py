@@ -78,7 +78,6 @@ def _digest(path: Path) -> str:
 def class_run(tmp_path_factory):
     """Five submissions graded once as a class: the solution (zip), the release, two attackers and a
     corrupt zip."""
-    # Some attacks would succeed outside bubblewrap (write the grader's files): never run them there.
     assert isolation_mode()[0] == "bubblewrap", f"these tests need bubblewrap: {isolation_mode()[1]}"
     base = tmp_path_factory.mktemp("class")
     submissions = base / "submissions"
@@ -253,15 +252,10 @@ def test_a_class_run_stopped_halfway_keeps_what_it_graded(tmp_path):
 
 # --------------------------------------------------------------------------- the fallback sandbox
 
-FALLBACK_ATTACKS = (
-    "content_loss",
-    "style_loss",
-    "tv_loss",
-    "guided_relu_grad",
-    "nearest_neighbours",
-    "instance_norm",
-    "receptive_field",
-)
+#: Every attack but the three whose exercises the fallback test uses otherwise: as root, the fallback
+#: runs the submission as a sandbox account, so the attacks on the grader's files fail there too.
+FALLBACK_ATTACKS = tuple(n for n in NAMES
+                         if n not in ("gram_matrix", "mix_styles", "class_visualization_step"))
 
 
 @pytest.fixture(scope="module")
@@ -276,19 +270,21 @@ def fallback_report(tmp_path_factory):
     return report, _processes_with(marker)
 
 
-def test_the_fallback_sandbox_stops_the_attacks_it_can(fallback_report):
+def test_the_fallback_sandbox_stops_every_attack(fallback_report):
     report, leftovers = fallback_report
     assert report["mode"] == "fallback" and leftovers == []   # the detached grandchild included
     scores = _scores(report)
     for name in FALLBACK_ATTACKS:
         status, text = EXPECTED[name]
-        assert scores[name]["points"] == 0 and scores[name]["status"] == status, scores[name]
+        statuses = status if isinstance(status, tuple) else (status,)
+        assert scores[name]["points"] == 0 and scores[name]["status"] in statuses, scores[name]
         assert text in scores[name]["message"]
     assert scores["gram_matrix"]["status"] == "crashed" and scores["gram_matrix"]["points"] == 0
     assert "2000 files or 32 nested folders into its scratch folder" in scores["gram_matrix"]["message"]
     assert scores["mix_styles"]["status"] == "timeout" and scores["mix_styles"]["points"] == 0
     assert scores["class_visualization_step"]["status"] == "pass"
-    assert report["points"] == 1 and report["max_points"] == 10
+    assert report["points"] == 1 and report["max_points"] == 3 + len(FALLBACK_ATTACKS)
+    assert report["account"].startswith("cs-sandbox") and report["uid"] != 0
     assert not Path(f"/tmp/{MARKER}-fb-pickle").exists()
 
 
