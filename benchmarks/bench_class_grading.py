@@ -48,7 +48,7 @@ def write_class(folder: Path, correct: int) -> None:
     for name, prefix in (("x_hang", HANG), ("x_hog", HOG)):
         with zipfile.ZipFile(folder / f"{name}.zip", "w") as zf:
             for path in modules:
-                zf.writestr(f"cs_utils/{path.name}", prefix + path.read_text())
+                zf.writestr(f"cs_utils/{path.name}", path.read_text() + "\n" + prefix)
 
 
 def main(argv=None) -> int:
