@@ -15,7 +15,8 @@ import pytest
 from cs_utils.course import grading
 from cs_utils.course.report import one_line, render_table
 from cs_utils.instructor import autograder, hidden_cases
-from cs_utils.instructor.sandbox import BadResult, build_base, read_case
+from cs_utils.instructor.results import BadResult, read_case
+from cs_utils.instructor.sandbox import build_base
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fake_submissions as fake  # noqa: E402

@@ -172,3 +172,30 @@ def test_without_root_and_without_bubblewrap_the_grader_refuses(monkeypatch):
             sandbox.isolation_mode()
     finally:
         sandbox.isolation_mode.cache_clear()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the fallback runs as a sandbox account (root)")
+def test_without_cgroups_memory_outside_the_address_space_is_still_stopped(tmp_path, monkeypatch):
+    """Where the machine gives no cgroup (a Docker container, say), files in /dev/shm and /tmp,
+    memfds and System V segments are watched: each attack ends with zero points, nothing is left."""
+    import hostile_submissions as hostile
+
+    plan = {"content_loss": "shm", "tv_loss": "tmpfile", "instance_norm": "memfd", "mix_styles": "sysv"}
+    marker = f"cs-utils-nocgroup-{os.getpid()}"
+    package = hostile.hostile(tmp_path / "s", plan, hostile.Targets(marker=marker))
+    monkeypatch.setenv("CS_UTILS_CGROUP", "none")
+    isolation.cgroup_support.cache_clear()
+    try:
+        report = autograder.grade(package.parent, [*plan, "gram_matrix"], hidden=1, timeout=30,
+                                  memory_mb=512, mode="fallback")
+    finally:
+        isolation.cgroup_support.cache_clear()
+    assert report["limits"].startswith("rlimits only")
+    scores = {s["name"]: s for s in report["exercises"]}
+    for name in plan:
+        assert scores[name]["points"] == 0 and scores[name]["status"] in ("memory", "crashed"), scores[name]
+    assert scores["gram_matrix"]["status"] == "pass"
+    assert not [p for d in ("/tmp", "/dev/shm") for p in Path(d).glob(f"{marker}*")]
+    lines = Path("/proc/sysvipc/shm").read_text().splitlines()
+    keys = {dict(zip(lines[0].split(), line.split()))["key"] for line in lines[1:]}
+    assert not keys & {str(hostile.sysv_key(marker) + i) for i in range(8)}
