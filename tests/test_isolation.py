@@ -60,8 +60,11 @@ def test_count_tree_stops_at_the_entry_and_depth_limits_without_recursion(tmp_pa
     assert count_tree(wide, 20, 5)[2] is True
     deep = tmp_path / "deep"
     deep.mkdir()
-    _deep(deep, 3000)                                         # deeper than Python's recursion limit
-    count, _, over = count_tree(deep, 10**6, 32)
+    try:
+        _deep(deep, 3000)                                     # deeper than Python's recursion limit
+        count, _, over = count_tree(deep, 10**6, 32)
+    finally:
+        remove_tree(deep)                                     # pytest's own cleanup would recurse
     assert over and count == 33
     (tmp_path / "loop").symlink_to(tmp_path, target_is_directory=True)   # never followed
     assert count_tree(tmp_path / "a", 10, 5)[2] is False
