@@ -9,8 +9,10 @@ instructor would, default settings: 16 exercises, 2 hidden cases each, a fresh s
 * ``hang``: every exercise module sleeps forever when imported;
 * ``hog``: every exercise module starts eight busy processes in their own sessions, then loops.
 
-Prints the wall time of the class, each correct submission's points (the goal: all at full marks),
-the two hostile ones' statuses, and the slowest correct exercise. The goal on 2 cores: under
+First grades one correct submission alone (``python -m cs_utils.instructor.grade s000.zip``; goal:
+full marks in at most 12 s wall), then prints the wall time of the class, each correct
+submission's points (the goal: all at full marks), the two hostile ones' statuses, and the slowest
+correct exercise. The goal on 2 cores: under
 240 s for 30 correct and 2 hostile submissions. Needs root (the sandbox accounts).
 """
 
@@ -64,6 +66,15 @@ def main(argv=None) -> int:
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         if args.mode == "fallback":
             env["CS_UTILS_SANDBOX"] = "fallback"
+        start = time.perf_counter()
+        one = subprocess.run([sys.executable, "-m", "cs_utils.instructor.grade",
+                              str(top / "class" / "s000.zip"), "--json", str(top / "one.json")],
+                             env=env, cwd=ROOT, capture_output=True, text=True)
+        single = time.perf_counter() - start
+        report = json.loads((top / "one.json").read_text()) if one.returncode == 0 else {}
+        print(f"one correct submission alone: {report.get('points')}/{report.get('max_points')} points in "
+              f"{single:.1f} s wall (goal: full marks in at most 12 s); {report.get('mode')} as "
+              f"{report.get('account')} (uid {report.get('uid')}), {report.get('limits')}")
         cmd = [sys.executable, "-m", "cs_utils.instructor.grade", "--class", str(top / "class"),
                "--out", str(top / "grades")]
         if args.jobs:
