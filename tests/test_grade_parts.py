@@ -15,7 +15,8 @@ import pytest
 from cs_utils.course import grading
 from cs_utils.course.report import one_line, render_table
 from cs_utils.instructor import autograder, hidden_cases
-from cs_utils.instructor.sandbox import BadResult, build_base, read_case
+from cs_utils.instructor.results import BadResult, read_case
+from cs_utils.instructor.sandbox import build_base
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fake_submissions as fake  # noqa: E402
@@ -266,14 +267,18 @@ def test_run_autograder_writes_gradescopes_results_json(tmp_path):
     assert run.returncode == 0, run.stderr
     results = json.loads((root / "results" / "results.json").read_text())
     assert results["score"] == 4
-    assert len(results["tests"]) == len(grading.EXERCISES)
-    for test in results["tests"]:
-        assert set(test) == {"name", "score", "max_score", "output", "visibility"}
-        assert test["max_score"] == 1 and test["visibility"] == "visible"
+    assert len(results["tests"]) == 2 * len(grading.EXERCISES)  # the public case, the hidden cases
+    for public, hidden in zip(results["tests"][::2], results["tests"][1::2]):
+        assert set(public) == set(hidden) == {"name", "score", "max_score", "output", "visibility"}
+        assert public["visibility"] == "visible" and hidden["visibility"] == "after_due_date"
+        assert public["max_score"] == 0.33 and hidden["max_score"] == 0.67
     by_name = {t["name"]: t for t in results["tests"]}
-    assert by_name["gram_matrix (cs_utils/losses.py)"]["score"] == 1
-    assert by_name["saliency_map (cs_utils/saliency.py)"]["score"] == 0
-    assert (
-        "not implemented yet: write saliency_map" in by_name["saliency_map (cs_utils/saliency.py)"]["output"]
-    )
-    assert "sandbox" in results["output"]
+    assert by_name["gram_matrix (cs_utils/losses.py): public case"]["score"] == 0.33
+    assert by_name["gram_matrix (cs_utils/losses.py): hidden cases"]["score"] == 0.67
+    assert sum(t["score"] for t in results["tests"]) == pytest.approx(4)
+    assert by_name["saliency_map (cs_utils/saliency.py): public case"]["score"] == 0
+    saliency = by_name["saliency_map (cs_utils/saliency.py): public case"]["output"]
+    assert "not implemented yet: write saliency_map" in saliency
+    assert "sandbox" in results["output"] and "21" not in results["output"]
+    assert results["extra_data"]["seed"] == 21 and results["stdout_visibility"] == "hidden"
+    assert "seed 21" in run.stdout      # the instructor's log

@@ -209,7 +209,11 @@ def test_make_submit_zip_is_what_the_class_grader_and_gradescope_score(release, 
     results = gradescope.run(root)
     assert results["score"] == 1.0
     assert [(t["name"], t["score"]) for t in results["tests"]] == [
-        (f"{FILLED} (cs_utils/losses.py)", 1.0), ("content_loss (cs_utils/losses.py)", 0.0)]
+        (f"{FILLED} (cs_utils/losses.py): public case", 0.5),
+        (f"{FILLED} (cs_utils/losses.py): hidden cases", 0.5),
+        ("content_loss (cs_utils/losses.py): public case", 0.0),
+        ("content_loss (cs_utils/losses.py): hidden cases", 0.0)]
+    assert results["extra_data"]["seed"] == 3
 
 
 # --------------------------------------------------------------------------- autoreload

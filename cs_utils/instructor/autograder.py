@@ -57,7 +57,8 @@ from .isolation import (
     make_private,
     sandbox_account,
 )
-from .sandbox import PACKAGE_ROOT, PROJECT_ROOT, BadResult, Sandbox, SandboxError, build_base, isolation_mode
+from .results import BadResult
+from .sandbox import PACKAGE_ROOT, PROJECT_ROOT, Sandbox, SandboxError, build_base, isolation_mode
 
 __all__ = [
     "DEFAULT_HIDDEN",

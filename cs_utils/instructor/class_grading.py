@@ -4,7 +4,8 @@ Every entry of ``SUBMISSIONS_DIR`` is one student's submission, named by the stu
 (the project or its ``cs_utils/``) or ``<id>.zip``. The hidden cases are drawn from one fresh seed
 for the class (kept in ``OUT/settings.json``, so a resumed run draws the same; ``--seed`` sets it)
 and their expected outputs computed once (cached in ``OUT/.cache``); then the submissions are graded
-in parallel (``--jobs``, default the number of cores), each in its own sandbox as its own sandbox
+in parallel (``--jobs``, default one more than the cores: a submission waiting on a time limit uses
+no CPU, and each sandbox holds at most one CPU), each in its own sandbox as its own sandbox
 account, with a progress bar. ``SUBMISSIONS_DIR`` and ``OUT`` are made root-only first (as root): no
 submission reads another, the cache or a report. If the grader's files change while a submission
 runs, the class run stops (:class:`~cs_utils.instructor.autograder.IntegrityError`).
@@ -195,7 +196,7 @@ def grade_class(
     if stop_after is not None:
         todo = todo[:stop_after]
     if todo:
-        workers = max(1, jobs or os.cpu_count() or 1)
+        workers = max(1, jobs or (os.cpu_count() or 1) + 1)
         inputs = Path(tempfile.mkdtemp(prefix="grade-inputs-"))  # the cases' inputs: every sandbox reads them
         os.chmod(inputs, 0o755)
         cases = prepare_cases(names, seed, hidden, inputs / "jobs", cache=out / ".cache" / "reference")

@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=Path("grades"), help="with --class: grades.csv and feedback"
     )
     parser.add_argument(
-        "--jobs", type=int, default=None, help="with --class: submissions at once (default: cores)"
+        "--jobs", type=int, default=None, help="with --class: submissions at once (default: cores + 1)"
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
     parser.add_argument("--seed", type=int, default=None,

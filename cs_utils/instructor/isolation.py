@@ -48,6 +48,7 @@ __all__ = [
     "cgroup_support",
     "count_tree",
     "drop_to",
+    "hidden_memory",
     "is_root",
     "lock_project",
     "make_private",
@@ -530,6 +531,37 @@ def account_usage(account: Account | None, max_entries: int = 20000) -> int:
                 total += info.st_blocks * 512
                 if stat.S_ISDIR(info.st_mode):
                     total += count_tree(Path(entry.path), max_entries, 64)[1]
+    return total
+
+
+def hidden_memory(account: Account | None) -> int:
+    """Bytes that ``account`` holds outside its processes' address spaces, which no rlimit counts:
+    System V shared memory (this IPC namespace's) and the memfds its processes hold open."""
+    if account is None:
+        return 0
+    total = 0
+    try:
+        lines = Path("/proc/sysvipc/shm").read_text().splitlines()
+        header = lines[0].split()
+        for line in lines[1:]:
+            fields = dict(zip(header, line.split()))
+            if fields.get("uid") == str(account.uid):
+                total += int(fields.get("rss", fields.get("size", 0)))
+    except (OSError, IndexError, ValueError):
+        pass
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        if _uid_of(pid) != account.uid:
+            continue
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("/memfd:"):
+                    total += os.stat(f"/proc/{pid}/fd/{fd}").st_blocks * 512
+            except OSError:
+                continue
     return total
 
 

@@ -22,14 +22,13 @@ As root, in both modes, the submission's processes run as the dedicated account 
 count, one CPU); what the account left in ``/tmp``, ``/dev/shm`` or System V IPC is removed after
 each exercise.
 
-Results come back as ``.npz`` files in the scratch folder, read with :func:`read_case`: never
-unpickled, size-checked, validated (numeric dtypes only).
+Results come back as ``.npz`` files in the scratch folder, read by :mod:`~cs_utils.instructor.results`:
+never unpickled, size-checked, validated (numeric dtypes only).
 """
 
 from __future__ import annotations
 
 import functools
-import io
 import os
 import selectors
 import shutil
@@ -39,13 +38,8 @@ import sys
 import tempfile
 import time
 import uuid
-import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from ..course.report import one_line
 from .isolation import (
     Account,
     Cgroup,
@@ -54,6 +48,7 @@ from .isolation import (
     cgroup_support,
     count_tree,
     drop_to,
+    hidden_memory,
     open_python_to,
     python_paths,
     read_regular,
@@ -62,24 +57,13 @@ from .isolation import (
     sweep_account,
 )
 from .release import instructor_only, strip_solutions
+from .results import MAX_RESULT_BYTES, BadResult, CaseFile, parse_case
 
-__all__ = [
-    "CASE_STATUS",
-    "BadResult",
-    "CaseFile",
-    "Sandbox",
-    "SandboxError",
-    "build_base",
-    "isolation_mode",
-    "parse_case",
-    "read_case",
-]
+__all__ = ["Sandbox", "SandboxError", "build_base", "isolation_mode"]
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # the grader's cs_utils
 PROJECT_ROOT = PACKAGE_ROOT.parent
 RUNNER = Path(__file__).resolve().with_name("sandbox_runner.py")
-CASE_STATUS = {0: "ok", 1: "not implemented", 2: "error", 3: "fail", 4: "memory"}
-MAX_RESULT_BYTES = 64 * 2**20
 MAX_SCRATCH_BYTES = 512 * 2**20
 MAX_SCRATCH_FILES = 2000
 MAX_SCRATCH_DEPTH = 32
@@ -94,10 +78,6 @@ IN_SANDBOX = Path("/sandbox")
 
 class SandboxError(RuntimeError):
     """The sandbox could not be started (or did not answer as the runner does)."""
-
-
-class BadResult(ValueError):
-    """A result file that is missing, too large, not plain arrays or malformed."""
 
 
 def _bwrap_probe(bwrap: str, account: Account | None) -> subprocess.CompletedProcess:
@@ -186,74 +166,6 @@ def _bound_paths() -> list[str]:
             seen.add(path)
             kept.append(path)
     return kept
-
-
-@dataclass
-class CaseFile:
-    """One case's result as the child reported it (validated)."""
-
-    status: str
-    message: str
-    seconds: float
-    outputs: dict
-
-
-def _message(array: np.ndarray) -> str:
-    if array.dtype != np.uint8 or array.ndim != 1:
-        raise BadResult("the message is not text")
-    return bytes(array[:4000]).decode("utf-8", "replace")
-
-
-def read_case(path: Path) -> CaseFile:
-    """Read a result file written in the sandbox: a regular file (no link, no pipe), at most
-    :data:`MAX_RESULT_BYTES`, only numeric arrays. Raises :class:`BadResult`."""
-    path = Path(path)
-    try:
-        data = read_regular(path.parent, path.name, max_bytes=MAX_RESULT_BYTES)
-    except OSError as exc:
-        raise BadResult(f"no usable result file ({exc.strerror or exc})") from None
-    return parse_case(data)
-
-
-def parse_case(data: bytes) -> CaseFile:
-    """The result held in ``data`` (the bytes of an ``.npz``); raises :class:`BadResult`."""
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            infos = zf.infolist()
-            if len(infos) > 256 or sum(i.file_size for i in infos) > MAX_RESULT_BYTES:
-                raise BadResult("the result holds too many or too large arrays")
-            arrays = {}
-            for info in infos:
-                if not info.filename.endswith(".npy"):
-                    raise BadResult(f"unexpected member {info.filename[:60]!r}")
-                with zf.open(info) as member:
-                    arrays[info.filename[:-4]] = np.lib.format.read_array(member, allow_pickle=False)
-    except BadResult:
-        raise
-    except Exception as exc:  # noqa: BLE001 - whatever the file holds, it is a bad result
-        raise BadResult(f"the result file cannot be read as plain arrays ({type(exc).__name__})") from None
-    try:
-        status, seconds = arrays.pop("status"), arrays.pop("seconds")
-        if (
-            status.shape != ()
-            or status.dtype.kind not in "iu"
-            or seconds.shape != ()
-            or seconds.dtype.kind != "f"
-        ):
-            raise TypeError("status and seconds must be one integer and one float")
-        status = CASE_STATUS[int(status)]
-        message = _message(arrays.pop("message"))
-        seconds = float(seconds)
-    except (KeyError, TypeError, ValueError, BadResult) as exc:
-        raise BadResult(f"the result is malformed ({type(exc).__name__}: {one_line(exc, 80)})") from None
-    outputs = {}
-    for key, value in arrays.items():
-        if not key.startswith("out/"):
-            raise BadResult(f"unexpected array {key[:60]!r}")
-        if value.dtype.kind not in "biuf":
-            raise BadResult(f"the output {key[4:64]!r} has dtype {value.dtype}, not numbers")
-        outputs[key[4:]] = value
-    return CaseFile(status, message, seconds if np.isfinite(seconds) else 0.0, outputs)
 
 
 class Sandbox:
@@ -524,12 +436,16 @@ class Sandbox:
     def _overflow(self) -> str | None:
         """"disk" once the scratch folder holds over :data:`MAX_SCRATCH_BYTES`, over
         :data:`MAX_SCRATCH_FILES` entries or deeper than :data:`MAX_SCRATCH_DEPTH` folders, or (outside
-        bubblewrap) the account holds over :data:`PRIVATE_TMP_BYTES` in ``/tmp`` or ``/dev/shm``."""
+        bubblewrap) the account holds over :data:`PRIVATE_TMP_BYTES` in ``/tmp`` or ``/dev/shm``;
+        "memory" when, without a cgroup, it holds more than its limit in memfds or System V
+        segments."""
         count, total, over = count_tree(self.scratch, MAX_SCRATCH_FILES, MAX_SCRATCH_DEPTH)
         if over or total > MAX_SCRATCH_BYTES:
             return "disk"
         if self.mode == "fallback" and account_usage(self.account) > PRIVATE_TMP_BYTES:
             return "disk"
+        if self.cgroup is None and hidden_memory(self.account) > self.memory_mb * 2**20:
+            return "memory"   # no cgroup counts memfds and System V segments: the watch does
         return None
 
     @property

@@ -326,12 +326,14 @@ def _private_entries() -> set[str]:
 
 def _clear_private(kept: set[str]) -> None:
     """In the sandbox's own namespaces: remove what the last child left in its private /tmp and
-    /dev/shm (they are in memory: left there, they would count against the next exercise)."""
+    /dev/shm and its System V IPC (all in memory: left there, they would count against the next
+    exercise)."""
     import subprocess
 
     extra = sorted(_private_entries() - kept)
     if extra:
         subprocess.run(["rm", "-rf", "--one-file-system", "--", *extra], capture_output=True)
+    subprocess.run(["ipcrm", "--all"], capture_output=True)  # System V objects outlive their process
 
 
 def _wait_child(pid: int, own_namespace: bool, max_processes: int) -> str:
@@ -342,7 +344,7 @@ def _wait_child(pid: int, own_namespace: bool, max_processes: int) -> str:
             if os.WIFEXITED(status):
                 return str(os.WEXITSTATUS(status))
             return f"signal{os.WTERMSIG(status)}"
-        if own_namespace and len(_processes()) > max_processes + 4:
+        if own_namespace and len(_processes()) >= max_processes - 2:  # RLIMIT_NPROC stops it at max
             os.kill(-1, signal.SIGKILL)
             os.waitpid(pid, 0)
             return "forkbomb"
