@@ -21,7 +21,6 @@ from pathlib import Path
 import hostile_submissions as hostile
 import pytest
 
-from cs_utils.course import grading
 from cs_utils.instructor import autograder
 from cs_utils.instructor.gradescope import build_autograder_zip
 from cs_utils.instructor.isolation import ACCOUNT_PREFIX, is_root
@@ -31,6 +30,8 @@ from cs_utils.instructor.sandbox import isolation_mode
 ROOT = Path(__file__).resolve().parent.parent
 PLAN = {"gram_matrix": "forge", "content_loss": "steal", "style_loss": "tamper", "tv_loss": "fifo",
         "instance_norm": "memfd", "mix_styles": "sysv", "nearest_neighbours": "wide"}
+#: The assignment the bundle grades: the attacked exercises and two that run the network.
+GRADED = [*PLAN, "saliency_map", "grad_cam"]
 
 
 def _digest(folder: Path) -> str:
@@ -62,7 +63,7 @@ def bundle_runs():
     top = hostile.world_readable_folder("fake-autograder-")
     try:
         root = top / "autograder"
-        archive = build_autograder_zip(top / "autograder.zip")
+        archive = build_autograder_zip(top / "autograder.zip", names=GRADED)
         with zipfile.ZipFile(archive) as zf:
             zf.extractall(root / "source")
         shutil.copy(root / "source" / "run_autograder", root / "run_autograder")
@@ -114,11 +115,10 @@ def test_the_hostile_submission_scores_only_what_it_solved(bundle_runs):
     first, run = bundle_runs["first"], bundle_runs["first_run"]
     assert run.returncode == 0, run.stderr[-2000:]
     scores = _by_exercise(first)
-    assert set(scores) == set(grading.EXERCISES)
+    assert list(scores) == GRADED
     assert {n: scores[n] for n in PLAN} == dict.fromkeys(PLAN, 0.0)
-    assert {n: s for n, s in scores.items() if n not in PLAN} == {
-        n: 1.0 for n in grading.EXERCISES if n not in PLAN}
-    assert first["score"] == len(grading.EXERCISES) - len(PLAN)
+    assert {n: s for n, s in scores.items() if n not in PLAN} == {"saliency_map": 1.0, "grad_cam": 1.0}
+    assert first["score"] == len(GRADED) - len(PLAN)
     outputs = {t["name"]: t["output"] for t in first["tests"]}
     for name in ("gram_matrix", "content_loss", "style_loss"):
         text = next(v for k, v in outputs.items()

@@ -202,10 +202,10 @@ def test_make_submit_zip_is_what_the_class_grader_and_gradescope_score(release, 
     # Gradescope unpacks the upload into /autograder/submission
     root = tmp_path / "autograder"
     (root / "source").mkdir(parents=True)
-    (root / "source" / "grader_config.json").write_text('{"seed": 3}\n')
+    (root / "source" / "grader_config.json").write_text(json.dumps({"seed": 3, "exercises": graded}) + "\n")
     with zipfile.ZipFile(release / "submission.zip") as zf:
         zf.extractall(root / "submission")
-    monkeypatch.setattr(gradescope, "grade", functools.partial(autograder.grade, names=graded, hidden=1))
+    monkeypatch.setattr(gradescope, "grade", functools.partial(autograder.grade, hidden=1))
     results = gradescope.run(root)
     assert results["score"] == 1.0
     assert [(t["name"], t["score"]) for t in results["tests"]] == [

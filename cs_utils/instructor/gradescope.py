@@ -11,7 +11,8 @@ bubblewrap, util-linux's ``setpriv`` and the pinned requirements), ``run_autogra
 ``/autograder/submission``), and the grader with its hidden reference: this project's ``cs_utils``
 (solutions included), ``data/`` (golden files), ``requirements.txt`` and ``grader_config.json``
 (``seed``: null draws a fresh seed for every run, recorded for the instructor; ``--seed`` fixes it;
-``hidden_visibility``: when students see the hidden cases' tests, default ``after_due_date``).
+``hidden_visibility``: when students see the hidden cases' tests, default ``after_due_date``;
+``exercises``: the assignment's exercises, default all, ``--only`` names them).
 
 Gradescope runs ``run_autograder`` as root in a Docker container, where bubblewrap usually cannot
 start: the fallback sandbox then runs the submission as the account ``cs-sandbox0`` (created here
@@ -69,9 +70,11 @@ exec "$PYTHON" -m cs_utils.instructor.gradescope run \\
 
 
 def build_autograder_zip(out: Path, root: Path = PROJECT_ROOT, *, seed: int | None = None,
-                         hidden_visibility: str = HIDDEN_VISIBILITY) -> Path:
+                         hidden_visibility: str = HIDDEN_VISIBILITY, names=None) -> Path:
     """Write the autograder zip for Gradescope to ``out``; return it. ``seed`` None: a fresh seed for
-    every submission's run."""
+    every submission's run; ``names``: the assignment's exercises (default: all)."""
+    for name in names or ():
+        grading.get_exercise(name)   # a clear error for an unknown name
     if hidden_visibility not in VISIBILITIES:
         raise ValueError(f"hidden_visibility must be one of {', '.join(VISIBILITIES)}, "
                          f"not {hidden_visibility!r}")
@@ -82,7 +85,8 @@ def build_autograder_zip(out: Path, root: Path = PROJECT_ROOT, *, seed: int | No
             info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
             info.external_attr = 0o755 << 16
             zf.writestr(info, text)
-        config = {"seed": None if seed is None else int(seed), "hidden_visibility": hidden_visibility}
+        config = {"seed": None if seed is None else int(seed), "hidden_visibility": hidden_visibility,
+                  "exercises": list(names) if names else None}
         zf.writestr("grader_config.json", json.dumps(config) + "\n")
         for rel in project_files(root):
             if rel.parts[0] in ("cs_utils", "data") or rel.as_posix() in (
@@ -190,9 +194,12 @@ def _config(root: Path) -> dict:
         config = {}
     config = config if isinstance(config, dict) else {}
     visibility = config.get("hidden_visibility")
+    names = config.get("exercises")
+    names = [n for n in names if n in grading.EXERCISES] if isinstance(names, list) else []
     return {
         "seed": config["seed"] if isinstance(config.get("seed"), int) else None,
         "hidden_visibility": visibility if visibility in VISIBILITIES else HIDDEN_VISIBILITY,
+        "exercises": names or None,
     }
 
 
@@ -214,7 +221,7 @@ def run(root: Path) -> dict:
             make_private(path)
     failed = None
     try:
-        report = grade(_submission(root / "submission"), seed=seed, private=private)
+        report = grade(_submission(root / "submission"), config["exercises"], seed=seed, private=private)
         results = results_json(report, config["hidden_visibility"])
     except IntegrityError as exc:
         failed = f"grading stopped: {exc}"
@@ -246,13 +253,16 @@ def main(argv=None) -> int:
     build.add_argument("--out", type=Path, default=PROJECT_ROOT / "build" / "gradescope_autograder.zip")
     build.add_argument("--seed", type=int, default=None,
                        help="seed of the hidden cases (default: a fresh one for every submission's run)")
+    build.add_argument("--only", nargs="+", default=None, metavar="NAME",
+                       help="the assignment's exercises (default: all)")
     build.add_argument("--hidden-visibility", default=HIDDEN_VISIBILITY, choices=VISIBILITIES,
                        help=f"when students see the hidden cases' tests (default {HIDDEN_VISIBILITY})")
     runner = sub.add_parser("run", help="grade ROOT/submission into ROOT/results/results.json")
     runner.add_argument("--root", type=Path, default=Path(os.environ.get("AUTOGRADER_ROOT", "/autograder")))
     args = parser.parse_args(argv)
     if args.command == "build":
-        path = build_autograder_zip(args.out, seed=args.seed, hidden_visibility=args.hidden_visibility)
+        path = build_autograder_zip(args.out, seed=args.seed, hidden_visibility=args.hidden_visibility,
+                                    names=args.only)
         print(f"wrote {path}: upload it as the assignment's autograder on Gradescope")
         return 0
     results = run(args.root)
