@@ -22,7 +22,7 @@ from cs_utils.instructor.isolation import ACCOUNT_PREFIX, is_root
 from cs_utils.instructor.sandbox import isolation_mode
 
 ROOT = Path(__file__).resolve().parent.parent
-TIMEOUT = 6
+TIMEOUT = 5
 MEMORY_MB = 512
 SEED = 7
 

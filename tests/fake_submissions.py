@@ -290,17 +290,19 @@ def gram_matrix(features, normalize=True):
         count += 1
 """
 
-#: mix_styles looping forever, after starting a process in its own session with an empty environment.
+#: mix_styles never returning (asleep: the CPU hog is tests/hostile_submissions.py's), after starting a
+#: process in its own session with an empty environment.
 DETACHED_LOOP = """
 def mix_styles(targets, weights):
     import signal
     import subprocess
     import sys
+    import time
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     subprocess.Popen([sys.executable, "-c", "import os, time; os.fork(); time.sleep(120)  # MARKER"],
                      env={}, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while True:
-        pass
+        time.sleep(1)
 """
 
 #: The attacks split over two students, each solving the other half correctly.

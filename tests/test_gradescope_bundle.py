@@ -30,8 +30,8 @@ from cs_utils.instructor.sandbox import isolation_mode
 ROOT = Path(__file__).resolve().parent.parent
 PLAN = {"gram_matrix": "forge", "content_loss": "steal", "style_loss": "tamper", "tv_loss": "fifo",
         "instance_norm": "memfd", "mix_styles": "sysv", "nearest_neighbours": "wide"}
-#: The assignment the bundle grades: the attacked exercises and two that run the network.
-GRADED = [*PLAN, "saliency_map", "grad_cam"]
+#: The assignment the bundle grades: the attacked exercises and one that runs the network.
+GRADED = [*PLAN, "saliency_map"]
 
 
 def _digest(folder: Path) -> str:
@@ -117,7 +117,7 @@ def test_the_hostile_submission_scores_only_what_it_solved(bundle_runs):
     scores = _by_exercise(first)
     assert list(scores) == GRADED
     assert {n: scores[n] for n in PLAN} == dict.fromkeys(PLAN, 0.0)
-    assert {n: s for n, s in scores.items() if n not in PLAN} == {"saliency_map": 1.0, "grad_cam": 1.0}
+    assert {n: s for n, s in scores.items() if n not in PLAN} == {"saliency_map": 1.0}
     assert first["score"] == len(GRADED) - len(PLAN)
     outputs = {t["name"]: t["output"] for t in first["tests"]}
     for name in ("gram_matrix", "content_loss", "style_loss"):
