@@ -24,7 +24,7 @@ import fake_submissions as fake  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 MARKER = f"cs-utils-attack-{uuid.uuid4().hex[:12]}"
 NAMES = grading.exercise_names()
-TIMEOUT, MEMORY_MB = 10, 1024
+TIMEOUT, MEMORY_MB = 15, 1024
 FALLBACK_TIMEOUT = 8
 
 #: exercise: (status, text in the message) that each attack must end with
@@ -91,7 +91,7 @@ def class_run(tmp_path_factory):
     before = _digest(watched)
     out = base / "grades"
     reports = class_grading.grade_class(
-        submissions, out, seed=3, hidden=2, timeout=TIMEOUT, memory_mb=MEMORY_MB, jobs=3, progress=False
+        submissions, out, seed=3, hidden=2, timeout=TIMEOUT, memory_mb=MEMORY_MB, jobs=2, progress=False
     )
     leftovers = _processes_with(MARKER)
     return {

@@ -488,13 +488,8 @@ def _ipc_remove(account: Account) -> None:
                 subprocess.run(["ipcrm", flag, fields[ident]], capture_output=True, timeout=10)
 
 
-def sweep_account(account: Account | None, spare: int | None = None) -> int:
-    """After an exercise outside bubblewrap: kill what runs as ``account`` (but ``spare``), remove what
-    it left in the machine's shared places; return the bytes removed."""
-    if account is None:
-        return 0
-    kill_account(account, spare)
-    removed = 0
+def _owned_entries(account: Account):
+    """``(path, stat)`` of each entry of the machine's shared places that ``account`` owns."""
     for folder in SHARED_WRITABLE:
         try:
             entries = list(os.scandir(folder))
@@ -506,8 +501,19 @@ def sweep_account(account: Account | None, spare: int | None = None) -> int:
             except OSError:
                 continue
             if info.st_uid == account.uid:
-                removed += info.st_blocks * 512
-                remove_tree(Path(entry.path))
+                yield Path(entry.path), info
+
+
+def sweep_account(account: Account | None, spare: int | None = None) -> int:
+    """After an exercise outside bubblewrap: kill what runs as ``account`` (but ``spare``), remove what
+    it left in the machine's shared places; return the bytes removed."""
+    if account is None:
+        return 0
+    kill_account(account, spare)
+    removed = 0
+    for path, info in list(_owned_entries(account)):
+        removed += info.st_blocks * 512
+        remove_tree(path)
     _ipc_remove(account)
     return removed
 
@@ -517,20 +523,10 @@ def account_usage(account: Account | None, max_entries: int = 20000) -> int:
     if account is None:
         return 0
     total = 0
-    for folder in SHARED_WRITABLE:
-        try:
-            entries = list(os.scandir(folder))
-        except OSError:
-            continue
-        for entry in entries:
-            try:
-                info = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            if info.st_uid == account.uid:
-                total += info.st_blocks * 512
-                if stat.S_ISDIR(info.st_mode):
-                    total += count_tree(Path(entry.path), max_entries, 64)[1]
+    for path, info in _owned_entries(account):
+        total += info.st_blocks * 512
+        if stat.S_ISDIR(info.st_mode):
+            total += count_tree(path, max_entries, 64)[1]
     return total
 
 
