@@ -279,16 +279,7 @@ class Cgroup:
 
     def kill(self, spare: int | None = None) -> None:
         """Kill every process in the cgroup but ``spare``, until none is left (forks included)."""
-        for _ in range(200):
-            victims = [p for p in self.pids() if p != spare]
-            if not victims:
-                return
-            for pid in victims:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-            time.sleep(0.005)
+        _kill_until_none(lambda: [p for p in self.pids() if p != spare])
 
     def remove(self) -> None:
         self.kill()
@@ -457,19 +448,25 @@ def _uid_of(pid: str) -> int | None:
     return None
 
 
-def kill_account(account: Account, spare: int | None = None) -> None:
-    """Kill every process running as ``account`` but ``spare``, until none is left."""
+def _kill_until_none(victims) -> None:
+    """SIGKILL what ``victims()`` lists, again and again, until it lists nothing (a fork bomb's
+    children included; at most 200 rounds)."""
     for _ in range(200):
-        victims = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != spare
-                   and _uid_of(p) == account.uid]
-        if not victims:
+        found = victims()
+        if not found:
             return
-        for pid in victims:
+        for pid in found:
             try:
                 os.kill(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
         time.sleep(0.005)
+
+
+def kill_account(account: Account, spare: int | None = None) -> None:
+    """Kill every process running as ``account`` but ``spare``, until none is left."""
+    _kill_until_none(lambda: [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != spare
+                              and _uid_of(p) == account.uid])
 
 
 def _ipc_remove(account: Account) -> None:
