@@ -38,6 +38,7 @@ import secrets
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -330,15 +331,19 @@ def prepare_cases(names, seed: int, n_hidden: int, jobs: Path, cache: Path | Non
 
 
 _BASE: dict[str, Path] = {}
+_BASE_LOCK = threading.Lock()
 
 
 def sandbox_base() -> Path:
-    """The sandbox's copy of the student release, built once per process."""
-    if "base" not in _BASE:
-        folder = Path(tempfile.mkdtemp(prefix="grade-base-"))
-        atexit.register(shutil.rmtree, folder, True)
-        _BASE["base"] = build_base(folder)
-    return _BASE["base"]
+    """The sandbox's copy of the student release, built once per process (a class's threads wait
+    for the first: building it parses sources with ``ast``, which CPython 3.11 cannot do in two
+    threads at once)."""
+    with _BASE_LOCK:
+        if "base" not in _BASE:
+            folder = Path(tempfile.mkdtemp(prefix="grade-base-"))
+            atexit.register(shutil.rmtree, folder, True)
+            _BASE["base"] = build_base(folder)
+        return _BASE["base"]
 
 
 # --------------------------------------------------------------------------- judging

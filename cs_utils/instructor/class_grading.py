@@ -46,6 +46,7 @@ from .autograder import (
     grade,
     prepare_cases,
     protect,
+    sandbox_base,
     zero_report,
 )
 from .isolation import IsolationError
@@ -196,6 +197,7 @@ def grade_class(
     if stop_after is not None:
         todo = todo[:stop_after]
     if todo:
+        sandbox_base()  # built once, before the threads start
         workers = max(1, jobs or (os.cpu_count() or 1) + 1)
         inputs = Path(tempfile.mkdtemp(prefix="grade-inputs-"))  # the cases' inputs: every sandbox reads them
         os.chmod(inputs, 0o755)
