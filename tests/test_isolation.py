@@ -202,3 +202,26 @@ def test_without_cgroups_memory_outside_the_address_space_is_still_stopped(tmp_p
     lines = Path("/proc/sysvipc/shm").read_text().splitlines()
     keys = {dict(zip(lines[0].split(), line.split()))["key"] for line in lines[1:]}
     assert not keys & {str(hostile.sysv_key(marker) + i) for i in range(8)}
+
+
+def test_the_sandbox_copy_is_built_once_when_threads_ask_at_once(monkeypatch):
+    """A class's threads all ask for the sandbox's copy at the start: one copy, no failure (building
+    it parses sources with ``ast``, which CPython 3.11 cannot do in two threads at once)."""
+    monkeypatch.setattr(autograder, "_BASE", {})
+    start = threading.Barrier(4)
+    got, errors = [], []
+
+    def ask():
+        start.wait(timeout=30)
+        try:
+            got.append(autograder.sandbox_base())
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=ask) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(set(got)) == 1
+    assert (got[0] / "cs_utils" / "losses.py").is_file() and (got[0] / "runner.py").is_file()
