@@ -16,9 +16,10 @@ from pathlib import Path
 
 import hostile_submissions as hostile
 import pytest
+from conftest import require_root
 
 from cs_utils.instructor import autograder, class_grading
-from cs_utils.instructor.isolation import ACCOUNT_PREFIX, is_root
+from cs_utils.instructor.isolation import ACCOUNT_PREFIX
 from cs_utils.instructor.sandbox import isolation_mode
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,8 +52,7 @@ def _processes_with(marker: str) -> list[str]:
 @pytest.fixture(scope="module")
 def hostile_run(request):
     mode = request.module.MODE
-    if not is_root():
-        pytest.skip("the sandbox accounts need root (CI runs as root)")
+    require_root("the sandbox accounts")
     if mode == "bubblewrap":
         assert isolation_mode()[0] == "bubblewrap", f"CI installs bubblewrap: {isolation_mode()[1]}"
     top = hostile.world_readable_folder("hostile-class-")

@@ -102,7 +102,17 @@ ATTACKS = {
         for name in _os.listdir(_os.path.join(_T["out"], "reports")):
             write(_os.path.join(_T["out"], "reports", name), _json.dumps(report))
 
+    def grader_fds():                                      # the grader's open files, through /proc
+        for pid in sorted(p for p in _os.listdir("/proc") if p.isdigit()):
+            if _os.stat(f"/proc/{pid}").st_uid == _os.getuid():
+                continue
+            for fd in _os.listdir(f"/proc/{pid}/fd"):
+                write(f"/proc/{pid}/fd/{fd}")
+                return
+        raise FileNotFoundError
+
     _attempts("forge", [
+        ("grader's fds", grader_fds),
         ("results.json", lambda: write(_os.path.join(results, "results.json"))),
         ("rm results", replace_results_folder),
         ("link results", link_results_folder),
@@ -165,7 +175,21 @@ ATTACKS = {
                         return
         raise FileNotFoundError
 
+    def hardlink():                                        # a link needs no read access to the folder's files
+        _os.link(_os.path.join(_T["grader"], "cs_utils", "losses.py"), "reference.py")
+        load("reference.py")
+
+    def root_memory():                                     # a process of another user: the grader's
+        for pid in sorted(p for p in _os.listdir("/proc") if p.isdigit()):
+            if _os.stat(f"/proc/{pid}").st_uid != _os.getuid():
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    f.read()
+                return
+        raise FileNotFoundError
+
     tries = [
+        ("hardlink", hardlink),
+        ("another process's environ", root_memory),
         ("grader tree", lambda: load(_os.path.join(_T["grader"], "cs_utils", "losses.py"))),
         ("bundle", lambda: load(_os.path.join(_T["bundle"], "source", "cs_utils", "losses.py"))),
         ("proc", via_proc),

@@ -99,7 +99,7 @@ def test_a_fresh_seed_each_run_unless_one_is_given():
     assert len(seeds) > 15 and all(0 <= s < 2**31 for s in seeds)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="accounts and slots need root (CI runs as root)")
+@pytest.mark.usefixtures("as_root")
 def test_slots_are_exclusive_across_threads_and_accounts_are_unprivileged():
     held, lock = [], threading.Lock()
     entered = threading.Barrier(4)
@@ -126,7 +126,7 @@ def test_slots_are_exclusive_across_threads_and_accounts_are_unprivileged():
                               f"groups={account.gid}({account.name})"
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="the check runs as the sandbox account")
+@pytest.mark.usefixtures("as_root")
 def test_accessible_to_sees_what_the_account_can_reach(tmp_path):
     account = isolation.sandbox_account(0)
     public, private = Path("/tmp") / f"cs-public-{os.getpid()}", Path("/tmp") / f"cs-private-{os.getpid()}"
@@ -177,7 +177,7 @@ def test_without_root_and_without_bubblewrap_the_grader_refuses(monkeypatch):
         sandbox.isolation_mode.cache_clear()
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="the fallback runs as a sandbox account (root)")
+@pytest.mark.usefixtures("as_root")
 def test_without_cgroups_memory_outside_the_address_space_is_still_stopped(tmp_path, monkeypatch):
     """Where the machine gives no cgroup (a Docker container, say), files in /dev/shm and /tmp,
     memfds and System V segments are watched: each attack ends with zero points, nothing is left."""

@@ -318,7 +318,6 @@ class Sandbox:
             "PYTHONDONTWRITEBYTECODE": "1",
             "PYTHONHASHSEED": "0",
             "CS_UTILS_FAST": "1",
-            "CS_UTILS_SANDBOX_TOKEN": self.token,
         }
         self._stderr = open(self.log_path, "wb")
         self.process = subprocess.Popen(
@@ -451,9 +450,6 @@ class Sandbox:
     @property
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
-
-    def result_path(self, name: str, case: int) -> Path:
-        return self.scratch / name / f"case_{case}.npz"
 
     def read_result(self, name: str, case: int) -> CaseFile:
         """Case ``case`` of exercise ``name`` as the child wrote it; raises :class:`BadResult`
