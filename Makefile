@@ -95,15 +95,11 @@ bench: setup
 	$(PY) benchmarks/bench_class_viz.py
 
 # The student flow in a real browser: JupyterLab on a free local port, Debian's Chromium driven by
-# Playwright (requirements-browser.txt; it never downloads a browser). See tests/browser/browser_flow.py.
-BROWSER_STAMP := $(VENV)/.browser-setup-done
+# Playwright (in requirements.txt for make submit's PDF; it never downloads a browser). See
+# tests/browser/browser_flow.py.
 CHROMIUM ?= $(shell command -v /usr/lib/chromium/chromium chromium chromium-browser 2>/dev/null | head -n1)
 
-$(BROWSER_STAMP): requirements-browser.txt $(STAMP)
-	$(PY) -m pip install --disable-pip-version-check -q -r requirements-browser.txt
-	touch $@
-
-browser-test: student $(BROWSER_STAMP)
+browser-test: student
 	@test -n "$(CHROMIUM)" || { echo "Chromium is missing: apt-get install chromium (or set CHROMIUM=/path/to/chromium)"; exit 1; }
 	rm -rf build/screenshots
 	CHROMIUM=$(CHROMIUM) $(TEST_ENV) $(PY) -m pytest tests/browser/browser_flow.py -v -s -p no:cacheprovider

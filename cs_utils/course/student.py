@@ -2,17 +2,20 @@
 
 ::
 
-    python -m cs_utils.course.student check      # make check: the public case of every exercise
-    python -m cs_utils.course.student submit     # make submit: submission.zip for the grader
+    python -m cs_utils.course.student check      # make check: every exercise's public case, every question
+    python -m cs_utils.course.student submit     # make submit: submission.zip and submission.pdf
 
 Both start with :mod:`cs_utils.course.syntax_check` (``make`` runs it by path first: a syntax
 error breaks ``import cs_utils``). ``check`` runs each exercise's public case (the inputs of its
 notebook's check cell) with the grader's comparison and hints
 (:func:`cs_utils.course.grading.evaluate`), prints the grader's table
-(:func:`cs_utils.course.report.render_table`) and what remains, and exits non-zero until every
-exercise passes. ``submit`` prints the same table and writes ``submission.zip``: the exercise
-modules (``cs_utils/<module>.py``) and ``notebooks/*.ipynb``, nothing else. The grader
-reads the zip as it is (:func:`cs_utils.instructor.autograder.open_submission`).
+(:func:`cs_utils.course.report.render_table`), what remains, and which written questions
+(:mod:`cs_utils.course.questions`) have no answer yet in the saved notebooks; it exits non-zero
+until every exercise passes and every question is answered. ``submit`` prints the same and writes
+``submission.zip`` (the exercise modules ``cs_utils/<module>.py`` and ``notebooks/*.ipynb``,
+nothing else; the grader reads it as it is, :func:`cs_utils.instructor.autograder.open_submission`)
+and ``submission.pdf`` with its question-to-page map ``submission_pages.json``
+(:mod:`cs_utils.course.submission_pdf`), for the written questions.
 """
 
 from __future__ import annotations
@@ -27,11 +30,13 @@ from pathlib import Path
 
 from . import grading
 from .exercise_registry import PACKAGE
+from .questions import QUESTIONS, unanswered
 from .report import render_table
 from .syntax_check import main as syntax_main
 
 __all__ = ["SUBMISSION", "check_report", "exercise_modules", "exercise_notebooks", "main",
-           "remaining_summary", "submission_files", "write_submission"]
+           "questions_summary", "remaining_summary", "submission_files", "unexecuted_notebooks",
+           "write_submission"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 SUBMISSION = "submission.zip"
@@ -123,6 +128,37 @@ def remaining_summary(report: dict, notebooks: dict[str, tuple[str, bool]]) -> s
     return "\n".join(lines)
 
 
+def questions_summary(root: Path = PROJECT_ROOT) -> tuple[str, int]:
+    """What the saved notebooks answer of the written questions, and how many are unanswered."""
+    left = unanswered(Path(root, "notebooks"))
+    total = len(QUESTIONS)
+    points = sum(q.points for q in QUESTIONS.values())
+    if not left:
+        return f"all {total} written questions have an answer ({points:g} points, graded by hand)", 0
+    lines = [f"{total - len(left)}/{total} written questions answered ({points:g} points, graded by hand); "
+             f"still unanswered ({len(left)}):"]
+    for q in left:
+        lines.append(f"  {q.id:26s} in notebook {q.notebook} ({q.points:g} points): {q.title}")
+    lines.append("Write each answer in the cell under its question, replacing the line in italics, and "
+                 "save the notebook (Ctrl+S): make check reads the saved file.")
+    return "\n".join(lines), len(left)
+
+
+def unexecuted_notebooks(root: Path = PROJECT_ROOT) -> list[str]:
+    """The notebooks with questions whose saved code cells hold no output (their figures would be
+    missing from submission.pdf)."""
+    found = []
+    for stem in sorted({q.notebook for q in QUESTIONS.values()}):
+        try:
+            cells = json.loads(Path(root, "notebooks", f"{stem}.ipynb").read_text(encoding="utf-8"))["cells"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        code = [c for c in cells if isinstance(c, dict) and c.get("cell_type") == "code"]
+        if code and not any(c.get("outputs") for c in code):
+            found.append(stem)
+    return found
+
+
 def submission_files(root: Path = PROJECT_ROOT) -> list[str]:
     """What goes into the zip, relative to ``root``: the exercise modules, then the notebooks."""
     root = Path(root)
@@ -146,7 +182,30 @@ def _check(root: Path) -> int:
     report = check_report(root=root)
     print(render_table(report))
     print(remaining_summary(report, exercise_notebooks(root)))
-    return 0 if all(s["status"] == "pass" for s in report["exercises"]) else 1
+    text, left = questions_summary(root)
+    print(text)
+    return 0 if all(s["status"] == "pass" for s in report["exercises"]) and not left else 1
+
+
+def _write_pdf(root: Path) -> int:
+    from .submission_pdf import PAGE_MAP, SUBMISSION_PDF, ChromiumMissing, write_submission_pdf
+
+    for stem in unexecuted_notebooks(root):
+        print(f"note: notebooks/{stem}.ipynb was saved without outputs; its figures will be missing from "
+              f"{SUBMISSION_PDF} (run it, save it, then make submit again)")
+    print(f"writing {SUBMISSION_PDF} (about a minute) ...", flush=True)
+    try:
+        pages = write_submission_pdf(root)
+    except ChromiumMissing as exc:
+        print(f"error: {SUBMISSION_PDF} was not written: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - say what failed; the zip is already written
+        print(f"error: {SUBMISSION_PDF} was not written: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {SUBMISSION_PDF}: {pages['pages']} pages in {pages['seconds']:g} s, each written question "
+          f"on pages of its own; {PAGE_MAP} maps questions to pages. Upload it where your course collects "
+          "the written answers.")
+    return 0
 
 
 def _submit(root: Path) -> int:
@@ -162,7 +221,8 @@ def _submit(root: Path) -> int:
           f"{count - len(exercise_modules())} notebooks), {path.stat().st_size / 1024:.0f} KiB; "
           f"upload it as your submission (local check: {report['points']:g}/{report['max_points']:g} "
           "points on the public cases)")
-    return 0
+    print(questions_summary(root)[0])
+    return _write_pdf(root)
 
 
 def main(argv=None) -> int:
