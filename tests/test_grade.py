@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from cs_utils.course import grading
+from cs_utils.course.questions import QUESTIONS
 from cs_utils.course.report import render_table
 from cs_utils.instructor import autograder, class_grading
 from cs_utils.instructor.sandbox import isolation_mode
@@ -184,16 +185,20 @@ def test_messages_cannot_forge_rows_or_the_total(class_run):
 def test_grades_csv_has_nbgraders_columns_and_a_row_per_student(class_run):
     with open(class_run["out"] / "grades.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == class_grading.NBGRADER_COLUMNS + NAMES + ["notes", "seed"]
+    questions = list(QUESTIONS)
+    assert list(rows[0]) == class_grading.NBGRADER_COLUMNS + NAMES + questions + ["written_points", "notes",
+                                                                                  "seed"]
     assert {r["seed"] for r in rows} == {"3"}
+    written = sum(q.points for q in QUESTIONS.values())  # counted in max_score, none scored yet
     got = {r["student_id"]: (float(r["raw_score"]), float(r["score"]), float(r["max_score"])) for r in rows}
     assert got == {
-        "s01_correct": (16, 16, 16),
-        "s02_release": (0, 0, 16),
-        "s03_attacker_a": (8, 8, 16),
-        "s04_attacker_b": (8, 8, 16),
-        "s05_broken": (0, 0, 16),
+        "s01_correct": (16, 16, 16 + written),
+        "s02_release": (0, 0, 16 + written),
+        "s03_attacker_a": (8, 8, 16 + written),
+        "s04_attacker_b": (8, 8, 16 + written),
+        "s05_broken": (0, 0, 16 + written),
     }
+    assert all(r[q] == "" and float(r["written_points"]) == 0 for r in rows for q in questions)
     by_id = {r["student_id"]: r for r in rows}
     assert by_id["s05_broken"]["notes"].startswith("not a readable zip file")
     assert "mix_styles: timeout" in by_id["s04_attacker_b"]["notes"]

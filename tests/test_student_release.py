@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from cs_utils.course import grading
+from cs_utils.course.questions import QUESTIONS
 from cs_utils.instructor import autograder, gradescope
 from cs_utils.instructor.class_grading import grade_class
 from cs_utils.instructor.release import GIVEN_TESTS, build_release, strip_solutions
@@ -87,7 +88,7 @@ def test_readme_is_the_students_with_the_exercises_from_the_registry(release):
     for command in ("make lab", "make check", "make submit", "CS_UTILS_FAST=1", "autoreload",
                     "## When a check fails"):
         assert command in readme, command
-    table = [line for line in readme.splitlines() if line.startswith("| `")]
+    table = [line for line in readme.splitlines() if line.startswith("| `") and "| `q0" not in line]
     assert len(table) == len(NAMES)
     for line, name in zip(table, NAMES):
         exercise = grading.get_exercise(name)
@@ -98,13 +99,17 @@ def test_readme_is_the_students_with_the_exercises_from_the_registry(release):
         assert cells[3] in (f'`cs.check_exercise("{name}")`', "`make check`"), line
     assert '`cs.check_exercise("saliency_map")` | 1 |' in readme
     assert f"{sum(grading.get_exercise(n).points for n in NAMES):g} points in all" in readme
+    questions = [line for line in readme.splitlines() if line.startswith("| `q0")]
+    assert questions == [f"| `{q.id}` | `notebooks/{q.notebook}.ipynb` | {q.title} | {q.points} |"
+                         for q in QUESTIONS.values()]
+    assert f"{sum(q.points for q in QUESTIONS.values())} points, graded by hand" in readme
 
 
 def test_release_ships_no_instructor_tools_targets_or_tests(release):
     course = {p.name for p in (release / "cs_utils" / "course").iterdir() if p.suffix == ".py"}
     assert course == {"__init__.py", "grading.py", "exercise_registry.py", "exercises_attribution.py",
-                      "exercises_layers.py", "exercises_losses.py", "exercises_pixels.py", "report.py",
-                      "student.py", "syntax_check.py"}
+                      "exercises_layers.py", "exercises_losses.py", "exercises_pixels.py", "questions.py",
+                      "report.py", "student.py", "submission_pdf.py", "syntax_check.py"}
     assert not (release / "cs_utils" / "instructor").exists()
     assert {p.name for p in (release / "data" / "checks").glob("*.npz")} == {f"{n}.npz" for n in NAMES}
     assert not (release / ".ci").exists() and not (release / "benchmarks").exists()
@@ -144,6 +149,9 @@ def test_make_check_fails_naming_each_function_until_one_is_written(release):
     assert f"0/{len(NAMES)} exercises pass; still to do ({len(NAMES)}):" in before.stdout
     assert re.search(r"^  saliency_map +in cs_utils/saliency.py +\(notebook 02_saliency_and_occlusion\): "
                      "not implemented$", before.stdout, flags=re.M)
+    assert f"0/{len(QUESTIONS)} written questions answered" in before.stdout
+    listed = re.findall(r"^  (q0\d_\w+) +in notebook (\S+) \((\d+) points\): ", before.stdout, flags=re.M)
+    assert listed == [(q.id, q.notebook, str(q.points)) for q in QUESTIONS.values()]
 
     assert not written(release, FILLED)
     fill_in(release, FILLED)
@@ -187,6 +195,12 @@ def test_make_submit_zip_is_what_the_class_grader_and_gradescope_score(release, 
     with zipfile.ZipFile(release / "submission.zip") as zf:
         names = sorted(zf.namelist())
     assert names == sorted(modules + notebooks)
+    pages = json.loads((release / "submission_pages.json").read_text())
+    from pypdf import PdfReader
+
+    assert len(PdfReader(release / "submission.pdf").pages) == pages["pages"] > len(QUESTIONS)
+    assert list(pages["questions"]) == list(QUESTIONS)
+    assert re.search(rf"wrote submission.pdf: {pages['pages']} pages in [\d.]+ s", run.stdout), run.stdout
 
     graded = [FILLED, "content_loss"]  # one written, one not
     classroom = tmp_path / "class"

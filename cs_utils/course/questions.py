@@ -168,7 +168,8 @@ def notebook_answers(notebook: dict) -> dict[str, str]:
     for k, qid in asked:
         if qid not in answers:
             after = cells[k + 1] if k + 1 < len(cells) else None
-            answerable = after is not None and after.get("cell_type") == "markdown" and not _tag(after, "question")
+            answerable = (after is not None and after.get("cell_type") == "markdown"
+                          and not _tag(after, "question"))
             answers[qid] = [answer_text(_text(after))] if answerable else [""]
     return {qid: "\n\n".join(a for a in parts if a)[:MAX_ANSWER_CHARS] for qid, parts in answers.items()}
 

@@ -89,12 +89,36 @@ def render_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def feedback_markdown(report: dict, student: str) -> str:
-    """A student's feedback: the total, then each exercise with its status, error and hint."""
+def _written_points(written: dict) -> tuple[float, float, int]:
+    """``(points, max points, questions graded)`` of the written questions."""
+    graded = [w for w in written.values() if w.get("points") is not None]
+    return (sum(w["points"] for w in graded), sum(w["max_points"] for w in written.values()), len(graded))
+
+
+def _written_lines(written: dict) -> list[str]:
+    lines = ["", "## Written questions", "", "| question | points | comment |", "| --- | --- | --- |"]
+    for qid, w in written.items():
+        points = "not graded yet" if w.get("points") is None else \
+            f"{_points(w['points'])}/{_points(w['max_points'])}"
+        cells = [qid, points, w.get("comment") or ""]
+        lines.append("| " + " | ".join(one_line(c, 400).replace("|", "\\|") for c in cells) + " |")
+    return lines
+
+
+def feedback_markdown(report: dict, student: str, written: dict | None = None) -> str:
+    """A student's feedback: the total, then each exercise with its status, error and hint, then
+    (``written``: ``question id: {"points" (None until graded), "max_points", "comment"}``) the
+    written questions' points and the TA's comments."""
+    total = f"**Total: {_points(report['points'])} / {_points(report['max_points'])} points**"
+    if written:
+        points, top, graded = _written_points(written)
+        total = (f"**Total: {_points(report['points'] + points)} / {_points(report['max_points'] + top)} "
+                 f"points**: exercises {_points(report['points'])} / {_points(report['max_points'])}, "
+                 f"written questions {_points(points)} / {_points(top)} ({graded} of {len(written)} graded)")
     lines = [
         f"# Feedback for {one_line(student, 80)}",
         "",
-        f"**Total: {_points(report['points'])} / {_points(report['max_points'])} points**",
+        total,
         "",
     ]
     if report.get("problem"):
@@ -125,6 +149,8 @@ def feedback_markdown(report: dict, student: str) -> str:
         "The public case is the one your notebook's check cell runs; the hidden cases use other "
         "inputs of the same kind, drawn when grading. Points: each case is an equal share, and the "
         "public case counts once a hidden case passes.",
-        "",
     ]
+    if written:
+        lines += _written_lines(written)
+    lines.append("")
     return "\n".join(lines)

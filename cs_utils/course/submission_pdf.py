@@ -29,7 +29,8 @@ from pathlib import Path
 
 from .questions import QUESTIONS
 
-__all__ = ["PAGE_MAP", "SUBMISSION_PDF", "ChromiumMissing", "chromium_path", "notebook_sections", "write_submission_pdf"]
+__all__ = ["PAGE_MAP", "SUBMISSION_PDF", "ChromiumMissing", "chromium_path", "notebook_sections",
+           "write_submission_pdf"]
 
 SUBMISSION_PDF = "submission.pdf"
 PAGE_MAP = "submission_pages.json"

@@ -17,10 +17,18 @@ Written into ``OUT``:
 * ``feedback/<id>.md``: what the student gets (each exercise, status, relative error, hint);
 * ``grades.csv``: one row per student, nbgrader's ``grades.csv`` columns first (``assignment,
   duedate, timestamp, student_id, last_name, first_name, email, raw_score, late_submission_penalty,
-  score, max_score``), then the points of each exercise and ``notes`` (the statuses that cost
-  points, or why the submission could not be opened: such a submission gets a row with zero points)
-  and ``seed``. A text cell that a spreadsheet would run as a formula (it starts with ``= + - @``,
-  a tab or a carriage return) is written with a leading ``'``.
+  score, max_score``), then the points of each exercise, of each written question (blank until a TA
+  scored it) and their sum ``written_points``, ``notes`` (the statuses that cost points, or why the
+  submission could not be opened: such a submission gets a row with zero points) and ``seed``.
+  ``raw_score`` and ``score`` add the exercises' and the scored questions' points, ``max_score``
+  counts every exercise and question. A text cell that a spreadsheet would run as a formula (it
+  starts with ``= + - @``, a tab or a carriage return) is written with a leading ``'``;
+* the written questions (:mod:`cs_utils.instructor.written`): ``written/<question>.html``, one
+  page per question with the rubric and every student's answer, and ``written_scores.csv``
+  (``student, question, points, comment``) for the TAs to fill. Every run adds the rows it lacks,
+  keeps the filled ones, and merges their points into ``grades.csv`` and the feedback; the rows it
+  cannot merge (unknown student or question, points out of range, ...) are printed and listed in
+  ``written_problems.txt``.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import tempfile
 from pathlib import Path
 
 from ..course import grading
+from ..course.questions import QUESTIONS
 from ..course.report import feedback_markdown, one_line
 from .autograder import (
     DEFAULT_HIDDEN,
@@ -51,8 +60,15 @@ from .autograder import (
 )
 from .isolation import IsolationError
 from .sandbox import isolation_mode
+from .written import (
+    read_scores,
+    student_written,
+    submission_answers,
+    update_scores_sheet,
+    write_question_pages,
+)
 
-__all__ = ["NBGRADER_COLUMNS", "discover", "grade_class", "safe_cell", "write_grades_csv"]
+__all__ = ["NBGRADER_COLUMNS", "discover", "grade_class", "grade_written", "safe_cell", "write_grades_csv"]
 
 NBGRADER_COLUMNS = [
     "assignment",
@@ -116,13 +132,21 @@ def _notes(report: dict) -> str:
     return "; ".join(lost)
 
 
-def write_grades_csv(path: Path, rows: list[tuple[str, dict, str]], names: list[str]) -> None:
-    """``rows``: ``(student id, report, timestamp)``. nbgrader's columns, then one per exercise, notes."""
+def write_grades_csv(path: Path, rows: list[tuple[str, dict, str]], names: list[str],
+                     written: dict[str, dict[str, dict]] | None = None) -> None:
+    """``rows``: ``(student id, report, timestamp)``. nbgrader's columns, then one per exercise, one
+    per written question and their sum, notes, seed. ``written``: ``student: {question: {"points",
+    "comment"}}``, the TAs' merged scores (a question without a row stays blank)."""
+    written = written or {}
+    questions = list(QUESTIONS)
+    top = sum(q.points for q in QUESTIONS.values())
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(NBGRADER_COLUMNS + names + ["notes", "seed"])
+        writer.writerow(NBGRADER_COLUMNS + names + questions + ["written_points", "notes", "seed"])
         for student, report, stamp in rows:
             points = {s["name"]: s["points"] for s in report["exercises"]}
+            scored = {q: w["points"] for q, w in written.get(student, {}).items()}
+            total = report["points"] + sum(scored.values())
             writer.writerow([safe_cell(cell) for cell in
                 [
                     ASSIGNMENT,
@@ -132,13 +156,14 @@ def write_grades_csv(path: Path, rows: list[tuple[str, dict, str]], names: list[
                     "",
                     "",
                     "",
-                    report["points"],
+                    total,
                     0.0,
-                    report["points"],
-                    report["max_points"],
+                    total,
+                    report["max_points"] + top,
                 ]
                 + [points.get(n, 0.0) for n in names]
-                + [_notes(report), report.get("seed")]
+                + [scored.get(q, "") for q in questions]
+                + [sum(scored.values()), _notes(report), report.get("seed")]
             ])
 
 
@@ -240,6 +265,34 @@ def grade_class(
                 bar.close()
             cases.close()
             shutil.rmtree(inputs, ignore_errors=True)
-    rows = [(s, done[s], _timestamp(p)) for s, p in students if s in done]
-    write_grades_csv(out / "grades.csv", rows, names)
+    graded = [(s, p) for s, p in students if s in done]
+    scores = grade_written(graded, out, progress=progress)
+    for student, _ in graded:
+        feedback = feedback_markdown(done[student], student, student_written(scores.get(student, {})))
+        _write_atomic(out / "feedback" / f"{student}.md", feedback)
+    rows = [(s, done[s], _timestamp(p)) for s, p in graded]
+    write_grades_csv(out / "grades.csv", rows, names, scores)
     return [done[s] for s, _ in students if s in done]
+
+
+def grade_written(students: list[tuple[str, Path]], out: Path, *, progress: bool = True) -> dict:
+    """The written questions of a class: the pages ``out/written/<question>.html`` with every
+    student's answer, ``out/written_scores.csv`` completed with a row per student and question, and
+    its filled rows read back; return ``student: {question: {"points", "comment"}}``. The rows that
+    cannot be merged are printed (unless ``progress`` is False) and listed in
+    ``out/written_problems.txt`` (removed when there are none)."""
+    out = Path(out)
+    ids = [s for s, _ in students]
+    write_question_pages(out / "written", {s: submission_answers(p) for s, p in students})
+    sheet = out / "written_scores.csv"
+    update_scores_sheet(sheet, ids)
+    scores, problems = read_scores(sheet, ids)
+    listed = out / "written_problems.txt"
+    if problems:
+        text = "".join(f"{p}\n" for p in problems)
+        _write_atomic(listed, f"{len(problems)} rows of written_scores.csv were not merged:\n{text}")
+        if progress:
+            print(f"written_scores.csv: {len(problems)} rows not merged (see {listed}):\n{text}", end="")
+    else:
+        listed.unlink(missing_ok=True)
+    return scores

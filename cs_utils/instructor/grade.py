@@ -99,12 +99,15 @@ def main(argv=None) -> int:
             print(f"error: {args.class_dir} is not a folder of submissions", file=sys.stderr)
             return 2
         try:
-            grade_class(args.class_dir, args.out, names=args.only, seed=args.seed, hidden=args.hidden,
-                        timeout=args.timeout, total_timeout=args.total_timeout, memory_mb=args.memory,
-                        jobs=args.jobs)
+            reports = grade_class(args.class_dir, args.out, names=args.only, seed=args.seed,
+                                  hidden=args.hidden, timeout=args.timeout, total_timeout=args.total_timeout,
+                                  memory_mb=args.memory, jobs=args.jobs)
         except (IntegrityError, IsolationError) as exc:
             print(f"GRADING STOPPED: {exc}", file=sys.stderr)
             return 3
+        print(f"graded {len(reports)} submissions into {args.out}: grades.csv, feedback/<student>.md; "
+              f"written questions: written/index.html (a page per question, with the rubric), scored in "
+              f"written_scores.csv, merged by running this command again")
         return 0
     if args.submission is None:
         print("error: give a SUBMISSION or --class SUBMISSIONS_DIR", file=sys.stderr)

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["BEGIN", "END", "GIVEN_TESTS", "INSTRUCTOR_PACKAGE", "Region", "build_release", "exercise_table",
-           "instructor_only", "marked_regions", "project_files", "strip_solutions", "student_makefile",
-           "student_readme"]
+           "instructor_only", "marked_regions", "project_files", "question_table", "strip_solutions",
+           "student_makefile", "student_readme"]
 
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
@@ -203,14 +203,28 @@ def exercise_table(root: Path = ROOT) -> str:
     return "\n".join(rows)
 
 
+def question_table() -> str:
+    """The README's table of written questions, from their registry: id, notebook, topic, points."""
+    from ..course.questions import QUESTIONS
+
+    rows = ["| question | notebook | about | points |", "| --- | --- | --- | --- |"]
+    rows += [f"| `{q.id}` | `notebooks/{q.notebook}.ipynb` | {q.title} | {q.points} |" for q in QUESTIONS.values()]
+    return "\n".join(rows)
+
+
 def student_readme(root: Path = ROOT) -> str:
-    """The release's README.md: the template with the exercises' count, points and table."""
+    """The release's README.md: the template with the exercises' and questions' counts, points and
+    tables."""
     from ..course import grading
+    from ..course.questions import QUESTIONS
 
     text = (TEMPLATES / "README.student.md").read_text(encoding="utf-8")
     points = sum(e.points for e in grading.EXERCISES.values())
+    written = sum(q.points for q in QUESTIONS.values())
     return (text.replace("@COUNT@", str(len(grading.EXERCISES))).replace("@POINTS@", f"{points:g}")
-            .replace("@EXERCISE_TABLE@", exercise_table(root)))
+            .replace("@EXERCISE_TABLE@", exercise_table(root))
+            .replace("@QUESTION_COUNT@", str(len(QUESTIONS))).replace("@QUESTION_POINTS@", f"{written:g}")
+            .replace("@QUESTION_TABLE@", question_table()))
 
 
 def student_makefile() -> str:

@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import csv
 import html
+import json
 import math
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..course.questions import QUESTIONS
+from ..course.questions import MAX_NOTEBOOK_BYTES, QUESTIONS, notebook_answers
+from .isolation import read_regular
 
-__all__ = ["RUBRICS", "SCORE_COLUMNS", "Rubric", "ScoreProblem", "read_scores", "update_scores_sheet",
-           "write_question_pages"]
+__all__ = ["RUBRICS", "SCORE_COLUMNS", "Rubric", "ScoreProblem", "read_scores", "student_written",
+           "submission_answers", "update_scores_sheet", "write_question_pages"]
 
 SCORE_COLUMNS = ["student", "question", "points", "comment"]
 
@@ -183,6 +186,74 @@ class ScoreProblem:
         return f"written_scores.csv line {self.line} ({self.student!r}, {self.question!r}): {self.reason}"
 
 
+# --------------------------------------------------------------------------- a submission's answers
+
+
+def _notebook_stems() -> list[str]:
+    return sorted({q.notebook for q in QUESTIONS.values()})
+
+
+def _zip_notebooks(path: Path) -> dict[str, bytes]:
+    """``stem: bytes`` of the shallowest ``<stem>.ipynb`` of each questioned notebook in the zip
+    (read at most :data:`MAX_NOTEBOOK_BYTES`, so a zip bomb costs nothing)."""
+    wanted = {f"{stem}.ipynb": stem for stem in _notebook_stems()}
+    found: dict[str, tuple[int, zipfile.ZipInfo]] = {}
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            parts = info.filename.replace("\\", "/").split("/")
+            stem = wanted.get(parts[-1])
+            if stem is None or info.is_dir() or ".." in parts or info.filename.startswith("/"):
+                continue
+            if stem not in found or len(parts) < found[stem][0]:
+                found[stem] = (len(parts), info)
+        out = {}
+        for stem, (_, info) in found.items():
+            with zf.open(info) as member:
+                data = member.read(MAX_NOTEBOOK_BYTES + 1)
+            if len(data) <= MAX_NOTEBOOK_BYTES:
+                out[stem] = data
+        return out
+
+
+def _folder_notebooks(path: Path) -> dict[str, bytes]:
+    """``stem: bytes`` of ``notebooks/<stem>.ipynb`` (or ``<stem>.ipynb``) in the folder: regular
+    files only, no link followed, a FIFO never blocks."""
+    out = {}
+    for stem in _notebook_stems():
+        for parts in (("notebooks", f"{stem}.ipynb"), (f"{stem}.ipynb",)):
+            try:
+                out[stem] = read_regular(path, *parts, max_bytes=MAX_NOTEBOOK_BYTES)
+                break
+            except OSError:
+                continue
+    return out
+
+
+def submission_answers(path: Path) -> dict[str, str]:
+    """``question id: answer`` (``""`` when none) from a submission (a ``.zip`` or a folder)."""
+    path = Path(path)
+    try:
+        raw = _zip_notebooks(path) if path.suffix == ".zip" and not path.is_dir() else _folder_notebooks(path)
+    except (OSError, zipfile.BadZipFile, ValueError, RuntimeError, NotImplementedError):
+        raw = {}
+    found: dict[str, str] = {}
+    for stem, data in raw.items():
+        try:
+            notebook = json.loads(data.decode("utf-8", errors="replace"))
+        except (ValueError, RecursionError):
+            continue
+        found.update({qid: text for qid, text in notebook_answers(notebook).items()
+                      if QUESTIONS[qid].notebook == stem})
+    return {qid: found.get(qid, "") for qid in QUESTIONS}
+
+
+def student_written(scores: dict[str, dict]) -> dict[str, dict]:
+    """One student's written questions for the feedback and the CSV: ``question id: {"points" (None
+    until graded), "max_points", "comment"}``, from that student's merged rows."""
+    return {qid: {"points": scores.get(qid, {}).get("points"), "max_points": q.points,
+                  "comment": scores.get(qid, {}).get("comment", "")} for qid, q in QUESTIONS.items()}
+
+
 # --------------------------------------------------------------------------- the TAs' pages
 
 _STYLE = """
@@ -201,7 +272,8 @@ def _page(question_id: str, answers: dict[str, str]) -> str:
     share = q.points / len(rubric.points)
     parts = [
         "<!DOCTYPE html>", "<html><head><meta charset='utf-8'>",
-        "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; style-src 'unsafe-inline'\">",
+        "<meta http-equiv='Content-Security-Policy' "
+        "content=\"default-src 'none'; style-src 'unsafe-inline'\">",
         f"<title>{esc(q.id)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>{esc(q.id)} ({q.points:g} points): {esc(q.title)}</h1>",
         f"<p>Notebook <code>{esc(q.notebook)}.ipynb</code>.</p>",
@@ -213,7 +285,8 @@ def _page(question_id: str, answers: dict[str, str]) -> str:
     ]
     for student, text in answers.items():
         body = f"<pre>{esc(text)}</pre>" if text else "<p class='empty'>(no answer)</p>"
-        parts.append(f"<div class='answer' id='{esc(student, quote=True)}'><h3>{esc(student)}</h3>{body}</div>")
+        parts.append(f"<div class='answer' id='{esc(student, quote=True)}'><h3>{esc(student)}</h3>"
+                     f"{body}</div>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
