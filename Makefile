@@ -16,7 +16,7 @@ PARALLEL  := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 XDIST     := -n auto --dist loadfile
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test unit notebooks lint run lab strip clean weights checks student gradescope bench
+.PHONY: help setup system test unit notebooks lint run lab strip clean weights checks student gradescope bench
 
 help:
 	@echo "make run     set up, execute every notebook at the full budget, render build/index.html"
@@ -45,7 +45,19 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --disable-pip-version-check -q --no-deps -e .
 	touch $@
 
-test: setup lint
+# The system packages the tests use: bubblewrap (the grader's sandbox) and Chromium (make submit's PDF
+# and the browser test). Installed with apt-get when missing and running as root (as CI does);
+# otherwise the command to run is printed, and the tests that need them fail saying what is missing.
+system:
+	@missing=""; command -v bwrap >/dev/null || missing="$$missing bubblewrap"; \
+	command -v chromium >/dev/null || test -x /usr/lib/chromium/chromium || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing$$missing"; apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	  else echo "the tests need$$missing: sudo apt-get install$$missing"; fi; \
+	fi
+
+test: setup system lint
 	$(TEST_ENV) $(PARALLEL) $(PY) -m pytest $(XDIST) $(NOTEBOOKS) tests --nbval-lax --nbval-cell-timeout=600
 
 unit: setup
@@ -99,7 +111,7 @@ bench: setup
 # tests/browser/browser_flow.py.
 CHROMIUM ?= $(shell command -v /usr/lib/chromium/chromium chromium chromium-browser 2>/dev/null | head -n1)
 
-browser-test: student
+browser-test: student system
 	@test -n "$(CHROMIUM)" || { echo "Chromium is missing: apt-get install chromium (or set CHROMIUM=/path/to/chromium)"; exit 1; }
 	rm -rf build/screenshots
 	CHROMIUM=$(CHROMIUM) $(TEST_ENV) $(PY) -m pytest tests/browser/browser_flow.py -v -s -p no:cacheprovider

@@ -45,8 +45,13 @@ def md(source, **tags):
 
 
 def code(source, outputs=()):
-    return {"cell_type": "code", "metadata": {}, "source": source, "outputs": list(outputs),
-            "execution_count": None}
+    return {
+        "cell_type": "code",
+        "metadata": {},
+        "source": source,
+        "outputs": list(outputs),
+        "execution_count": None,
+    }
 
 
 def answer_in(notebook: dict, qid: str, answer: str) -> dict:
@@ -92,16 +97,27 @@ def test_each_question_cell_is_the_registry_text_followed_by_an_empty_answer_cel
 def test_answers_are_read_from_the_cells_whatever_a_student_did_to_them():
     qids = [q.id for q in QUESTIONS.values() if q.notebook == "02_saliency_and_occlusion"]
     a, b, c = qids
-    notebook = {"cells": [
-        code("x = 1"),
-        md(question_markdown(QUESTIONS[a]), question=a), md(f"{ANSWER_PROMPT}\nCoarse windows.", answer=a),
-        md(question_markdown(QUESTIONS[b]), question=b), md(ANSWER_PROMPT + "\n\n  ", answer=b),
-        # c's answer cell lost its metadata (copied and pasted): the markdown cell after its question
-        md(question_markdown(QUESTIONS[c]), question=c), md("Edges everywhere."),
-        md("A second cell for a.", answer=a),            # a split answer is joined
-        md("ignored", answer="q99_unknown"), "not a cell", {"cell_type": "markdown", "metadata": []},
-    ]}
-    assert notebook_answers(notebook) == {a: "Coarse windows.\n\nA second cell for a.", b: "", c: "Edges everywhere."}
+    notebook = {
+        "cells": [
+            code("x = 1"),
+            md(question_markdown(QUESTIONS[a]), question=a),
+            md(f"{ANSWER_PROMPT}\nCoarse windows.", answer=a),
+            md(question_markdown(QUESTIONS[b]), question=b),
+            md(ANSWER_PROMPT + "\n\n  ", answer=b),
+            # c's answer cell lost its metadata (copied and pasted): the markdown cell after its question
+            md(question_markdown(QUESTIONS[c]), question=c),
+            md("Edges everywhere."),
+            md("A second cell for a.", answer=a),  # a split answer is joined
+            md("ignored", answer="q99_unknown"),
+            "not a cell",
+            {"cell_type": "markdown", "metadata": []},
+        ]
+    }
+    assert notebook_answers(notebook) == {
+        a: "Coarse windows.\n\nA second cell for a.",
+        b: "",
+        c: "Edges everywhere.",
+    }
     assert notebook_answers({"cells": "nope"}) == {} and notebook_answers([]) == {}
 
 
@@ -131,7 +147,7 @@ def test_the_release_keeps_questions_and_empty_answers_and_ships_no_model_answer
         marked = [(c["metadata"], text(c)) for c in ours if "cs_utils" in c.get("metadata", {})]
         assert marked == [(c["metadata"], text(c)) for c in theirs if "cs_utils" in c.get("metadata", {})]
     secrets = [RUBRICS[q].answer for q in RUBRICS] + [p for r in RUBRICS.values() for p in r.points]
-    fragments = {s[i:i + 60] for s in secrets for i in range(0, max(1, len(s) - 60), 30)}
+    fragments = {s[i : i + 60] for s in secrets for i in range(0, max(1, len(s) - 60), 30)}
     shipped = [p for p in out.rglob("*") if p.is_file()]
     assert not (out / "cs_utils" / "instructor").exists()
     for path in shipped:
@@ -140,7 +156,9 @@ def test_the_release_keeps_questions_and_empty_answers_and_ships_no_model_answer
         assert not leaked, f"{path.relative_to(out)} holds model-answer text: {leaked[:2]}"
     readme = (out / "README.md").read_text()
     for q in QUESTIONS.values():
-        assert re.search(rf"^\| `{q.id}` \| `notebooks/{q.notebook}.ipynb` \| .* \| {q.points} \|$", readme, re.M), q.id
+        assert re.search(
+            rf"^\| `{q.id}` \| `notebooks/{q.notebook}.ipynb` \| .* \| {q.points} \|$", readme, re.M
+        ), q.id
 
 
 # --------------------------------------------------------------------------- submission.pdf
@@ -157,9 +175,19 @@ def test_submission_pdf_puts_each_question_on_its_own_pages_and_maps_them(tmp_pa
     path = root / "notebooks" / f"{QUESTIONS[qid].notebook}.ipynb"
     notebook = answer_in(load(path), qid, "It reconstructs edges, marker-7714 in the PDF.")
     # a figure in the cell before the question: it must stay on the page before
-    before = notebook["cells"].index(next(c for c in notebook["cells"] if
-                                          c.get("metadata", {}).get("cs_utils", {}).get("question") == qid)) - 1
-    notebook["cells"][before]["outputs"] = [{"output_type": "stream", "name": "stdout", "text": "output-5521\n"}]
+    before = (
+        notebook["cells"].index(
+            next(
+                c
+                for c in notebook["cells"]
+                if c.get("metadata", {}).get("cs_utils", {}).get("question") == qid
+            )
+        )
+        - 1
+    )
+    notebook["cells"][before]["outputs"] = [
+        {"output_type": "stream", "name": "stdout", "text": "output-5521\n"}
+    ]
     path.write_text(json.dumps(notebook))
     sections = notebook_sections(load(path))
     assert [q for q, _ in sections if q] == [q.id for q in QUESTIONS.values() if q.notebook == path.stem]
@@ -197,16 +225,24 @@ def submissions(tmp_path) -> Path:
     nb01 = ROOT / "notebooks" / "01_filters_and_tsne.ipynb"
     nb05 = ROOT / "notebooks" / "05_texture_and_style_transfer.ipynb"
     with zipfile.ZipFile(classroom / "s1.zip", "w") as zf:
-        zf.writestr("project/notebooks/01_filters_and_tsne.ipynb",
-                    json.dumps(answer_in(load(nb01), "q01_tsne", "<script>alert(1)</script> & local neighborhoods")))
-        zf.writestr("notebooks/05_texture_and_style_transfer.ipynb",
-                    json.dumps(answer_in(load(nb05), "q05_gram_forgets_where", "Sums over positions.")))
-        zf.writestr("deeper/still/notebooks/05_texture_and_style_transfer.ipynb",
-                    json.dumps(answer_in(load(nb05), "q05_gram_forgets_where", "not this one")))
+        zf.writestr(
+            "project/notebooks/01_filters_and_tsne.ipynb",
+            json.dumps(answer_in(load(nb01), "q01_tsne", "<script>alert(1)</script> & local neighborhoods")),
+        )
+        zf.writestr(
+            "notebooks/05_texture_and_style_transfer.ipynb",
+            json.dumps(answer_in(load(nb05), "q05_gram_forgets_where", "Sums over positions.")),
+        )
+        zf.writestr(
+            "deeper/still/notebooks/05_texture_and_style_transfer.ipynb",
+            json.dumps(answer_in(load(nb05), "q05_gram_forgets_where", "not this one")),
+        )
     (classroom / "s2" / "notebooks" / "01_filters_and_tsne.ipynb").write_text(
-        json.dumps(answer_in(load(nb01), "q01_filters", "Pixel space.")))
-    (classroom / "s3" / "notebooks" / "01_filters_and_tsne.ipynb").symlink_to(ROOT / "cs_utils" / "instructor" /
-                                                                              "written.py")
+        json.dumps(answer_in(load(nb01), "q01_filters", "Pixel space."))
+    )
+    (classroom / "s3" / "notebooks" / "01_filters_and_tsne.ipynb").symlink_to(
+        ROOT / "cs_utils" / "instructor" / "written.py"
+    )
     import os
 
     os.mkfifo(classroom / "s3" / "notebooks" / "05_texture_and_style_transfer.ipynb")
@@ -215,20 +251,30 @@ def submissions(tmp_path) -> Path:
 
 def test_answers_come_from_zips_and_folders_never_through_links_or_fifos(tmp_path):
     classroom = submissions(tmp_path)
-    got = {s: {q: a for q, a in submission_answers(classroom / s).items() if a}
-           for s in ("s1.zip", "s2", "s3")}
-    assert got == {"s1.zip": {"q01_tsne": "<script>alert(1)</script> & local neighborhoods",
-                              "q05_gram_forgets_where": "Sums over positions."},
-                   "s2": {"q01_filters": "Pixel space."}, "s3": {}}
+    got = {
+        s: {q: a for q, a in submission_answers(classroom / s).items() if a} for s in ("s1.zip", "s2", "s3")
+    }
+    assert got == {
+        "s1.zip": {
+            "q01_tsne": "<script>alert(1)</script> & local neighborhoods",
+            "q05_gram_forgets_where": "Sums over positions.",
+        },
+        "s2": {"q01_filters": "Pixel space."},
+        "s3": {},
+    }
     assert submission_answers(tmp_path / "missing.zip") == {q: "" for q in QUESTIONS}
 
 
 def test_the_tas_pages_escape_answers_under_the_rubric(tmp_path):
-    pages = write_question_pages(tmp_path / "written", {
-        "s1": {"q01_tsne": "<script>alert(1)</script> & local neighborhoods"}, "<b>s2</b>": {}})
+    pages = write_question_pages(
+        tmp_path / "written",
+        {"s1": {"q01_tsne": "<script>alert(1)</script> & local neighborhoods"}, "<b>s2</b>": {}},
+    )
     assert [p.stem for p in pages] == list(QUESTIONS)
     page = (tmp_path / "written" / "q01_tsne.html").read_text()
-    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; local neighborhoods" in page
+    assert (
+        "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; local neighborhoods" in page
+    )
     assert "&lt;b&gt;s2&lt;/b&gt;" in page and "<b>s2</b>" not in page
     assert page.index("Rubric") < page.index("Model answer") < page.index("&lt;script&gt;")
     assert all(point.split()[0] in page for point in RUBRICS["q01_tsne"].points)
@@ -243,38 +289,48 @@ def test_scores_sheet_keeps_filled_rows_and_reports_every_bad_one(tmp_path):
     with open(sheet, newline="") as f:
         rows = list(csv.DictReader(f))
     assert [(r["student"], r["question"], r["points"]) for r in rows[:2]] == [
-        ("s1", "q01_filters", ""), ("s1", "q01_flipped_neighbors", "")]
+        ("s1", "q01_filters", ""),
+        ("s1", "q01_flipped_neighbors", ""),
+    ]
     for row in rows:
         if row["student"] == "s1" and row["question"] == "q01_tsne":
             row.update(points="1.5", comment="misses what the gaps mean")
         if row["student"] == "s2" and row["question"] == "q01_filters":
-            row.update(points="3")                      # out of range: 2 points
+            row.update(points="3")  # out of range: 2 points
         if row["student"] == "s2" and row["question"] == "q01_tsne":
-            row.update(points="two")                    # not a number
+            row.update(points="two")  # not a number
         if row["student"] == "s2" and row["question"] == "q02_gradcam_layer":
-            row.update(comment="see me")                # a comment, no points
-    rows += [{"student": "s9", "question": "q01_tsne", "points": "1", "comment": ""},
-             {"student": "s1", "question": "q07_nope", "points": "1", "comment": ""},
-             {"student": "s1", "question": "q01_tsne", "points": "2", "comment": "again"},
-             {"student": "s2", "question": "q01_flipped_neighbors", "points": "nan", "comment": ""},
-             {"student": "s2", "question": "q06_checkerboard", "points": "0", "comment": "blank answer"}]
+            row.update(comment="see me")  # a comment, no points
+    rows += [
+        {"student": "s9", "question": "q01_tsne", "points": "1", "comment": ""},
+        {"student": "s1", "question": "q07_nope", "points": "1", "comment": ""},
+        {"student": "s1", "question": "q01_tsne", "points": "2", "comment": "again"},
+        {"student": "s2", "question": "q01_flipped_neighbors", "points": "nan", "comment": ""},
+        {"student": "s2", "question": "q06_checkerboard", "points": "0", "comment": "blank answer"},
+    ]
     with open(sheet, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["student", "question", "points", "comment"])
         writer.writeheader()
         writer.writerows(rows)
     assert update_scores_sheet(sheet, ["s1", "s2", "s3"]) == len(QUESTIONS)  # s3 added, nothing lost
     scores, problems = read_scores(sheet, ["s1", "s2", "s3"])
-    assert scores == {"s1": {"q01_tsne": {"points": 1.5, "comment": "misses what the gaps mean"}},
-                      "s2": {"q06_checkerboard": {"points": 0.0, "comment": "blank answer"}}}
+    assert scores == {
+        "s1": {"q01_tsne": {"points": 1.5, "comment": "misses what the gaps mean"}},
+        "s2": {"q06_checkerboard": {"points": 0.0, "comment": "blank answer"}},
+    }
     reasons = sorted((p.student, p.question, p.reason[:40]) for p in problems)
-    assert reasons == sorted((s, q, r[:40]) for s, q, r in [
-        ("s2", "q01_filters", "points 3 outside 0 .. 2"),
-        ("s2", "q01_tsne", "points 'two' is not a number"),
-        ("s2", "q02_gradcam_layer", "a comment without points: give the point"),
-        ("s9", "q01_tsne", "unknown student id (no submission of that"),
-        ("s1", "q07_nope", "unknown question id; the questions are q0"),
-        ("s1", "q01_tsne", "a second row for the same student and que"),
-        ("s2", "q01_flipped_neighbors", "points nan outside 0 .. 2")]), reasons
+    assert reasons == sorted(
+        (s, q, r[:40])
+        for s, q, r in [
+            ("s2", "q01_filters", "points 3 outside 0 .. 2"),
+            ("s2", "q01_tsne", "points 'two' is not a number"),
+            ("s2", "q02_gradcam_layer", "a comment without points: give the point"),
+            ("s9", "q01_tsne", "unknown student id (no submission of that"),
+            ("s1", "q07_nope", "unknown question id; the questions are q0"),
+            ("s1", "q01_tsne", "a second row for the same student and que"),
+            ("s2", "q01_flipped_neighbors", "points nan outside 0 .. 2"),
+        ]
+    ), reasons
     assert all(f"line {p.line}" in str(p) for p in problems)
 
 
@@ -288,7 +344,8 @@ def test_a_class_graded_twice_merges_the_tas_points_into_grades_and_feedback(tmp
     names = ["tv_loss"]
     grade_class(classroom, out, names=names, hidden=1, jobs=2, progress=False, seed=5)
     assert sorted(p.name for p in (out / "written").iterdir()) == sorted(
-        [f"{q}.html" for q in QUESTIONS] + ["index.html"])
+        [f"{q}.html" for q in QUESTIONS] + ["index.html"]
+    )
     assert "Sums over positions." in (out / "written" / "q05_gram_forgets_where.html").read_text()
     with open(out / "grades.csv", newline="") as f:
         first = {r["student_id"]: r for r in csv.DictReader(f)}
@@ -299,8 +356,12 @@ def test_a_class_graded_twice_merges_the_tas_points_into_grades_and_feedback(tmp
     with open(out / "written_scores.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 3 * len(QUESTIONS)
-    filled = {("s1", "q01_tsne"): ("1.5", "=cmd|' /C calc'!A0"), ("s1", "q05_gram_forgets_where"): ("2", "right"),
-              ("s2", "q01_filters"): ("2", ""), ("s3", "q01_filters"): ("5", "too many")}
+    filled = {
+        ("s1", "q01_tsne"): ("1.5", "=cmd|' /C calc'!A0"),
+        ("s1", "q05_gram_forgets_where"): ("2", "right"),
+        ("s2", "q01_filters"): ("2", ""),
+        ("s3", "q01_filters"): ("5", "too many"),
+    }
     for row in rows:
         row["points"], row["comment"] = filled.get((row["student"], row["question"]), ("", ""))
     rows.append({"student": "s2", "question": "q01_typo", "points": "1", "comment": ""})
@@ -325,3 +386,11 @@ def test_a_class_graded_twice_merges_the_tas_points_into_grades_and_feedback(tmp
     assert "written questions 3.5 / 30 (2 of 15 graded)" in feedback
     assert "| q01_tsne | 1.5/2 | =cmd\\|' /C calc'!A0 |" in feedback
     assert "| q01_filters | not graded yet |  |" in feedback
+
+
+def test_the_instructors_readme_lists_every_question():
+    readme = (ROOT / "README.md").read_text()
+    rows = re.findall(r"^  \| `(q0\w+)` \| `(\w+)` \| (.+) \| (\d+) \|$", readme, flags=re.M)
+    assert rows == [(q.id, q.notebook, q.title, str(q.points)) for q in QUESTIONS.values()]
+    total = sum(q.points for q in QUESTIONS.values())
+    assert f"**Written questions** ({len(QUESTIONS)}, {total} points;" in readme

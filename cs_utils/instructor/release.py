@@ -208,7 +208,8 @@ def question_table() -> str:
     from ..course.questions import QUESTIONS
 
     rows = ["| question | notebook | about | points |", "| --- | --- | --- | --- |"]
-    rows += [f"| `{q.id}` | `notebooks/{q.notebook}.ipynb` | {q.title} | {q.points} |" for q in QUESTIONS.values()]
+    rows += [f"| `{q.id}` | `notebooks/{q.notebook}.ipynb` | {q.title} | {q.points} |"
+             for q in QUESTIONS.values()]
     return "\n".join(rows)
 
 

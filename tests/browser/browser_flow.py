@@ -1,7 +1,7 @@
 """``make browser-test``: the student flow in JupyterLab, in Debian's Chromium driven by Playwright.
 
-Not part of ``make test`` (it needs Chromium and Playwright, which ``make browser-test``
-installs from requirements-browser.txt). Run it as the target does::
+Not part of ``make test`` (it starts JupyterLab servers and runs notebooks in the browser; ``make
+browser-test`` installs Chromium when missing). Run it as the target does::
 
     make student
     CS_UTILS_FAST=1 .venv/bin/python -m pytest tests/browser/browser_flow.py -v
@@ -12,7 +12,10 @@ installs from requirements-browser.txt). Run it as the target does::
 2. The solution tree (a copy of notebooks/ in build/browser/, so a run never writes into the
    committed notebooks): notebook 02, Run All Cells; every cell ran, every check says PASS, no
    traceback anywhere, the figures are images.
-3. build/index.html of ``make run``, when present: every notebook row says ok.
+3. A written answer: in a copy of the release, an answer typed into a question's cell of notebook
+   01 and saved; ``make submit`` writes submission.pdf, and the typed text is on the pages that
+   submission_pages.json gives for that question, and on no other page.
+4. build/index.html of ``make run``, when present: every notebook row says ok.
 
 Screenshots go to build/screenshots/; the JupyterLab logs to build/browser/. Kernels run at
 the fast budget (CS_UTILS_FAST=1) with the network blocked (tests/ipython). Chromium is found
@@ -21,17 +24,23 @@ as ``$CHROMIUM``, /usr/lib/chromium/chromium or ``chromium`` on the PATH.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
+import unicodedata
 from pathlib import Path
 
 import pytest
 from lab_page import LabPage
 from lab_server import LabServer
 from playwright.sync_api import sync_playwright
+
+from cs_utils.course.questions import QUESTIONS, read_answers
+from cs_utils.course.submission_pdf import chromium_path
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "build"
@@ -47,22 +56,6 @@ KERNEL_ENV = {
 
 # A CI timeout or Ctrl-C sends SIGTERM/SIGINT: exit through the `with` blocks, which stop the servers.
 signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-
-
-def chromium_path() -> str:
-    """The system Chromium; Playwright never downloads a browser here."""
-    candidates = [
-        os.environ.get("CHROMIUM", ""),
-        "/usr/lib/chromium/chromium",
-        shutil.which("chromium") or "",
-        shutil.which("chromium-browser") or "",
-    ]
-    for path in candidates:
-        if path and os.access(path, os.X_OK):
-            return path
-    raise RuntimeError(
-        "no Chromium found: install Debian's (apt-get install chromium) or set CHROMIUM=/path/to/it"
-    )
 
 
 @pytest.fixture(scope="module")
@@ -199,6 +192,47 @@ _STATUS_STARTS = (
     "() => Array.from(document.querySelectorAll('.widget-label'))"
     ".some(l => l.textContent.replace(/\\s/g, ' ').startsWith('{}'))"
 )
+
+
+ANSWERED = "q01_filters"
+TYPED = "Typed in the browser 4711: the first layer's weights live in pixel space."
+
+
+def test_an_answer_typed_in_lab_is_on_its_questions_page_of_submission_pdf(browser):
+    from pypdf import PdfReader
+
+    served = BUILD / "browser" / "answers"
+    shutil.rmtree(served, ignore_errors=True)
+    left_over = ("submission.zip", "submission.pdf", "submission_pages.json")
+    shutil.copytree(STUDENT, served, ignore=shutil.ignore_patterns(".venv", "__pycache__", *left_over))
+    notebook = f"notebooks/{QUESTIONS[ANSWERED].notebook}.ipynb"
+    log = BUILD / "browser" / "answers-lab.log"
+    with LabServer(served, python_path=served, log=log, env=KERNEL_ENV) as lab:
+        page = lab_page(browser, lab)
+        page.open_notebook(notebook)
+        page.type_answer(ANSWERED, TYPED)
+        page.save()
+        page.screenshot("answer_typed")
+        page.page.close()
+    answers = read_answers(served / "notebooks")
+    assert answers[ANSWERED] == TYPED, f"the saved notebook holds {answers[ANSWERED]!r}"
+    assert [q for q, a in answers.items() if a] == [ANSWERED]
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MAKE", "MFLAGS"))}
+    run = subprocess.run(["make", "--no-print-directory", "submit", f"PY={sys.executable}"], cwd=served,
+                         env={**env, "PYTHONPATH": str(served), "OMP_NUM_THREADS": "1"},
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    print(run.stdout.strip().splitlines()[-1])
+    pages = json.loads((served / "submission_pages.json").read_text())
+    reader = PdfReader(served / "submission.pdf")
+    texts = [" ".join(unicodedata.normalize("NFKC", p.extract_text()).split()) for p in reader.pages]
+    assert len(texts) == pages["pages"]
+    holding = [n for n, text in enumerate(texts, 1) if TYPED in text]
+    mapped = pages["questions"][ANSWERED]["pages"]
+    assert holding and holding == mapped, (holding, mapped)
+    assert texts[holding[0] - 1].startswith(f"Question {ANSWERED} ("), texts[holding[0] - 1][:120]
+    print(f"submission.pdf: {pages['pages']} pages; {ANSWERED} on page {holding[0]}")
 
 
 def test_rendered_index_says_ok_for_every_notebook(browser):

@@ -154,6 +154,38 @@ class LabPage:
                 last_report = now
             time.sleep(poll)
 
+    def type_answer(self, question_id: str, text: str) -> None:
+        """Type ``text`` into the answer cell under written question ``question_id`` as a student
+        does: double-click the rendered cell, select its text, type, Shift+Enter to render it."""
+        index = self.page.evaluate(
+            "(qid) => Array.from(document.querySelectorAll('.jp-Notebook .jp-Cell'))"
+            ".findIndex(c => c.classList.contains('jp-MarkdownCell') && "
+            "c.textContent.includes('Question ' + qid + ' ('))",
+            question_id,
+        )
+        if index < 0:
+            raise NotebookRunError(f"no cell shows 'Question {question_id}'")
+        cell = self.page.locator(".jp-Notebook .jp-Cell").nth(index + 1)
+        cell.scroll_into_view_if_needed()
+        cell.locator(".jp-MarkdownOutput").dblclick()
+        editor = cell.locator(".cm-content")
+        editor.wait_for(state="visible", timeout=30_000)
+        editor.click()
+        self.page.keyboard.press("Control+A")
+        self.page.keyboard.type(text)
+        self.page.keyboard.press("Shift+Enter")
+        cell.locator(".jp-MarkdownOutput", has_text=text).wait_for(state="visible", timeout=30_000)
+
+    def save(self) -> None:
+        """File > Save (Ctrl+S in command mode); wait until the document is no longer marked dirty."""
+        self.page.keyboard.press("Escape")
+        self.page.keyboard.press("Control+s")
+        self._wait_for_js(
+            "() => !document.querySelector('.jp-mod-current.jp-mod-dirty, .lm-TabBar-tab.jp-mod-dirty')",
+            60,
+            "the notebook to be saved",
+        )
+
     def cells(self) -> list[CellOutputs]:
         return [CellOutputs(**c) for c in self.page.evaluate(_READ_CELLS)]
 
