@@ -210,7 +210,10 @@ def test_one_feedback_file_per_student(class_run):
     files = sorted(p.name for p in (class_run["out"] / "feedback").iterdir())
     assert files == [f"{s}.md" for s in sorted(class_run["reports"])]
     text = (class_run["out"] / "feedback" / "s03_attacker_a.md").read_text()
-    assert "**Total: 8 / 16 points**" in text
+    written = sum(q.points for q in QUESTIONS.values())
+    assert f"**Total: 8 / {16 + written} points**: exercises 8 / 16, written questions 0 / {written} " \
+        f"(0 of {len(QUESTIONS)} graded)" in text
+    assert "| q01_filters | not graded yet |  |" in text
     assert "| saliency_map | 0/1 | fail | fail | 0/2 |" in text
     assert "## Hints" in text and grading.get_exercise("saliency_map").hint in text
 

@@ -35,6 +35,9 @@ __all__ = ["PAGE_MAP", "SUBMISSION_PDF", "ChromiumMissing", "chromium_path", "no
 SUBMISSION_PDF = "submission.pdf"
 PAGE_MAP = "submission_pages.json"
 _MARGIN = {"top": "0.5in", "bottom": "0.5in", "left": "0.45in", "right": "0.45in"}
+#: Paper does not scroll: long code lines and printed text wrap instead of being cut at the margin.
+_PRINT_CSS = ("<style>@media print { .jp-InputArea-editor pre, .jp-OutputArea-output pre, .highlight pre "
+              "{ white-space: pre-wrap !important; overflow-wrap: anywhere; } }</style>")
 
 
 class ChromiumMissing(RuntimeError):
@@ -122,6 +125,8 @@ class _Printer:
 
     def pdf(self, html: str) -> bytes:
         path = self._folder / "section.html"
+        head = html.find("</head>")
+        html = html[:head] + _PRINT_CSS + html[head:] if head >= 0 else _PRINT_CSS + html
         path.write_text(html, encoding="utf-8")
         self._url = path.as_uri()
         self._page.goto(self._url, wait_until="load")

@@ -279,7 +279,7 @@ def _page(question_id: str, answers: dict[str, str]) -> str:
         f"<p>Notebook <code>{esc(q.notebook)}.ipynb</code>.</p>",
         f"<p>{esc(q.text)}</p>",
         "<div class='rubric'><h2>Rubric</h2><ul>",
-        *[f"<li>{esc(point)} ({share:g} points)</li>" for point in rubric.points],
+        *[f"<li>{esc(point)} ({share:g} point{'' if share == 1 else 's'})</li>" for point in rubric.points],
         "</ul>", f"<p><b>Model answer.</b> {esc(rubric.answer)}</p></div>",
         f"<h2>Answers ({sum(bool(a) for a in answers.values())} of {len(answers)})</h2>",
     ]
