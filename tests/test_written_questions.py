@@ -394,3 +394,23 @@ def test_the_instructors_readme_lists_every_question():
     assert rows == [(q.id, q.notebook, q.title, str(q.points)) for q in QUESTIONS.values()]
     total = sum(q.points for q in QUESTIONS.values())
     assert f"**Written questions** ({len(QUESTIONS)}, {total} points;" in readme
+
+
+def test_a_scores_sheet_that_cannot_be_read_is_reported_and_left_alone(tmp_path):
+    from cs_utils.instructor.class_grading import grade_written
+
+    out = tmp_path / "grades"
+    out.mkdir()
+    sheet = out / "written_scores.csv"
+    sheet.write_bytes("name;score\ns1;2\n".encode())
+    assert grade_written([("s1", tmp_path / "s1.zip")], out, progress=False) == {}
+    assert sheet.read_bytes() == b"name;score\ns1;2\n"
+    problems = (out / "written_problems.txt").read_text()
+    assert "nothing of it is merged" in problems and "missing student, question, points" in problems
+    sheet.write_bytes("student,question,points,comment\ns1,q01_tsne,2,tr\xe8s bien\n".encode("latin-1"))
+    assert grade_written([("s1", tmp_path / "s1.zip")], out, progress=False) == {}
+    assert "codec can't decode" in (out / "written_problems.txt").read_text()
+    sheet.write_text("student,question,points,comment\ns1,q01_tsne,2,fine\n")
+    scores = grade_written([("s1", tmp_path / "s1.zip")], out, progress=False)
+    assert scores == {"s1": {"q01_tsne": {"points": 2.0, "comment": "fine"}}}
+    assert not (out / "written_problems.txt").exists()

@@ -285,8 +285,11 @@ def grade_written(students: list[tuple[str, Path]], out: Path, *, progress: bool
     ids = [s for s, _ in students]
     write_question_pages(out / "written", {s: submission_answers(p) for s, p in students})
     sheet = out / "written_scores.csv"
-    update_scores_sheet(sheet, ids)
-    scores, problems = read_scores(sheet, ids)
+    try:
+        update_scores_sheet(sheet, ids)
+        scores, problems = read_scores(sheet, ids)
+    except ValueError as exc:  # no header, not UTF-8: the TAs' file is left as it is
+        scores, problems = {}, [f"written_scores.csv was not read, nothing of it is merged: {exc}"]
     listed = out / "written_problems.txt"
     if problems:
         text = "".join(f"{p}\n" for p in problems)
