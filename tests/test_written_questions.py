@@ -402,7 +402,7 @@ def test_a_scores_sheet_that_cannot_be_read_is_reported_and_left_alone(tmp_path)
     out = tmp_path / "grades"
     out.mkdir()
     sheet = out / "written_scores.csv"
-    sheet.write_bytes("name;score\ns1;2\n".encode())
+    sheet.write_bytes(b"name;score\ns1;2\n")
     assert grade_written([("s1", tmp_path / "s1.zip")], out, progress=False) == {}
     assert sheet.read_bytes() == b"name;score\ns1;2\n"
     problems = (out / "written_problems.txt").read_text()
