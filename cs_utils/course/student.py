@@ -193,7 +193,7 @@ def _write_pdf(root: Path) -> int:
     for stem in unexecuted_notebooks(root):
         print(f"note: notebooks/{stem}.ipynb was saved without outputs; its figures will be missing from "
               f"{SUBMISSION_PDF} (run it, save it, then make submit again)")
-    print(f"writing {SUBMISSION_PDF} (about a minute) ...", flush=True)
+    print(f"writing {SUBMISSION_PDF} (about 30 s) ...", flush=True)
     try:
         pages = write_submission_pdf(root)
     except ChromiumMissing as exc:
