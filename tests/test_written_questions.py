@@ -263,6 +263,12 @@ def test_answers_come_from_zips_and_folders_never_through_links_or_fifos(tmp_pat
         "s3": {},
     }
     assert submission_answers(tmp_path / "missing.zip") == {q: "" for q in QUESTIONS}
+    import os
+
+    os.mkfifo(tmp_path / "fifo.zip")  # never blocks
+    (tmp_path / "link.zip").symlink_to(classroom / "s1.zip")  # never followed
+    for name in ("fifo.zip", "link.zip"):
+        assert submission_answers(tmp_path / name) == {q: "" for q in QUESTIONS}
 
 
 def test_the_tas_pages_escape_answers_under_the_rubric(tmp_path):

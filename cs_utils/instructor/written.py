@@ -18,6 +18,7 @@ import html
 import json
 import math
 import os
+import stat
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,24 +196,29 @@ def _notebook_stems() -> list[str]:
 
 def _zip_notebooks(path: Path) -> dict[str, bytes]:
     """``stem: bytes`` of the shallowest ``<stem>.ipynb`` of each questioned notebook in the zip
-    (read at most :data:`MAX_NOTEBOOK_BYTES`, so a zip bomb costs nothing)."""
-    wanted = {f"{stem}.ipynb": stem for stem in _notebook_stems()}
-    found: dict[str, tuple[int, zipfile.ZipInfo]] = {}
-    with zipfile.ZipFile(path) as zf:
-        for info in zf.infolist():
-            parts = info.filename.replace("\\", "/").split("/")
-            stem = wanted.get(parts[-1])
-            if stem is None or info.is_dir() or ".." in parts or info.filename.startswith("/"):
-                continue
-            if stem not in found or len(parts) < found[stem][0]:
-                found[stem] = (len(parts), info)
-        out = {}
-        for stem, (_, info) in found.items():
-            with zf.open(info) as member:
-                data = member.read(MAX_NOTEBOOK_BYTES + 1)
-            if len(data) <= MAX_NOTEBOOK_BYTES:
-                out[stem] = data
-        return out
+    (read at most :data:`MAX_NOTEBOOK_BYTES`, so a zip bomb costs nothing). The zip is opened as a
+    regular file only: never through a link, never a pipe."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise OSError(f"{path.name} is not a regular file")
+        with zipfile.ZipFile(f) as zf:
+            wanted = {f"{stem}.ipynb": stem for stem in _notebook_stems()}
+            found: dict[str, tuple[int, zipfile.ZipInfo]] = {}
+            for info in zf.infolist():
+                parts = info.filename.replace("\\", "/").split("/")
+                stem = wanted.get(parts[-1])
+                if stem is None or info.is_dir() or ".." in parts or info.filename.startswith("/"):
+                    continue
+                if stem not in found or len(parts) < found[stem][0]:
+                    found[stem] = (len(parts), info)
+            out = {}
+            for stem, (_, info) in found.items():
+                with zf.open(info) as member:
+                    data = member.read(MAX_NOTEBOOK_BYTES + 1)
+                if len(data) <= MAX_NOTEBOOK_BYTES:
+                    out[stem] = data
+            return out
 
 
 def _folder_notebooks(path: Path) -> dict[str, bytes]:
