@@ -24,9 +24,12 @@ from torch import nn
 
 from . import objectives
 from .checks import check_image, check_layer, model_dtype, model_input, non_negative_int, positive_int
+from .history import History
 from .hooks import evaluating, extract_features
-from .optimize import Clamp, History, Jitter, NormalizedGradient, TVPenalty, optimize_image
+from .optimize import NormalizedGradient, optimize_image
+from .regularizers import TVPenalty
 from .runtime import model_device
+from .transforms import Clamp, Jitter
 
 __all__ = [
     "deepdream",
@@ -42,7 +45,7 @@ __all__ = [
 def roll_offsets(jitter: int, generator: torch.Generator | None = None) -> tuple[int, int]:
     """A random (down, right) shift, each uniform in ``-jitter .. jitter``, drawn from ``generator``.
 
-    Drawn exactly as :class:`cs_utils.optimize.Jitter` draws its roll, so one
+    Drawn exactly as :class:`cs_utils.transforms.Jitter` draws its roll, so one
     :func:`deepdream_step` equals one step of :func:`deepdream` with the same generator.
     """
     if jitter == 0:

@@ -6,7 +6,7 @@
   removed) above half the Nyquist frequency (pixel noise, dot grids);
 * :func:`amplitude_spectrum` and :func:`photo_amplitude_spectrum`: the mean Fourier magnitude
   of images, and of the package's offline photos (the natural-image spectrum that
-  :class:`cs_utils.optimize.SpectralPhaseImage` keeps fixed);
+  :class:`cs_utils.parameterizations.SpectralPhaseImage` keeps fixed);
 * :func:`shifted_crop` and :func:`class_ranks`: recognisability, the rank of the intended
   class under a network (0 = top-1), also on a shifted crop of the image.
 

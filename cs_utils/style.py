@@ -14,7 +14,7 @@ Both optimisations are :func:`cs_utils.optimize_image` with an objective built f
 terms share one forward pass that stops after the deepest layer used
 (:func:`cs_utils.extract_features`), so nothing after it is ever computed. They run on
 :func:`cs_utils.engine.folding.folded_copy` of the model (batch norm folded into the convolutions,
-channels-last weights: the same function, a forward+backward 1.6-2x faster on EfficientNet-Lite0),
+channels-last weights: the same function with fewer layers to run backward through),
 and the Gram terms use :func:`cs_utils.engine.gram.gram_losses` (a written-out backward).
 
 The style images are the project's fixed set of four: :data:`STYLE_NAMES`, loaded by
@@ -34,10 +34,12 @@ import torch
 from . import objectives
 from .checks import check_image, check_layer, model_dtype, model_input, non_negative_int
 from .engine.folding import folded_copy
+from .history import History
 from .hooks import evaluating, extract_features, get_layer
 from .losses import gram_matrix, style_loss
 from .models import CONTENT_LAYER, STYLE_LAYERS, has_same_padding, reflect_pad
-from .optimize import History, TVPenalty, optimize_image
+from .optimize import optimize_image
+from .regularizers import TVPenalty
 from .runtime import model_device
 
 __all__ = [
@@ -316,9 +318,8 @@ def style_transfer(model, content: torch.Tensor, style, *, style_layers=None,
     target is computed the same way). For "SAME"-padded networks the image is always mirrored
     up to the next ``16k + 1`` size at the bottom and right, which is what keeps the borders
     free of dots; the default 0 adds nothing more. A wider mirror makes the borders busier,
-    not cleaner: a mirrored pixel is seen twice and takes twice the step (at 256 px, ``pad=4``
-    raised the border's high-frequency energy to 1.2-1.9x the interior's, against 0.7-1.2x
-    with ``pad=0``) and costs 13% more pixels per evaluation (273 instead of 257 a side).
+    not cleaner: a mirrored pixel is seen twice and takes twice the step, and every mirrored
+    pixel costs time at every evaluation (``benchmarks/README.md`` has the numbers).
     Returns ``(image, history)``: ``history.extra`` has ``"style"`` and ``"content"`` per evaluation.
     """
     check_image(content, "content")
