@@ -31,7 +31,7 @@ from torch import nn
 from .checks import check_image
 from .history import History
 from .perceptual import random_photo_crops
-from .upsampling import load_small_net, save_small_net
+from .saved_nets import load_net, save_net
 
 __all__ = [
     "AdversarialHistory",
@@ -244,10 +244,10 @@ def train_adversarial_stylizer(style: torch.Tensor, photos, *, steps: int = 600,
 
 def save_stylizer(stylizer: Stylizer, path, *, info: dict | None = None) -> Path:
     """Save a :class:`Stylizer` (channels, float16 weights, ``info``)."""
-    return save_small_net(stylizer, {"channels": list(stylizer.channels)}, path, info=info)
+    return save_net(stylizer, {"channels": list(stylizer.channels)}, path, info=info)
 
 
 def load_stylizer(name_or_path) -> Stylizer:
     """A :class:`Stylizer` saved by :func:`save_stylizer` (a name under ``data/topics/`` or a path),
     float32, frozen, in eval mode; ``stylizer.info`` holds its training record."""
-    return load_small_net(name_or_path, Stylizer, "stylizer")
+    return load_net(name_or_path, Stylizer, what="stylizer")

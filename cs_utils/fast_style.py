@@ -32,6 +32,7 @@ from .image import load_image
 from .models import STYLE_LAYERS
 from .perceptual import perceptual_terms, random_photo_crops, style_gram_targets
 from .runtime import model_device
+from .saved_nets import load_net, save_net
 
 __all__ = [
     "FAST_STYLE_DIR",
@@ -336,7 +337,7 @@ def _style_dict(styles) -> dict[str, torch.Tensor]:
         styles = {name: load_style(name) for name in styles}
     if not isinstance(styles, dict) or not styles:
         raise TypeError("styles must be an image tensor, a style name, a list of names "
-                        "(cs_utils.STYLE_NAMES), or a dict {name: image}")
+                        "(cs_utils.style.STYLE_NAMES), or a dict {name: image}")
     for name, image in styles.items():
         check_image(image, f"style {name!r}")
         if image.shape[0] != 1:
@@ -516,16 +517,13 @@ def stylize(net: TransformerNet, x: torch.Tensor, style=None, *, batch_size: int
 
 def save_fast_style(net: TransformerNet, path, *, history: FastStyleHistory | None = None,
                     info: dict | None = None, dtype: torch.dtype = torch.float16) -> Path:
-    """Save a network's configuration and weights (``dtype``, float16 by default: half the size,
-    and the stylized images differ by less than 1/255) with optional training record."""
-    path = Path(path)
-    state = {name: (t.to(dtype) if t.is_floating_point() else t) for name, t in net.state_dict().items()}
+    """Save a network's configuration and weights (``dtype``, float16 by default) with an optional
+    training record (:func:`cs_utils.saved_nets.save_net`)."""
     record = dict(info or {})
     if history is not None:
         record.update(steps=history.steps, seconds=round(history.seconds, 1),
                       final=history.final_terms())
-    torch.save({"config": net.config(), "state_dict": state, "info": record}, path)
-    return path
+    return save_net(net, net.config(), path, info=record, dtype=dtype)
 
 
 def load_fast_style(name_or_path, *, device="cpu") -> TransformerNet:
@@ -534,20 +532,7 @@ def load_fast_style(name_or_path, *, device="cpu") -> TransformerNet:
 
     Committed: ``"starry_night"`` (instance norm), ``"starry_night_500"`` (the same run after half
     its steps), ``"starry_night_batchnorm"`` (its batch-norm twin, as many steps as the latter) and
-    ``"four_styles"`` (conditional instance norm over :data:`cs_utils.STYLE_NAMES`).
+    ``"four_styles"`` (conditional instance norm over :data:`cs_utils.style.STYLE_NAMES`).
     ``net.info`` holds the training record (steps, seconds, final losses, settings)."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = FAST_STYLE_DIR / f"{name_or_path}.pt"
-    if not path.exists():
-        available = sorted(p.stem for p in FAST_STYLE_DIR.glob("*.pt")) if FAST_STYLE_DIR.exists() else []
-        raise FileNotFoundError(f"no fast-style weights at {str(path)!r}; committed ones: {available} "
-                                "(`make weights` trains them again)")
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    net = TransformerNet(**saved["config"])
-    net.load_state_dict({name: t.float() if t.is_floating_point() else t
-                         for name, t in saved["state_dict"].items()})
-    net.info = saved.get("info", {})
-    for p in net.parameters():
-        p.requires_grad_(False)
-    return net.to(device).eval()
+    return load_net(name_or_path, TransformerNet, what="fast-style", folder=FAST_STYLE_DIR,
+                    retrain="make weights", device=device)
