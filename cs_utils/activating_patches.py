@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .checks import check_image, model_dtype, positive_int
-from .hooks import _as_names, evaluating, extract_features, get_layer
+from .hooks import evaluating, extract_features, get_layer
 from .receptive_fields import ReceptiveField
 from .runtime import model_device, progress_bar
 
@@ -64,7 +64,6 @@ def top_activations(model: nn.Module, images: torch.Tensor, layer: str, channels
     if field is not None and field.input_size != tuple(images.shape[-2:]):
         raise ValueError(f"the receptive field was computed for {field.input_size} inputs but the images "
                          f"are {tuple(images.shape[-2:])}")
-    _as_names([layer])
     get_layer(model, layer)
     device, dtype = model_device(model), model_dtype(model)
     per_image_best, per_image_where, all_maps = [], [], []

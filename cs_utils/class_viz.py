@@ -8,10 +8,8 @@ spectrum's magnitude to that of photos and optimise only its phase.
 
 Everything here is a thin layer over :func:`cs_utils.optimize.optimize_image`:
 
-* objectives (``x -> loss to minimise``) come from :mod:`cs_utils.objectives`
+* objectives (``x -> loss to minimize``) come from :mod:`cs_utils.objectives`
   (``class_score``, ``channel``, ``neuron``, ``direction``, ...; they add and scale);
-  :func:`class_score_objective`, :func:`channel_objective`, :func:`neuron_objective` and
-  :func:`representation_objective` are their names here;
 * :func:`class_visualization`: one call with a recipe (:data:`RECIPES`; the default,
   ``"natural"``, was chosen by measuring clipped pixels, high frequencies and recognition by a
   second network, see ``benchmarks/bench_class_viz.py`` and :mod:`cs_utils.image_stats`);
@@ -28,53 +26,22 @@ from torch import nn
 from . import checks, objectives
 from .checks import check_image, model_input
 from .hooks import evaluating
-from .image_stats import class_ranks, photo_amplitude_spectrum
+from .image_stats import photo_amplitude_spectrum
 from .objectives import Objective
-from .optimize import (
-    Compose,
-    FourierImage,
-    GaussianBlur,
-    Jitter,
-    L2Penalty,
-    Pad,
-    RandomCrops,
-    RandomRotate,
-    RandomScale,
-    SpectralPhaseImage,
-    color_basis,
-    optimize_image,
-)
+from .optimize import optimize_image
+from .parameterizations import FourierImage, SpectralPhaseImage, color_basis
+from .regularizers import GaussianBlur, L2Penalty
 from .runtime import model_device
+from .transforms import Compose, Jitter, Pad, RandomCrops, RandomRotate, RandomScale
 
 __all__ = [
-    "Objective",
     "DEFAULT_RECIPE",
     "RECIPES",
     "RECIPE_STEPS",
-    "channel_objective",
-    "class_ranks",
-    "class_score_objective",
     "class_visualization",
     "class_visualization_step",
-    "neuron_objective",
-    "representation_objective",
     "stretch_contrast",
 ]
-
-
-# The objectives live in cs_utils.objectives; these are their names from before it existed.
-class_score_objective = objectives.class_score
-channel_objective = objectives.channel
-neuron_objective = objectives.neuron
-
-
-def representation_objective(model: nn.Module, direction: torch.Tensor, layer: str = "pool", *,
-                             cosine_power: float = 0.0) -> Objective:
-    """:func:`cs_utils.objectives.direction` with the arguments in their old order: maximise the
-    projection of the ``layer`` features (default ``"pool"``, the penultimate 1280-d representation
-    that the classifier reads) on ``direction``, e.g. the features of a photo or a row of the
-    classifier's weight matrix."""
-    return objectives.direction(model, layer, direction, cosine_power=cosine_power)
 
 
 # --------------------------------------------------------------------------- the CS231n step (exercise)

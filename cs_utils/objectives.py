@@ -337,7 +337,7 @@ def layer_l2(model: torch.nn.Module, layer: str) -> Objective:
 
 def feature_match(model: torch.nn.Module, layer: str, target_features: torch.Tensor, *,
                   weight: float | None = None) -> Objective:
-    """``weight * ||phi(x) - target||^2`` at ``layer`` (:func:`cs_utils.content_loss`).
+    """``weight * ||phi(x) - target||^2`` at ``layer`` (:func:`cs_utils.losses.content_loss`).
 
     The default ``weight=None`` is ``1 / ||target||^2``: the relative squared feature error of
     feature inversion (Mahendran & Vedaldi 2015). ``weight=1 / target.numel()`` gives the mean
@@ -355,7 +355,7 @@ def feature_match(model: torch.nn.Module, layer: str, target_features: torch.Ten
 
 def gram_match(model: torch.nn.Module, layers: Sequence[str], target_grams: Sequence[torch.Tensor],
                layer_weights: float | Sequence[float] = 1.0) -> Objective:
-    """``sum_l w_l * mean((G_l(x) - A_l)^2)`` (:func:`cs_utils.style_loss`): match the Gram matrices
+    """``sum_l w_l * mean((G_l(x) - A_l)^2)`` (:func:`cs_utils.losses.style_loss`): match the Gram matrices
     ``target_grams[i]`` of a texture or style at ``layers[i]`` (texture synthesis, style transfer)."""
     layers = checks.check_layers(model, layers)
     grams = list(target_grams)

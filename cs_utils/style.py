@@ -43,8 +43,6 @@ from .regularizers import TVPenalty
 from .runtime import model_device
 
 __all__ = [
-    "CONTENT_LAYER",
-    "STYLE_LAYERS",
     "STYLE_NAMES",
     "StyleTargets",
     "load_style",

@@ -124,7 +124,7 @@ def test_the_model_is_right_for_the_wrong_reason(seed, caller_state):
 
 
 def test_the_experiment_uses_the_public_api_and_validates():
-    assert cs_utils.bias_experiment is B.bias_experiment and cs_utils.marker_share is B.marker_share
+    assert cs_utils.bias_experiment is B.bias_experiment and cs_utils.bias.marker_share is B.marker_share
     with pytest.raises(ValueError, match="steps"):
         B.bias_experiment(0)
     with pytest.raises(IndexError, match="marked_class"):
