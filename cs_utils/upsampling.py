@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checks import check_image
-from .fast_style import FastStyleHistory, TransformerNet, training_photos
+from .fast_style import TransformerNet
+from .fast_style_training import FastStyleHistory, training_photos
 from .hooks import evaluating, extract_features
 from .models import STYLE_LAYERS
 from .perceptual import random_photo_crops

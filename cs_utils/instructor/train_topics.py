@@ -22,7 +22,7 @@ import os
 import torch
 
 from ..adversarial_style import save_stylizer, train_adversarial_stylizer
-from ..fast_style import training_photos
+from ..fast_style_training import training_photos
 from ..models import load_model
 from ..saved_nets import TOPICS_DIR
 from ..style import load_style
