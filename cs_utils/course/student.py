@@ -12,7 +12,7 @@ notebook's check cell) with the grader's comparison and hints
 (:func:`cs_utils.course.report.render_table`) and what remains, and exits non-zero until every
 exercise passes. ``submit`` prints the same table and writes ``submission.zip``: the exercise
 modules (``cs_utils/<module>.py``) and ``notebooks/*.ipynb``, nothing else. The grader
-reads the zip as it is (:func:`cs_utils.instructor.autograder.open_submission`).
+reads the zip as it is (:func:`cs_utils.instructor.submission.open_submission`).
 """
 
 from __future__ import annotations
