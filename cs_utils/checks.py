@@ -232,8 +232,8 @@ def check_layer(model: nn.Module, name) -> str:
     """``name`` if ``model`` has a submodule of that name; a ``KeyError`` listing close names otherwise."""
     if not isinstance(name, str):
         raise TypeError(f"layer names are strings such as 'blocks.10', got {type(name).__name__}")
-    # the fast path walks the dotted name (called at every step of an optimisation: listing every
-    # module each time cost about 2 ms per style-transfer evaluation, 5% of it)
+    # the fast path walks the dotted name: this runs at every step of an optimisation, where
+    # listing every module each time would be a noticeable share of an evaluation
     if name:
         try:
             model.get_submodule(name)
@@ -249,7 +249,7 @@ def check_layer(model: nn.Module, name) -> str:
         close = [n for n in names if n.split(".")[0] == head][:5]
     hint = f" Closest valid names: {', '.join(repr(c) for c in close)}." if close else ""
     raise KeyError(f"{type(model).__name__} has no layer {name!r}.{hint} "
-                   "cs_utils.layer_names(model) lists them all.")
+                   "cs_utils.hooks.layer_names(model) lists them all.")
 
 
 def check_layers(model: nn.Module, names, what: str = "layers") -> tuple[str, ...]:
