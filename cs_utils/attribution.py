@@ -15,7 +15,7 @@ at the pool's input are the same map up to a factor: the gradient of the score w
 to feature map k is ``w_k / (h * w)`` at every position, so Grad-CAM = ReLU(CAM) / (h * w).
 
 Every function leaves the caller's model and tensors as it found them: images are checked and
-copied by :func:`cs_utils.checks.model_input`, gradients come from ``torch.autograd.grad``
+copied by :func:`cs_utils.validation.model_input`, gradients come from ``torch.autograd.grad``
 (nothing is written into ``.grad``), modes are restored by :func:`cs_utils.hooks.evaluating`, and
 hooks live only inside a ``with`` block (also when an exception escapes). Results are detached,
 on ``x``'s device, in ``x``'s dtype. Class scores are the unnormalised scores (before the
@@ -35,11 +35,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from .blur import gaussian_blur
-from .checks import check_image, class_indices, model_input, num_classes, positive_int
 from .engine.folding import gradient_network
 from .explainers import gradient_batch_size, prepare, target_scores
 from .hooks import evaluating, get_layer
 from .saliency import guided_backprop, saliency_map
+from .validation import class_indices, model_input, num_classes, positive_int, validate_image
 
 __all__ = [
     "Attribution",
@@ -256,7 +256,7 @@ def baseline_image(x: torch.Tensor, baseline=None, *,
     noise in [0, 1] from ``generator`` (default: seed 0); or images in [0, 1] of shape
     (N, 3, H, W), (1, 3, H, W) or (3, H, W).
     """
-    check_image(x)
+    validate_image(x)
     x = x.detach()
     if baseline is None or (isinstance(baseline, str) and baseline == "black"):
         return torch.zeros_like(x)
@@ -277,7 +277,7 @@ def baseline_image(x: torch.Tensor, baseline=None, *,
                         f"of images, got {type(baseline).__name__}")
     b = baseline.detach()
     b = b[None] if b.dim() == 3 else b
-    check_image(b, "baseline")
+    validate_image(b, "baseline")
     if b.shape[0] not in (1, x.shape[0]) or b.shape[1:] != x.shape[1:]:
         raise ValueError(f"baseline images must have shape (N, 3, H, W) or (1, 3, H, W) with "
                          f"(N, H, W) = {(x.shape[0], *x.shape[2:])}, got {tuple(baseline.shape)}")

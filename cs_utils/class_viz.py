@@ -23,8 +23,7 @@ import inspect
 import torch
 from torch import nn
 
-from . import checks, objectives
-from .checks import check_image, model_input
+from . import objectives, validation
 from .hooks import evaluating
 from .image_stats import photo_amplitude_spectrum
 from .objectives import Objective
@@ -33,6 +32,7 @@ from .parameterizations import FourierImage, SpectralPhaseImage, color_basis
 from .regularizers import GaussianBlur, L2Penalty
 from .runtime import model_device
 from .transforms import Compose, Jitter, Pad, RandomCrops, RandomRotate, RandomScale
+from .validation import model_input, validate_image
 
 __all__ = [
     "DEFAULT_RECIPE",
@@ -56,7 +56,7 @@ def class_visualization_step(model: nn.Module, img: torch.Tensor, target: int, *
     :func:`class_visualization` adds those.
     """
     img = model_input(model, img, "img")   # a checked, detached copy in the model's device and dtype
-    targets = checks.class_indices(target, img.shape[0], classes=checks.num_classes(model))
+    targets = validation.class_indices(target, img.shape[0], classes=validation.num_classes(model))
     ### BEGIN SOLUTION
     x = img.detach().clone().requires_grad_(True)
     scores = model(x).gather(1, targets.to(x.device)[:, None]).sum()
@@ -180,7 +180,7 @@ def class_visualization(model: nn.Module, target, *, steps: int | None = None, r
 def stretch_contrast(x: torch.Tensor, *, percentile: float = 99.5) -> torch.Tensor:
     """For display: scale each image's deviation from mid-grey so that its ``percentile``-th largest
     absolute deviation reaches 0 or 1 (faint raw-pixel visualizations become visible); clamped."""
-    check_image(x)
+    validate_image(x)
     dev = x.detach() - 0.5
     scale = torch.quantile(dev.abs().flatten(1), percentile / 100, dim=1).clamp_min(1e-6)
     return (0.5 + 0.5 * dev / scale.view(-1, 1, 1, 1)).clamp(0, 1)

@@ -21,7 +21,7 @@ __all__ = [
     "DATA_DIR",
     "NUM_CLASSES",
     "SampleImage",
-    "catalogue",
+    "catalog",
     "imagenet_index",
     "imagenet_label",
     "imagenet_labels",
@@ -124,7 +124,7 @@ class SampleImage:
     name: str
     path: Path
     source: str
-    licence: str
+    license: str
     label: int | None = None   # true ImageNet class where known
     kind: str = "photo"        # "photo" or "painting"
 
@@ -167,7 +167,7 @@ _DATA = (
 
 
 @functools.lru_cache(maxsize=1)
-def catalogue() -> tuple[SampleImage, ...]:
+def catalog() -> tuple[SampleImage, ...]:
     """Every offline photo with its source, licence and label where known (read once)."""
     images = []
     foolbox_dir = _package_dir("foolbox") / "data"
@@ -195,12 +195,12 @@ def sample_images(kind: str | None = None) -> list[SampleImage]:
     """Every offline sample image (optionally only ``kind="photo"`` or ``"painting"``)."""
     if kind not in (None, "photo", "painting"):
         raise ValueError(f"kind must be None, 'photo' or 'painting', got {kind!r}")
-    return [s for s in catalogue() if kind is None or s.kind == kind]
+    return [s for s in catalog() if kind is None or s.kind == kind]
 
 
 def sample_image(name: str) -> SampleImage:
     """The sample image called ``name`` (see :func:`sample_images`)."""
-    by_name = {s.name: s for s in catalogue()}
+    by_name = {s.name: s for s in catalog()}
     if name in by_name:
         return by_name[name]
     close = difflib.get_close_matches(name, by_name, n=5, cutoff=0.5)

@@ -32,11 +32,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from .blur import gaussian_blur
-from .checks import check_layers, check_model, positive_int
 from .explainers import fill_colors, prepare, target_scores
 from .hooks import evaluating, get_layer
 from .runtime import progress_bar
 from .saliency import saliency_map
+from .validation import positive_int, validate_layers, validate_model
 
 __all__ = [
     "DeletionCurve",
@@ -63,7 +63,7 @@ def randomized_copy(model: nn.Module, layer_names: Sequence[str], *,
     scales stay plausible while everything learned is gone (Adebayo et al.
     2018). Buffers (batch-norm statistics) are kept.
     """
-    layer_names = check_layers(model, layer_names, "layer_names")  # validate on the original
+    layer_names = validate_layers(model, layer_names, "layer_names")  # validate on the original
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     clone = copy.deepcopy(model)
     with torch.no_grad():
@@ -394,7 +394,7 @@ def evaluation_table(model: nn.Module, images: torch.Tensor, targets, explainers
     random weights (seed 0 without one). Returns an :class:`EvaluationTable`; per-image
     scores are in ``table[name]``, the means in ``table.to_rows()``; ``print(table)``.
     """
-    check_model(model)
+    validate_model(model)
     xd, targets = prepare(model, images, targets)
     if not isinstance(explainers, Mapping):
         raise TypeError("explainers must be a dict {name: fn(model, x, target) -> maps}, "
@@ -406,7 +406,7 @@ def evaluation_table(model: nn.Module, images: torch.Tensor, targets, explainers
             raise TypeError(f"explainers must map names (str) to callables fn(model, x, target), got "
                             f"{name!r}: {type(fn).__name__}")
     layers = _top_layer(model) if randomize_layers is None else list(
-        check_layers(model, _layer_list(randomize_layers), "randomize_layers"))
+        validate_layers(model, _layer_list(randomize_layers), "randomize_layers"))
     steps, batch_size = positive_int(steps, "steps"), positive_int(batch_size, "batch_size")
     gaussian_blur(xd[:1], blur_sigma, border="inside")   # checks blur_sigma before any explainer runs
     generator = generator if generator is not None else torch.Generator().manual_seed(0)

@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .checks import class_indices, model_input, num_classes, positive_int
 from .engine.batch_size import measured_batch_size
+from .validation import class_indices, model_input, num_classes, positive_int
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",

@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import check_image
 from .data import DATA_DIR
 from .history import History
 from .hooks import evaluating
 from .saved_nets import load_net, save_net
+from .validation import validate_image
 
 __all__ = [
     "FAST_STYLE_DIR",
@@ -268,7 +268,7 @@ def stylize(net: TransformerNet, x: torch.Tensor, style=None, *, batch_size: int
     """
     if not isinstance(net, TransformerNet):
         raise TypeError(f"net must be a TransformerNet (see load_fast_style), got {type(net).__name__}")
-    check_image(x)
+    validate_image(x)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     weights = net.style_weights(style, x.shape[0])

@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import check_image
 from .data import sample_images
 from .fast_style import HELD_OUT_PHOTOS, NORMS, TransformerNet
 from .history import History
@@ -27,6 +26,7 @@ from .image import load_image
 from .models import STYLE_LAYERS
 from .perceptual import perceptual_terms, random_photo_crops, style_gram_targets
 from .runtime import model_device
+from .validation import validate_image
 
 __all__ = ["FastStyleHistory", "named_styles", "train_fast_style", "training_photos"]
 
@@ -105,7 +105,7 @@ def named_styles(styles) -> dict[str, torch.Tensor]:
         raise TypeError("styles must be an image tensor, a style name, a list of names "
                         "(cs_utils.style.STYLE_NAMES), or a dict {name: image}")
     for name, image in styles.items():
-        check_image(image, f"style {name!r}")
+        validate_image(image, f"style {name!r}")
         if image.shape[0] != 1:
             raise ValueError(f"style {name!r} must be one image (1, 3, H, W), got {tuple(image.shape)}")
     return styles
@@ -164,7 +164,7 @@ def train_fast_style(model: nn.Module, styles, photos: Sequence[torch.Tensor] | 
     if not photos:
         raise ValueError("photos is empty: pass content images to crop from (or None for the defaults)")
     for i, photo in enumerate(photos):
-        check_image(photo, f"photos[{i}]")
+        validate_image(photo, f"photos[{i}]")
     device = model_device(model)
     net_config = {"norm": norm, "channels": list(channels), "num_residual": num_residual,
                   "outer_kernel": outer_kernel, "style_names": list(names) if norm == "conditional" else []}

@@ -22,14 +22,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import checks, objectives
+from . import objectives, validation
 from .activating_patches import crop_patches, top_activations
-from .checks import check_image, model_input
 from .class_viz import class_visualization
 from .hooks import evaluating, extract_features
 from .objectives import Objective
 from .receptive_fields import receptive_field
 from .regularizers import CenterBias
+from .validation import model_input, validate_image
 
 __all__ = [
     "DIVERSITY",
@@ -65,7 +65,7 @@ def multifaceted_visualization(model: nn.Module, target, facets: int = 4, *, div
     :class:`~cs_utils.regularizers.CenterBias` penalty of that weight. ``settings`` go to
     :func:`cs_utils.class_visualization` (``steps``, ``recipe``, ``image_size``, ...).
     Returns ``(images, History)``; ``images`` is ``(facets, 3, H, W)``."""
-    facets = checks.positive_int(facets, "facets")
+    facets = validation.positive_int(facets, "facets")
     if facets < 2:
         raise ValueError(f"facets must be at least 2 (images that differ), got {facets}")
     for name, value in (("diversity", diversity), ("keep_class", keep_class), ("center_bias", center_bias)):
@@ -93,7 +93,7 @@ def mean_pairwise_cosine(model: nn.Module, images: torch.Tensor, layer: str = "p
     x = model_input(model, images, "images")
     if x.shape[0] < 2:
         raise ValueError(f"mean_pairwise_cosine needs at least 2 images, got {x.shape[0]}")
-    checks.check_layer(model, layer)
+    validation.validate_layer(model, layer)
     with torch.no_grad(), evaluating(model):
         features = extract_features(model, x, [layer])[layer].flatten(1).float()
     unit = F.normalize(features, dim=1)
@@ -123,7 +123,7 @@ def layer_tour(model: nn.Module, channels: dict[str, list[int]], photos: torch.T
     ``photos`` (N, 3, H, W) that excite the channel most (at most one per photo, or per ``groups``
     id), as in notebook 01. Where a field reaches past a crop's border, its patch is grey; for
     layers whose field is larger than the crops, the whole crop is the patch."""
-    check_image(photos, "photos")
+    validate_image(photos, "photos")
     if not isinstance(channels, dict) or not channels:
         raise ValueError("channels must be a dict {layer: [channel, ...]} with at least one layer")
     visualizations, patches, activations, chosen = {}, {}, {}, {}
@@ -131,7 +131,7 @@ def layer_tour(model: nn.Module, channels: dict[str, list[int]], photos: torch.T
         layer_channels = [int(c) for c in layer_channels]
         if not layer_channels:
             raise ValueError(f"no channels given for layer {layer!r}")
-        checks.check_layer(model, layer)
+        validation.validate_layer(model, layer)
         objective = objectives.channel(model, layer, layer_channels)
         images, _ = class_visualization(model, objective, batch=len(layer_channels), generator=generator,
                                         progress=progress, **settings)

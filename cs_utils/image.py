@@ -17,12 +17,12 @@ __all__ = ["load_image", "save_image", "to_numpy", "to_pil"]
 
 
 def _open(source) -> Image.Image:
-    from .data import catalogue, sample_image
+    from .data import catalog, sample_image
 
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if isinstance(source, str) and not path.exists():
-            names = [s.name for s in catalogue()]
+            names = [s.name for s in catalog()]
             if source in names:  # the name of a sample photo
                 path = sample_image(source).path
             else:

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .checks import int_pair, model_dtype, non_negative_int
 from .hooks import evaluating, get_layer
 from .models import Conv2dSame
 from .runtime import model_device
+from .validation import int_pair, model_dtype, non_negative_int
 
 __all__ = ["ReceptiveField", "receptive_field", "spatial_ops_before"]
 

@@ -26,11 +26,11 @@ from torch import nn
 from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 
-from .checks import check_layer, int_pair, positive_int
 from .engine.folding import gradient_network
 from .engine.incremental_occlusion import INCREMENTAL_BATCH_SIZE, IncrementalNetwork, why_not_incremental
 from .explainers import fill_colors, forward_batch_size, prepare, target_scores
 from .hooks import evaluating, extract_features
+from .validation import int_pair, positive_int, validate_layer
 
 __all__ = [
     "gradient_image",
@@ -277,7 +277,7 @@ def _layer_target(model: nn.Module, target):
             not isinstance(target[1], (int, np.integer)):
         raise TypeError(f"an intermediate target is a pair (layer_name, channel) such as ('blocks.10', 5), "
                         f"got {target!r}")
-    check_layer(model, target[0])  # unknown names raise a KeyError listing close ones
+    validate_layer(model, target[0])  # unknown names raise a KeyError listing close ones
     if target[1] < 0:
         raise IndexError(f"channel {target[1]} is negative; channels start at 0")
     return target[0], int(target[1])

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 import torch
 
 from . import objectives
-from .checks import check_image, check_layer, model_dtype, model_input, non_negative_int
 from .engine.folding import folded_copy
 from .history import History
 from .hooks import evaluating, extract_features, get_layer
@@ -41,6 +40,7 @@ from .models import CONTENT_LAYER, STYLE_LAYERS, has_same_padding, reflect_pad
 from .optimize import optimize_image
 from .regularizers import TVPenalty
 from .runtime import model_device
+from .validation import model_dtype, model_input, non_negative_int, validate_image, validate_layer
 
 __all__ = [
     "STYLE_NAMES",
@@ -152,7 +152,7 @@ def style_targets(model, style: torch.Tensor, layers=STYLE_LAYERS, *, mirror: bo
     ``mirror=False``: the plain forward pass, as :func:`cs_utils.train_fast_style`'s loss sees it.
     """
     layers = _check_layers(model, layers)
-    check_image(style, "style")
+    validate_image(style, "style")
     if style.shape[0] != 1:
         raise ValueError(f"style must be one image (1, 3, H, W), got a batch of {style.shape[0]}; "
                          "blend several styles with mix_styles")
@@ -190,7 +190,7 @@ def style_distance(model, image: torch.Tensor, targets: StyleTargets,
     e.g. to compare outputs made with different layers or style weights. ``mirror`` as in
     :func:`style_targets` (use the same setting for both).
     """
-    check_image(image, "image")
+    validate_image(image, "image")
     if not isinstance(targets, StyleTargets):
         raise TypeError(f"targets must be StyleTargets from style_targets(...), got {type(targets).__name__}")
     with torch.no_grad(), evaluating(model):
@@ -279,7 +279,7 @@ def synthesize_texture(model, texture: torch.Tensor, layers=None, *, size=None, 
                            device=device)
         out_device = texture.device if isinstance(texture, torch.Tensor) else device
     else:
-        check_image(init, "init")
+        validate_image(init, "init")
         out_device = init.device
         margin = 0
     net = folded_copy(model, keep=targets.layers)
@@ -320,13 +320,13 @@ def style_transfer(model, content: torch.Tensor, style, *, style_layers=None,
     pixel costs time at every evaluation (``benchmarks/README.md`` has the numbers).
     Returns ``(image, history)``: ``history.extra`` has ``"style"`` and ``"content"`` per evaluation.
     """
-    check_image(content, "content")
+    validate_image(content, "content")
     pad = non_negative_int(pad, "pad")
     device = model_device(model)
     if not isinstance(content_layer, str):
         raise TypeError(f"content_layer must be one layer name such as {CONTENT_LAYER!r}, "
                         f"got {content_layer!r}")
-    check_layer(model, content_layer)
+    validate_layer(model, content_layer)
     targets = _as_targets(model, style, style_layers)
     content_dev = model_input(model, content, "content")
     net = folded_copy(model, keep=(*targets.layers, content_layer))
@@ -341,7 +341,7 @@ def style_transfer(model, content: torch.Tensor, style, *, style_layers=None,
         else:
             raise ValueError(f"init must be 'content', 'noise' or an image tensor, got {init!r}")
     else:
-        check_image(init, "init")
+        validate_image(init, "init")
         if init.shape != content.shape:
             raise ValueError(f"init has shape {tuple(init.shape)} but content has {tuple(content.shape)}")
         init = model_input(model, init, "init")

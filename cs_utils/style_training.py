@@ -35,13 +35,13 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from .checks import check_image
 from .fast_style import NORMS, TransformerNet
 from .fast_style_training import FastStyleHistory, named_styles, training_photos
 from .hooks import evaluating, get_layer
 from .image import load_image
 from .models import STYLE_LAYERS
 from .perceptual import perceptual_terms, random_square_crop, style_gram_targets
+from .validation import validate_image
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -95,7 +95,7 @@ class PhotoFolder(Dataset):
             if not self.images:
                 raise ValueError("images is empty: pass a folder or a list of (1, 3, H, W) photos")
             for i, image in enumerate(self.images):
-                check_image(image, f"images[{i}]")
+                validate_image(image, f"images[{i}]")
 
     def __len__(self) -> int:
         return len(self.paths) if self.paths is not None else len(self.images)

@@ -26,13 +26,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import check_image
 from .fast_style import TransformerNet
 from .fast_style_training import FastStyleHistory, training_photos
 from .hooks import evaluating, extract_features
 from .models import STYLE_LAYERS
 from .perceptual import random_photo_crops
 from .saved_nets import load_net, save_net
+from .validation import validate_image
 
 __all__ = [
     "DECODERS",
@@ -140,7 +140,7 @@ def train_decoder(model: nn.Module, decoder: str, style: torch.Tensor, photos=No
 
     from .losses import content_loss, gram_matrix, style_loss, tv_loss
 
-    check_image(style, "style")
+    validate_image(style, "style")
     if steps < 0 or batch_size < 1 or crop_size < 16 or crop_size % 4:
         raise ValueError(f"need steps >= 0, batch_size >= 1 and crop_size a multiple of 4 >= 16; got "
                          f"{steps}, {batch_size}, {crop_size}")

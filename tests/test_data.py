@@ -57,7 +57,7 @@ def test_sample_images_exist_with_sources_and_licences():
     assert len(names) == len(set(names)) >= 30
     for s in samples:
         assert s.path.is_file(), s
-        assert s.source and s.licence
+        assert s.source and s.license
     foolbox = [s for s in samples if s.source.startswith("foolbox")]
     assert len(foolbox) == 20
     for s in foolbox:  # label from the file name imagenet_NN_LABEL.jpg

@@ -183,6 +183,6 @@ def test_to_numpy_and_pil():
 ])
 def test_check_image(bad, error):
     with pytest.raises(error):
-        cs_utils.checks.check_image(bad)
+        cs_utils.validation.validate_image(bad)
     x = torch.rand(2, 3, 4, 4)
-    assert cs_utils.checks.check_image(x) is x
+    assert cs_utils.validation.validate_image(x) is x
