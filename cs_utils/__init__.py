@@ -6,7 +6,7 @@ configured until you call a function.
 The public API has two tiers. The names below (``cs_utils.__all__``) are what a
 notebook calls: ``import cs_utils as cs`` and ``cs.saliency_map(...)``. Everything
 else (result types, settings, building blocks) is reached through its module, e.g.
-``cs_utils.parameterizations.FourierImage``, ``cs_utils.checks.check_image``,
+``cs_utils.parameterizations.FourierImage``, ``cs_utils.validation.validate_image``,
 ``cs_utils.adversarial.AttackHistory``; each module lists its own ``__all__``. The one module
 in ``__all__``, :mod:`cs_utils.objectives`, is the vocabulary notebook 03 composes objectives
 from (``cs.objectives.channel(model, layer, c)``).
@@ -25,15 +25,22 @@ from .data import imagenet_index, imagenet_label, sample_image, sample_images
 from .dream import deepdream, deepdream_step, invert_features, octave_sizes
 from .evaluation import cascading_randomization, deletion_curve, evaluation_table, rank_correlation
 from .explorer import explore
-from .fast_style import HELD_OUT_PHOTOS, ConditionalInstanceNorm, instance_norm, load_fast_style, stylize
+from .fast_style import (
+    HELD_OUT_PHOTOS,
+    ConditionalInstanceNorm,
+    TransformerNet,
+    instance_norm,
+    load_fast_style,
+    stylize,
+)
 from .fast_style_training import train_fast_style, training_photos
 from .feature_viz import layer_tour, mean_pairwise_cosine, multifaceted_visualization
-from .hooks import extract_features
+from .hooks import capture_activations, extract_features, layer_names
 from .image import load_image
 from .image_stats import class_ranks, clipped_share, high_frequency_share, photo_statistics
-from .labelled_images import load_labelled_images
+from .labeled_images import load_labeled_images
 from .layer_maps import activation_maps, show_activation_maps, show_filter_channels, zero_channel_share
-from .losses import gram_matrix, tv_loss
+from .losses import content_loss, gram_matrix, style_loss, tv_loss
 from .models import STYLE_LAYERS, load_model
 from .neighbours import (
     compute_features,
@@ -72,10 +79,10 @@ __all__ = [
     # setup: device, seeds, budget, models, photos and labels
     "budget", "get_device", "seed_everything",
     "load_model", "imagenet_index", "imagenet_label", "sample_image", "sample_images", "load_image",
-    "extract_features",
+    "capture_activations", "extract_features", "layer_names",
     # 01: filters, neighbors, embeddings, receptive fields, activating patches
     "SmallCNN", "classifier_accuracy", "filter_images", "filter_smoothness", "train_classifier",
-    "load_labelled_images",
+    "load_labeled_images",
     "compute_features", "embed_2d", "gallery_with_copies", "knn_accuracy", "nearest_neighbours",
     "place_randomly", "random_crops",
     "receptive_field", "crop_patches", "top_activations",
@@ -95,12 +102,12 @@ __all__ = [
     # 04: DeepDream and feature inversion
     "deepdream", "deepdream_step", "octave_sizes", "invert_features",
     # 05: texture synthesis and style transfer
-    "gram_matrix", "tv_loss",
+    "content_loss", "gram_matrix", "style_loss", "tv_loss",
     "STYLE_LAYERS", "load_style", "style_images", "style_targets",
     "mix_styles", "style_distance", "style_transfer", "synthesize_texture",
     "copy_fraction", "efros_leung", "load_texture",
     # 06: fast style transfer
-    "HELD_OUT_PHOTOS", "ConditionalInstanceNorm", "instance_norm", "load_fast_style",
+    "HELD_OUT_PHOTOS", "ConditionalInstanceNorm", "TransformerNet", "instance_norm", "load_fast_style",
     "stylize", "train_fast_style", "training_photos",
     "load_decoder_net", "power_profile", "stride_energy",
     "load_unet", "mask_iou", "predict_masks", "synthetic_shapes",

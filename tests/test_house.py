@@ -2,10 +2,10 @@
 
 * no module of ``cs_utils`` is over 450 lines;
 * the modules' imports of each other (also those inside functions) form no cycle;
-* ``cs_utils/checks.py`` imports nothing else of the package, so every module can use it;
+* ``cs_utils/validation.py`` imports nothing else of the package, so every module can use it;
 * every notebook imports the package once, as ``import cs_utils as cs``, and uses only names
   in ``cs_utils.__all__`` (tier 1); everything else is reached through its module by code, not
-  by notebooks;
+  by notebooks; and ``cs_utils.__all__`` holds nothing the notebooks do not use or name;
 * every name in ``__all__`` exists, and every public module lists its own ``__all__``;
 * no re-export shims: a module's ``__all__`` lists only names the module itself defines (the
   package's ``__init__`` files are the one place that gathers names), and no module star-imports;
@@ -211,14 +211,23 @@ def test_no_import_cycle():
     assert cycle is None, f"import cycle: {' -> '.join(cycle)}"
 
 
-def test_checks_is_a_foundation_that_imports_nothing_of_the_package():
-    assert package_imports(PACKAGE / "checks.py") == set()
+def test_validation_is_a_foundation_that_imports_nothing_of_the_package():
+    assert package_imports(PACKAGE / "validation.py") == set()
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebooks_use_one_alias_and_only_public_names(path):
     problems = notebook_problems(path, set(cs_utils.__all__))
     assert not problems, "\n".join(problems)
+
+
+def test_the_top_level_holds_only_what_the_notebooks_call_or_name():
+    """Every name of ``cs_utils.__all__`` appears as ``cs.<name>`` (or ``cs_utils.<name>``) in a notebook."""
+    text = "\n".join("".join(cell["source"]) for path in NOTEBOOKS
+                     for cell in json.loads(path.read_text(encoding="utf-8"))["cells"])
+    named = set(re.findall(r"\bcs(?:_utils)?\.([A-Za-z_]\w*)", text))
+    unused = sorted(set(cs_utils.__all__) - named)
+    assert not unused, f"in cs_utils.__all__, used by no notebook (reach them through their module): {unused}"
 
 
 def test_every_public_name_exists_and_every_module_has_all():
@@ -253,7 +262,7 @@ def test_no_engine_code_in_a_lesson_module():
     assert not problems, "\n".join(problems)
 
 
-# --------------------------------------------------------------------------- the checks can fail
+# --------------------------------------------------------------------------- the rules can fail
 
 def test_the_cycle_finder_finds_a_cycle():
     assert import_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
@@ -282,10 +291,10 @@ def test_the_shim_check_catches_re_exports_and_star_imports(tmp_path):
     shim.write_text("from .course.grading import *  # noqa\nfrom .course.grading import __all__\n")
     assert shim_problems(shim) == ["grading.py: `from .course.grading import *`"]
     partial = tmp_path / "image.py"
-    partial.write_text("from .checks import check_image\n__all__ = ['check_image', 'load_image']\n"
-                       "def load_image(x):\n    return check_image(x)\n")
+    partial.write_text("from .validation import validate_image\n__all__ = ['validate_image', 'load_image']\n"
+                       "def load_image(x):\n    return validate_image(x)\n")
     assert shim_problems(partial) == [
-        "image.py: __all__ lists 'check_image', which it imports from elsewhere"]
+        "image.py: __all__ lists 'validate_image', which it imports from elsewhere"]
     assert shim_problems(PACKAGE / "losses.py") == []
 
 
