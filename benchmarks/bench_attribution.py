@@ -17,7 +17,7 @@ Every limit is taken over two networks, the model as loaded and the same functio
 batch norm folded into the convolutions (:func:`limit_networks`). First a sweep of the plain
 passes over networks, batch sizes and thread counts (milliseconds per image) finds the fastest
 network and batch size for each thread count; ``integrated_gradients`` at a few batch sizes
-shows where its default (``cs_utils.attribution.DEFAULT_BATCH_SIZE``) comes from. Then at every
+shows where its default (``cs_utils.explainers.DEFAULT_BATCH_SIZE``) comes from. Then at every
 thread count each technique runs back to back with the fastest plain passes at that count, so
 slow phases of a shared machine hit both; the table gives the technique's fastest median, the
 limit (the fastest plain median over thread counts), their ratio, and the median per-run ratio at
@@ -38,7 +38,7 @@ import time
 import torch
 
 import cs_utils
-from cs_utils import attribution
+from cs_utils import attribution, explainers
 from cs_utils.engine.folding import folded_copy, gradient_network
 
 try:
@@ -195,7 +195,7 @@ def main():
               f"size: {', '.join(timings)}", flush=True)
     for count in args.threads:
         with threads(count):
-            chosen = attribution._batch_size(None, gradient_network(model), xi, xi.shape[0] * n)
+            chosen = explainers.gradient_batch_size(None, gradient_network(model), xi, xi.shape[0] * n)
         print(f"default batch size on {count} thread(s), measured once per process: {chosen}")
     print()
 
@@ -223,9 +223,9 @@ def main():
         def captum_ig():
             return ig.attribute(xi, target=ti, n_steps=n, method="riemann_middle",
                                 return_convergence_delta=True,
-                                internal_batch_size=attribution.DEFAULT_BATCH_SIZE)
+                                internal_batch_size=explainers.DEFAULT_BATCH_SIZE)
 
-        compare(f"  captum IntegratedGradients (batch {attribution.DEFAULT_BATCH_SIZE})", limit, captum_ig,
+        compare(f"  captum IntegratedGradients (batch {explainers.DEFAULT_BATCH_SIZE})", limit, captum_ig,
                 args.runs)
     compare(f"smooth_grad, {n} samples ({args.images * n} fwd+bwd)", limit,
             lambda: cs_utils.smooth_grad(model, xi, ti, samples=n), args.runs, 1.1)
@@ -236,11 +236,11 @@ def main():
             model.input_scaling.check_range = False
             try:
                 return tunnel.attribute(xi, target=ti, nt_type="smoothgrad", nt_samples=n, stdevs=0.15,
-                                        nt_samples_batch_size=attribution.DEFAULT_BATCH_SIZE)
+                                        nt_samples_batch_size=explainers.DEFAULT_BATCH_SIZE)
             finally:
                 model.input_scaling.check_range = True
 
-        compare(f"  captum NoiseTunnel(Saliency) (batch {attribution.DEFAULT_BATCH_SIZE})", limit,
+        compare(f"  captum NoiseTunnel(Saliency) (batch {explainers.DEFAULT_BATCH_SIZE})", limit,
                 captum_smooth_grad, args.runs)
 
         print("\nagreement with captum (max |difference| / max |value|):")

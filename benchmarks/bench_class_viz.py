@@ -31,6 +31,7 @@ import torch
 import cs_utils as cs
 from cs_utils import image_stats
 from cs_utils.class_viz import RECIPE_STEPS, RECIPES
+from cs_utils.image import save_image
 
 #: Ten classes with distinctive shapes, colours or textures (none of notebook 03's five).
 CLASSES = ("strawberry", "lemon", "daisy", "jellyfish", "peacock", "ladybug", "volcano", "zebra", "broccoli",
@@ -85,7 +86,7 @@ def main():
         if args.save is not None:
             args.save.mkdir(parents=True, exist_ok=True)
             rows = [torch.cat(list(images[i:i + 5]), dim=2) for i in range(0, len(images), 5)]
-            cs.save_image(torch.cat(rows, dim=1)[None], args.save / f"class_viz_{recipe}.png")
+            save_image(torch.cat(rows, dim=1)[None], args.save / f"class_viz_{recipe}.png")
     n = len(classes)
     print(f"\n{'recipe':10s} {'Lite2 top-5':>11s} {'Lite0 shifted top-5':>19s} {'clipped':>8s} {'HF':>6s} "
           f"{'HF / photos':>11s} {'s/class':>8s}")

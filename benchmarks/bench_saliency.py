@@ -54,7 +54,7 @@ from bench_attribution import (
 )
 
 import cs_utils
-from cs_utils import saliency
+from cs_utils import explainers
 from cs_utils.engine import incremental_occlusion
 
 ROW = "| {:<56} | {:>8} | {:>8} | {:>6} | {:>6} | {:>8} | {:<13} |"
@@ -141,7 +141,7 @@ def main():
     for count in args.threads:
         with threads(count):
             start = time.perf_counter()
-            chosen = saliency._occlusion_batch_size(model, x1, copies.shape[0])
+            chosen = explainers.forward_batch_size(model, x1, copies.shape[0])
             print(f"occlusion_map(batch_size=None) on {count} thr: batch size {chosen}, measured in "
                   f"{time.perf_counter() - start:.2f} s (once per process)")
     print("\ntime: the technique at its fastest thread count; limit: the fastest plain work (batch sizes "

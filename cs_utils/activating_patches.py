@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .checks import check_image, model_dtype, positive_int
-from .hooks import _as_names, evaluating, extract_features, get_layer
+from .hooks import evaluating, extract_features, get_layer
 from .receptive_fields import ReceptiveField
 from .runtime import model_device, progress_bar
+from .validation import model_dtype, positive_int, validate_image
 
 __all__ = ["TopActivations", "crop_patches", "top_activations"]
 
@@ -50,7 +50,7 @@ def top_activations(model: nn.Module, images: torch.Tensor, layer: str, channels
     border also see the padding, and some channels respond to its edge).
     Returns a :class:`TopActivations`.
     """
-    check_image(images, "images")
+    validate_image(images, "images")
     k = positive_int(k, "k")
     batch_size = positive_int(batch_size, "batch_size")
     channels = [int(c) for c in ([channels] if isinstance(channels, int) else channels)]
@@ -64,7 +64,6 @@ def top_activations(model: nn.Module, images: torch.Tensor, layer: str, channels
     if field is not None and field.input_size != tuple(images.shape[-2:]):
         raise ValueError(f"the receptive field was computed for {field.input_size} inputs but the images "
                          f"are {tuple(images.shape[-2:])}")
-    _as_names([layer])
     get_layer(model, layer)
     device, dtype = model_device(model), model_dtype(model)
     per_image_best, per_image_where, all_maps = [], [], []
@@ -141,7 +140,7 @@ def crop_patches(images: torch.Tensor, top: TopActivations, field: ReceptiveFiel
     the image border (padding), the patch is filled with ``fill`` (grey), so
     every patch shows the unit's field at the same scale and position.
     """
-    check_image(images, "images")
+    validate_image(images, "images")
     if tuple(images.shape[-2:]) != field.input_size:
         raise ValueError(f"the receptive field was computed for {field.input_size} inputs but the images "
                          f"are {tuple(images.shape[-2:])}")

@@ -23,8 +23,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import objectives
-from .checks import (
-    check_image,
+from .history import History
+from .hooks import evaluating
+from .optimize import NormalizedGradient, optimize_image
+from .runtime import progress_bar
+from .validation import (
     class_indices,
     model_input,
     non_negative_int,
@@ -32,11 +35,8 @@ from .checks import (
     pixel_size,
     positive_int,
     probability,
+    validate_image,
 )
-from .history import History
-from .hooks import evaluating
-from .optimize import NormalizedGradient, optimize_image
-from .runtime import progress_bar
 
 __all__ = ["AttackHistory", "difference_image", "fgsm", "fooling_image", "fooling_step", "pgd",
            "quantize_8bit", "reload_as_png"]
@@ -56,7 +56,7 @@ def reload_as_png(x: torch.Tensor) -> torch.Tensor:
 
     from .image import load_image, save_image
 
-    check_image(x)
+    validate_image(x)
     with tempfile.TemporaryDirectory() as folder:
         images = [load_image(save_image(x[i:i + 1], Path(folder) / f"{i}.png")) for i in range(x.shape[0])]
     return torch.cat(images).to(x.device)

@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import check_image
 from .history import History
 from .perceptual import random_photo_crops
-from .upsampling import load_small_net, save_small_net
+from .saved_nets import load_net, save_net
+from .validation import validate_image
 
 __all__ = [
     "AdversarialHistory",
@@ -175,7 +175,7 @@ class AdversarialHistory(History):
 def style_crops(style: torch.Tensor, n: int, size: int, generator: torch.Generator) -> torch.Tensor:
     """``n`` random crops of the painting ``style`` (1, 3, H, W) resized to ``size``: its style
     collection (random scale between ``size`` and the shorter side, position, flip)."""
-    check_image(style, "style")
+    validate_image(style, "style")
     return random_photo_crops([style], n, size, generator)
 
 
@@ -195,7 +195,7 @@ def train_adversarial_stylizer(style: torch.Tensor, photos, *, steps: int = 600,
     """
     from tqdm.auto import tqdm
 
-    check_image(style, "style")
+    validate_image(style, "style")
     photos = list(photos)
     if not photos or steps < 0 or batch_size < 1 or crop_size % 16:
         raise ValueError(f"need photos, steps >= 0, batch_size >= 1 and crop_size a multiple of 16; got "
@@ -244,10 +244,10 @@ def train_adversarial_stylizer(style: torch.Tensor, photos, *, steps: int = 600,
 
 def save_stylizer(stylizer: Stylizer, path, *, info: dict | None = None) -> Path:
     """Save a :class:`Stylizer` (channels, float16 weights, ``info``)."""
-    return save_small_net(stylizer, {"channels": list(stylizer.channels)}, path, info=info)
+    return save_net(stylizer, {"channels": list(stylizer.channels)}, path, info=info)
 
 
 def load_stylizer(name_or_path) -> Stylizer:
     """A :class:`Stylizer` saved by :func:`save_stylizer` (a name under ``data/topics/`` or a path),
     float32, frozen, in eval mode; ``stylizer.info`` holds its training record."""
-    return load_small_net(name_or_path, Stylizer, "stylizer")
+    return load_net(name_or_path, Stylizer, what="stylizer")

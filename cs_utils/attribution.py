@@ -15,8 +15,8 @@ at the pool's input are the same map up to a factor: the gradient of the score w
 to feature map k is ``w_k / (h * w)`` at every position, so Grad-CAM = ReLU(CAM) / (h * w).
 
 Every function leaves the caller's model and tensors as it found them: images are checked and
-copied by :func:`cs_utils.checks.model_input`, gradients come from ``torch.autograd.grad``
-(nothing is written into ``.grad``), modes are restored by :func:`cs_utils.evaluating`, and
+copied by :func:`cs_utils.validation.model_input`, gradients come from ``torch.autograd.grad``
+(nothing is written into ``.grad``), modes are restored by :func:`cs_utils.hooks.evaluating`, and
 hooks live only inside a ``with`` block (also when an exception escapes). Results are detached,
 on ``x``'s device, in ``x``'s dtype. Class scores are the unnormalised scores (before the
 softmax), as in :func:`cs_utils.saliency_map`.
@@ -34,16 +34,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .checks import check_image, class_indices, model_input, num_classes, positive_int
-from .engine.batch_size import measured_batch_size
+from .blur import gaussian_blur
 from .engine.folding import gradient_network
+from .explainers import gradient_batch_size, prepare, target_scores
 from .hooks import evaluating, get_layer
-from .optimize import gaussian_blur
-from .saliency import guided_backprop, saliency_map, target_scores
+from .saliency import guided_backprop, saliency_map
+from .validation import class_indices, model_input, num_classes, positive_int, validate_image
 
 __all__ = [
-    "DEFAULT_BATCH_SIZE",
-    "GRADIENT_BATCH_SIZES",
     "Attribution",
     "baseline_image",
     "class_activation_map",
@@ -54,25 +52,11 @@ __all__ = [
     "smooth_grad",
 ]
 
-#: The smallest batch :func:`integrated_gradients` and :func:`smooth_grad` consider when
-#: ``batch_size=None`` (see :data:`GRADIENT_BATCH_SIZES`), and their batch when there are fewer
-#: images than two sizes to compare. On EfficientNet-Lite0 at 224 x 224 on a 2-core CPU, batches
-#: of 2 to 4 were fastest on 1 thread and 4 to 8 on 2 threads; from 32 on the activations leave
-#: the caches and the time per image grows (3x at 64).
-DEFAULT_BATCH_SIZE = 4
-
-
 class Attribution(NamedTuple):
     """Attribution maps and how well they add up to the score difference they explain."""
 
     maps: torch.Tensor                # (N, 3, H, W)
     completeness_error: torch.Tensor  # (N,): |sum(maps) - (S(x) - S(baseline))| / |S(x) - S(baseline)|
-
-
-def _prepare(model: nn.Module, x: torch.Tensor, target):
-    """The images as the model's input (checked, detached copy on its device and dtype) and the targets."""
-    xd = model_input(model, x)
-    return xd, class_indices(target, x.shape[0], classes=num_classes(model)).to(xd.device)
 
 
 def _upsample(maps: torch.Tensor, size) -> torch.Tensor:
@@ -135,8 +119,8 @@ def _feature_leaf(model: nn.Module, layer: str | None) -> Iterator[_Captured]:
         if layer is None:
             raise ValueError(f"grad_cam's default layer is the input of the global average pool, and "
                              f"{type(model).__name__} has none; name a layer with (N, C, h, w) output, "
-                             f"e.g. grad_cam(model, x, target, layer='...') (cs_utils.layer_names(model) "
-                             f"lists them)")
+                             f"e.g. grad_cam(model, x, target, layer='...') "
+                             f"(cs_utils.hooks.layer_names(model) lists them)")
         pre, what = True, f"the input of the global pool {layer!r}"
     else:
         pre, what = False, f"layer {layer!r}"
@@ -147,7 +131,7 @@ def _feature_leaf(model: nn.Module, layer: str | None) -> Iterator[_Captured]:
         if not isinstance(tensor, torch.Tensor) or tensor.dim() != 4:
             shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
             raise ValueError(f"Grad-CAM needs feature maps of shape (N, C, h, w); {what} gives {shape}. "
-                             "Pick a convolutional layer (cs_utils.layer_names(model) lists them)")
+                             "Pick a convolutional layer (cs_utils.hooks.layer_names(model) lists them)")
         captured.leaf = tensor.detach().requires_grad_(True)
         return captured.leaf.clone()          # later in-place operations may change the copy, not the leaf
 
@@ -176,7 +160,7 @@ def class_activation_map(model: nn.Module, x: torch.Tensor, target, *, upsample:
     on the forward pass: the linear layer reads the pooled features and gives the output);
     for any other network a ``ValueError`` says what is needed. One forward pass, no graph.
     """
-    xd, target = _prepare(model, x, target)
+    xd, target = prepare(model, x, target)
     pool_name = global_pool(model)
     linears = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     if pool_name is None or not linears:
@@ -226,11 +210,11 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target, *, layer: str | None = N
 
     then resized to the image size with ``F.interpolate(cam[:, None], size=(H, W),
     mode="bilinear", align_corners=False)``: (N, H, W); ``upsample=False`` keeps (N, h, w).
-    ``layer`` is a name from :func:`cs_utils.layer_names`; the default ``None`` is the input
+    ``layer`` is a name from :func:`cs_utils.hooks.layer_names`; the default ``None`` is the input
     of the global average pool (:func:`global_pool`), the last convolutional block: ``head``
     in EfficientNet-Lite. One forward pass, and a backward pass that stops at the layer.
     """
-    xd, target = _prepare(model, x, target)
+    xd, target = prepare(model, x, target)
     # In this block, model(xd) stores the layer's output A in captured.features: (N, K, h, w), a leaf
     # tensor that requires grad, so torch.autograd.grad(..., [captured.features]) stops at the layer.
     with evaluating(model), torch.enable_grad(), _feature_leaf(model, layer) as captured:
@@ -272,7 +256,7 @@ def baseline_image(x: torch.Tensor, baseline=None, *,
     noise in [0, 1] from ``generator`` (default: seed 0); or images in [0, 1] of shape
     (N, 3, H, W), (1, 3, H, W) or (3, H, W).
     """
-    check_image(x)
+    validate_image(x)
     x = x.detach()
     if baseline is None or (isinstance(baseline, str) and baseline == "black"):
         return torch.zeros_like(x)
@@ -293,31 +277,11 @@ def baseline_image(x: torch.Tensor, baseline=None, *,
                         f"of images, got {type(baseline).__name__}")
     b = baseline.detach()
     b = b[None] if b.dim() == 3 else b
-    check_image(b, "baseline")
+    validate_image(b, "baseline")
     if b.shape[0] not in (1, x.shape[0]) or b.shape[1:] != x.shape[1:]:
         raise ValueError(f"baseline images must have shape (N, 3, H, W) or (1, 3, H, W) with "
                          f"(N, H, W) = {(x.shape[0], *x.shape[2:])}, got {tuple(baseline.shape)}")
     return b.to(x.device, x.dtype).expand_as(x).clone()
-
-
-#: The batch sizes :func:`integrated_gradients` and :func:`smooth_grad` choose from when
-#: ``batch_size=None``: the fastest forward+backward per image among them, measured once per
-#: network, device, dtype, image shape and thread count in the process
-#: (:func:`cs_utils.engine.batch_size.measured_batch_size`, about 30 passes). On a 2-core CPU it was 4 in a
-#: fresh process and 8 after large allocations (what a large batch costs depends on them).
-GRADIENT_BATCH_SIZES = (DEFAULT_BATCH_SIZE, 8, 16)
-
-
-def _batch_size(batch_size, model: nn.Module, xd: torch.Tensor, jobs: int) -> int:
-    """``batch_size`` checked, or when it is None the measured fastest of :data:`GRADIENT_BATCH_SIZES`
-    (no larger than ``jobs``, the images to run) for ``model`` on images shaped like ``xd``
-    (:func:`cs_utils.engine.batch_size.measured_batch_size`, forward and backward passes)."""
-    if batch_size is not None:
-        return positive_int(batch_size, "batch_size")
-    sizes = [b for b in GRADIENT_BATCH_SIZES if b <= jobs]
-    if len(sizes) < 2:
-        return min(DEFAULT_BATCH_SIZE, max(1, jobs))
-    return measured_batch_size(model, xd, sizes, gradient=True, repeats=1)
 
 
 def integrated_gradients(model: nn.Module, x: torch.Tensor, target, *, baseline=None, steps: int = 32,
@@ -337,17 +301,17 @@ def integrated_gradients(model: nn.Module, x: torch.Tensor, target, *, baseline=
     the Riemann sum is (inf or nan if ``S(x) = S(b)``). More steps make it smaller.
 
     The ``N * steps`` path points run through the model ``batch_size`` at a time (one forward and
-    one backward pass per batch; default: the fastest of :data:`GRADIENT_BATCH_SIZES`, measured
-    once), image by image, plus one
+    one backward pass per batch; default: the fastest of
+    :data:`~cs_utils.explainers.GRADIENT_BATCH_SIZES`, measured once), image by image, plus one
     forward pass without a graph over the N images and their baselines. Returns
     ``Attribution(maps, completeness_error)``, detached, on ``x``'s device and dtype.
     """
-    xd, target = _prepare(model, x, target)
+    xd, target = prepare(model, x, target)
     base = baseline_image(xd, baseline, generator=generator)
     steps = positive_int(steps, "steps")
     n = xd.shape[0]
     model = gradient_network(model)   # the same function with batch norm folded in (cs_utils.engine.folding)
-    batch_size = _batch_size(batch_size, model, xd, n * steps)
+    batch_size = gradient_batch_size(batch_size, model, xd, n * steps)
     with evaluating(model), torch.enable_grad():
         ### BEGIN SOLUTION
         alphas = (torch.arange(steps, dtype=xd.dtype, device=xd.device) + 0.5) / steps   # midpoints
@@ -396,8 +360,8 @@ def smooth_grad(model: nn.Module, x: torch.Tensor, target, *, samples: int = 25,
     squared maps (SmoothGrad-Squared).
 
     All ``N * samples`` noisy copies go through ``explain`` ``batch_size`` at a time (default: the
-    fastest of :data:`GRADIENT_BATCH_SIZES` for a forward+backward, measured once), image by
-    image; the noise is drawn copy by copy in that order, so the result does not depend on
+    fastest of :data:`~cs_utils.explainers.GRADIENT_BATCH_SIZES` for a forward+backward, measured
+    once), image by image; the noise is drawn copy by copy in that order, so the result does not depend on
     ``batch_size``. Returns maps of the explainer's shape per image, detached, on ``x``'s device
     and dtype.
     """
@@ -410,7 +374,7 @@ def smooth_grad(model: nn.Module, x: torch.Tensor, target, *, samples: int = 25,
                          f"must be a number >= 0, e.g. 0.15; got {noise!r}")
     if not callable(explain):
         raise TypeError(f"explain must be an explainer such as cs_utils.saliency_map, got {explain!r}")
-    batch_size = _batch_size(batch_size, gradient_network(model), xd, n * samples)
+    batch_size = gradient_batch_size(batch_size, gradient_network(model), xd, n * samples)
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     sigma = noise * (xd.amax(dim=(1, 2, 3)) - xd.amin(dim=(1, 2, 3)))          # (N,)
     total = None

@@ -22,10 +22,10 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .checks import class_indices, non_negative_int, positive_int, probability
-from .labelled_images import LabelledImages, load_labelled_images
+from .labeled_images import LabeledImages, load_labeled_images
 from .saliency import saliency_map
 from .small_cnn import SmallCNN, TrainingHistory, classifier_accuracy, train_classifier
+from .validation import class_indices, non_negative_int, positive_int, probability
 
 __all__ = [
     "HARD_CLASSES",
@@ -187,7 +187,7 @@ def marked_set(images: torch.Tensor, labels: torch.Tensor, box, *, marked_class:
     return MarkedSet(stamp_marker(images, box, which=which), labels.clone(), which)
 
 
-def shortcut_sets(data: LabelledImages, box, *, marked_class: int, p_marked: float, p_other: float,
+def shortcut_sets(data: LabeledImages, box, *, marked_class: int, p_marked: float, p_other: float,
                   test_fraction: float = 0.25,
                   generator: torch.Generator | None = None) -> tuple[MarkedSet, MarkedSet, MarkedSet]:
     """``(train, same, moved)``: the images of ``data`` (as RGB) split at random into training and
@@ -279,7 +279,7 @@ def bias_experiment(steps: int = 150, *, marked_class: int | None = None, marker
                     generator: torch.Generator | None = None, progress: bool = True) -> BiasExperiment:
     """Train a classifier on images where a marker gives one class away, and test it.
 
-    Loads :func:`cs_utils.load_labelled_images` (``dataset``, its files in ``root``, ``size`` x
+    Loads :func:`cs_utils.load_labeled_images` (``dataset``, its files in ``root``, ``size`` x
     ``size``, ``n_images`` of them or all), builds :func:`shortcut_sets` with a ``marker_size`` px marker in
     ``corner`` on a ``p_marked`` share of class ``marked_class`` (default: the data set's
     :data:`HARD_CLASSES` entry) and a ``p_other`` share of the others, trains a
@@ -288,16 +288,14 @@ def bias_experiment(steps: int = 150, *, marked_class: int | None = None, marker
     ``same`` and ``moved`` test sets. ``generator`` draws everything (seed 0 without one).
     Returns a :class:`BiasExperiment`; ``print(result.summary())``.
 
-    The defaults make the shortcut reliable: on digits (seeds 0-9; 60, 150 and 2000 steps,
-    0.5 s, 1.3 s and 20 s of training on one core) accuracy falls by 39-73 points when the
-    marker moves and the marker gets 8-12x its share of the image in the saliency maps;
-    on Fashion-MNIST (seeds 0-2, 60 and 150 steps) 53-67 points and 4.9-8.6x. With the marker on
-    90 % of the class and 2 % of the others, digits are learned from their shapes instead
-    (drop 11-19 points, 4-7x).
+    The defaults make the shortcut reliable: with them the network learns the marker, not the
+    shape (accuracy falls when the marker moves, and the saliency maps crowd on the marker); with
+    the marker on most but not all of the class and a few others, it learns the shapes instead.
+    The measured drops are in ``benchmarks/README.md``.
     """
     steps = positive_int(steps, "steps")
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
-    data = load_labelled_images(n_images, size=size, dataset=dataset, root=root, generator=generator)
+    data = load_labeled_images(n_images, size=size, dataset=dataset, root=root, generator=generator)
     if marked_class is None:
         marked_class = HARD_CLASSES[data.name]
     marked_class = int(class_indices(marked_class, 1, classes=len(data.class_names), what="marked_class")[0])

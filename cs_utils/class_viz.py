@@ -8,10 +8,8 @@ spectrum's magnitude to that of photos and optimise only its phase.
 
 Everything here is a thin layer over :func:`cs_utils.optimize.optimize_image`:
 
-* objectives (``x -> loss to minimise``) come from :mod:`cs_utils.objectives`
+* objectives (``x -> loss to minimize``) come from :mod:`cs_utils.objectives`
   (``class_score``, ``channel``, ``neuron``, ``direction``, ...; they add and scale);
-  :func:`class_score_objective`, :func:`channel_objective`, :func:`neuron_objective` and
-  :func:`representation_objective` are their names here;
 * :func:`class_visualization`: one call with a recipe (:data:`RECIPES`; the default,
   ``"natural"``, was chosen by measuring clipped pixels, high frequencies and recognition by a
   second network, see ``benchmarks/bench_class_viz.py`` and :mod:`cs_utils.image_stats`);
@@ -25,56 +23,25 @@ import inspect
 import torch
 from torch import nn
 
-from . import checks, objectives
-from .checks import check_image, model_input
+from . import objectives, validation
 from .hooks import evaluating
-from .image_stats import class_ranks, photo_amplitude_spectrum
+from .image_stats import photo_amplitude_spectrum
 from .objectives import Objective
-from .optimize import (
-    Compose,
-    FourierImage,
-    GaussianBlur,
-    Jitter,
-    L2Penalty,
-    Pad,
-    RandomCrops,
-    RandomRotate,
-    RandomScale,
-    SpectralPhaseImage,
-    color_basis,
-    optimize_image,
-)
+from .optimize import optimize_image
+from .parameterizations import FourierImage, SpectralPhaseImage, color_basis
+from .regularizers import GaussianBlur, L2Penalty
 from .runtime import model_device
+from .transforms import Compose, Jitter, Pad, RandomCrops, RandomRotate, RandomScale
+from .validation import model_input, validate_image
 
 __all__ = [
-    "Objective",
     "DEFAULT_RECIPE",
     "RECIPES",
     "RECIPE_STEPS",
-    "channel_objective",
-    "class_ranks",
-    "class_score_objective",
     "class_visualization",
     "class_visualization_step",
-    "neuron_objective",
-    "representation_objective",
     "stretch_contrast",
 ]
-
-
-# The objectives live in cs_utils.objectives; these are their names from before it existed.
-class_score_objective = objectives.class_score
-channel_objective = objectives.channel
-neuron_objective = objectives.neuron
-
-
-def representation_objective(model: nn.Module, direction: torch.Tensor, layer: str = "pool", *,
-                             cosine_power: float = 0.0) -> Objective:
-    """:func:`cs_utils.objectives.direction` with the arguments in their old order: maximise the
-    projection of the ``layer`` features (default ``"pool"``, the penultimate 1280-d representation
-    that the classifier reads) on ``direction``, e.g. the features of a photo or a row of the
-    classifier's weight matrix."""
-    return objectives.direction(model, layer, direction, cosine_power=cosine_power)
 
 
 # --------------------------------------------------------------------------- the CS231n step (exercise)
@@ -89,7 +56,7 @@ def class_visualization_step(model: nn.Module, img: torch.Tensor, target: int, *
     :func:`class_visualization` adds those.
     """
     img = model_input(model, img, "img")   # a checked, detached copy in the model's device and dtype
-    targets = checks.class_indices(target, img.shape[0], classes=checks.num_classes(model))
+    targets = validation.class_indices(target, img.shape[0], classes=validation.num_classes(model))
     ### BEGIN SOLUTION
     x = img.detach().clone().requires_grad_(True)
     scores = model(x).gather(1, targets.to(x.device)[:, None]).sum()
@@ -213,7 +180,7 @@ def class_visualization(model: nn.Module, target, *, steps: int | None = None, r
 def stretch_contrast(x: torch.Tensor, *, percentile: float = 99.5) -> torch.Tensor:
     """For display: scale each image's deviation from mid-grey so that its ``percentile``-th largest
     absolute deviation reaches 0 or 1 (faint raw-pixel visualizations become visible); clamped."""
-    check_image(x)
+    validate_image(x)
     dev = x.detach() - 0.5
     scale = torch.quantile(dev.abs().flatten(1), percentile / 100, dim=1).clamp_min(1e-6)
     return (0.5 + 0.5 * dev / scale.view(-1, 1, 1, 1)).clamp(0, 1)

@@ -21,6 +21,7 @@ __all__ = [
     "DATA_DIR",
     "NUM_CLASSES",
     "SampleImage",
+    "catalog",
     "imagenet_index",
     "imagenet_label",
     "imagenet_labels",
@@ -111,7 +112,7 @@ def imagenet_index(name: str) -> int:
     close = difflib.get_close_matches(key, table.keys(), n=5, cutoff=0.6)
     hint = f"; close matches: {', '.join(repr(c) for c in close)}" if close else ""
     raise KeyError(f"{name!r} is not an ImageNet class name{hint}. "
-                   "cs_utils.imagenet_labels() lists all 1000.")
+                   "cs_utils.data.imagenet_labels() lists all 1000.")
 
 
 # --------------------------------------------------------------------------- sample photos
@@ -123,7 +124,7 @@ class SampleImage:
     name: str
     path: Path
     source: str
-    licence: str
+    license: str
     label: int | None = None   # true ImageNet class where known
     kind: str = "photo"        # "photo" or "painting"
 
@@ -166,7 +167,8 @@ _DATA = (
 
 
 @functools.lru_cache(maxsize=1)
-def _catalogue() -> tuple[SampleImage, ...]:
+def catalog() -> tuple[SampleImage, ...]:
+    """Every offline photo with its source, licence and label where known (read once)."""
     images = []
     foolbox_dir = _package_dir("foolbox") / "data"
     for path in sorted(foolbox_dir.glob("imagenet_*.jpg")):
@@ -193,12 +195,12 @@ def sample_images(kind: str | None = None) -> list[SampleImage]:
     """Every offline sample image (optionally only ``kind="photo"`` or ``"painting"``)."""
     if kind not in (None, "photo", "painting"):
         raise ValueError(f"kind must be None, 'photo' or 'painting', got {kind!r}")
-    return [s for s in _catalogue() if kind is None or s.kind == kind]
+    return [s for s in catalog() if kind is None or s.kind == kind]
 
 
 def sample_image(name: str) -> SampleImage:
     """The sample image called ``name`` (see :func:`sample_images`)."""
-    by_name = {s.name: s for s in _catalogue()}
+    by_name = {s.name: s for s in catalog()}
     if name in by_name:
         return by_name[name]
     close = difflib.get_close_matches(name, by_name, n=5, cutoff=0.5)

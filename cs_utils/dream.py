@@ -23,10 +23,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import objectives
-from .checks import check_image, check_layer, model_dtype, model_input, non_negative_int, positive_int
+from .history import History
 from .hooks import evaluating, extract_features
-from .optimize import Clamp, History, Jitter, NormalizedGradient, TVPenalty, optimize_image
+from .optimize import NormalizedGradient, optimize_image
+from .regularizers import TVPenalty
 from .runtime import model_device
+from .transforms import Clamp, Jitter
+from .validation import (
+    model_dtype,
+    model_input,
+    non_negative_int,
+    positive_int,
+    validate_image,
+    validate_layer,
+)
 
 __all__ = [
     "deepdream",
@@ -42,7 +52,7 @@ __all__ = [
 def roll_offsets(jitter: int, generator: torch.Generator | None = None) -> tuple[int, int]:
     """A random (down, right) shift, each uniform in ``-jitter .. jitter``, drawn from ``generator``.
 
-    Drawn exactly as :class:`cs_utils.optimize.Jitter` draws its roll, so one
+    Drawn exactly as :class:`cs_utils.transforms.Jitter` draws its roll, so one
     :func:`deepdream_step` equals one step of :func:`deepdream` with the same generator.
     """
     if jitter == 0:
@@ -68,7 +78,7 @@ def deepdream_step(model: nn.Module, x: torch.Tensor, layer: str, *, step_size: 
     Returns the new image, detached, on ``x``'s device; ``x`` itself is not changed.
     """
     image = model_input(model, x)      # a checked, detached copy on the model's device, in its dtype
-    check_layer(model, layer)          # a clear error for a wrong name, before any work
+    validate_layer(model, layer)          # a clear error for a wrong name, before any work
     dy, dx = roll_offsets(non_negative_int(jitter, "jitter"), generator)   # the random shift, drawn for you
     with evaluating(model):
         ### BEGIN SOLUTION
@@ -146,8 +156,8 @@ def deepdream(model: nn.Module, x: torch.Tensor, layer: str, *, octaves: int = 3
     :class:`History` whose ``objective`` is ``-0.5 * ||phi||^2`` per step (it grows with the
     octave's size) and whose ``extra["octave"]`` says which octave each step belongs to.
     """
-    x = check_image(x)
-    check_layer(model, layer)
+    x = validate_image(x)
+    validate_layer(model, layer)
     non_negative_int(jitter, "jitter")
     positive_int(steps_per_octave, "steps_per_octave")
     sizes = octave_sizes(x.shape[2], x.shape[3], octaves, octave_scale)
@@ -195,8 +205,8 @@ def invert_features(model: nn.Module, x: torch.Tensor, layer: str, *, steps: int
     every step, ``history.extra["relative_feature_error"]`` the final
     ``||phi(x*) - phi(x)|| / ||phi(x)||`` of each image (:func:`relative_feature_error`).
     """
-    x = check_image(x)
-    check_layer(model, layer)
+    x = validate_image(x)
+    validate_layer(model, layer)
     positive_int(steps, "steps")
     non_negative_int(jitter, "jitter")
     if tv_weight < 0:
@@ -223,11 +233,11 @@ def invert_features(model: nn.Module, x: torch.Tensor, layer: str, *, steps: int
 def relative_feature_error(model: nn.Module, image: torch.Tensor, x: torch.Tensor,
                            layer: str) -> torch.Tensor:
     """``||phi(image) - phi(x)|| / ||phi(x)||`` at ``layer``, one value per image: shape (N,)."""
-    image, x = check_image(image, "image"), check_image(x)
+    image, x = validate_image(image, "image"), validate_image(x)
     if image.shape != x.shape:
         raise ValueError(f"image and x must have the same shape, got {tuple(image.shape)} and "
                          f"{tuple(x.shape)}")
-    check_layer(model, layer)
+    validate_layer(model, layer)
     with torch.no_grad(), evaluating(model):
         both = torch.cat([model_input(model, image, "image"), model_input(model, x)])
         both = extract_features(model, both, [layer])[layer].flatten(1)

@@ -5,7 +5,7 @@
   :func:`rank_correlation`; a map that explains the model must change (correlation near 0).
 * Faithfulness (Petsiuk et al. 2018): :func:`deletion_curve` deletes the most important
   cells first and watches p(target) fall (small area: good); :func:`insertion_curve`
-  starts from a blurred copy (:func:`gaussian_blur`) and puts the most important cells
+  starts from a blurred copy (:func:`cs_utils.blur.gaussian_blur`) and puts the most important cells
   back first (large area: good). Both share one ordering and masking code.
 * :func:`evaluation_table`: every measure for several explainers on the same images, as
   one :class:`EvaluationTable` (text or Markdown, or plain rows).
@@ -13,7 +13,7 @@
 An explainer is any callable ``fn(model, x, target) -> maps`` with maps (N, H, W) or
 (N, C, H, W), e.g. :func:`cs_utils.saliency_map`. Every function leaves the caller's
 model and tensors as it found them: randomisation works on copies, forward passes run
-under :func:`cs_utils.evaluating` and ``torch.inference_mode``.
+under :func:`cs_utils.hooks.evaluating` and ``torch.inference_mode``.
 """
 
 from __future__ import annotations
@@ -31,10 +31,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .checks import check_layers, check_model, positive_int
+from .blur import gaussian_blur
+from .explainers import fill_colors, prepare, target_scores
 from .hooks import evaluating, get_layer
 from .runtime import progress_bar
-from .saliency import _fill_colours, _prepare, saliency_map, target_scores
+from .saliency import saliency_map
+from .validation import positive_int, validate_layers, validate_model
 
 __all__ = [
     "DeletionCurve",
@@ -44,7 +46,6 @@ __all__ = [
     "cascading_randomization",
     "deletion_curve",
     "evaluation_table",
-    "gaussian_blur",
     "insertion_curve",
     "randomized_copy",
     "rank_correlation",
@@ -62,7 +63,7 @@ def randomized_copy(model: nn.Module, layer_names: Sequence[str], *,
     scales stay plausible while everything learned is gone (Adebayo et al.
     2018). Buffers (batch-norm statistics) are kept.
     """
-    layer_names = check_layers(model, layer_names, "layer_names")  # validate on the original
+    layer_names = validate_layers(model, layer_names, "layer_names")  # validate on the original
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     clone = copy.deepcopy(model)
     with torch.no_grad():
@@ -154,44 +155,6 @@ class InsertionCurve(NamedTuple):
     auc: torch.Tensor            # (N,) area under each curve (trapezoid rule), divided by until
 
 
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Images (N, C, H, W) blurred with a Gaussian of ``sigma`` pixels; a new tensor.
-
-    Each output pixel is the Gaussian-weighted mean of the pixels inside the image
-    (no padding values leak in at the borders), so a constant image stays constant; unlike
-    :func:`cs_utils.optimize.gaussian_blur` (mirrored borders, the class-visualization
-    regulariser) it also takes ``sigma`` larger than the image.
-    ``sigma=0`` copies the images; ``sigma=math.inf`` gives each image's mean colour
-    everywhere.
-    """
-    if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.is_floating_point():
-        raise ValueError(f"expected float images (N, C, H, W), got {getattr(x, 'shape', type(x).__name__)}")
-    if (not isinstance(sigma, numbers.Real) or isinstance(sigma, bool) or math.isnan(sigma)
-            or sigma < 0):
-        raise ValueError(f"blur_sigma must be a number of pixels >= 0 (math.inf: the mean colour), "
-                         f"got {sigma!r}")
-    x = x.detach()
-    if sigma == 0:
-        return x.clone()
-    if math.isinf(sigma):
-        return x.mean(dim=(2, 3), keepdim=True).expand_as(x).clone()
-    height, width = x.shape[-2:]
-
-    def kernel(size: int) -> torch.Tensor:
-        radius = min(math.ceil(3 * sigma), size - 1)   # a wider kernel would touch no pixel
-        offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
-        return torch.exp(-offsets ** 2 / (2 * sigma ** 2)).to(x.dtype).to(x.device)
-
-    kh, kw = kernel(height), kernel(width)
-
-    def blur(images: torch.Tensor) -> torch.Tensor:      # (B, 1, H, W), zero padding
-        images = F.conv2d(images, kh.view(1, 1, -1, 1), padding=(len(kh) // 2, 0))
-        return F.conv2d(images, kw.view(1, 1, 1, -1), padding=(0, len(kw) // 2))
-
-    weights = blur(torch.ones(1, 1, height, width, dtype=x.dtype, device=x.device))
-    return (blur(x.reshape(-1, 1, height, width)) / weights).view(x.shape)
-
-
 def _cell_ranks(saliency: torch.Tensor | None, shape: torch.Size, cell,
                 generator) -> tuple[torch.Tensor, int]:
     """Each pixel's place in the order of its ``cell`` x ``cell`` square, most important first.
@@ -226,7 +189,7 @@ def _reveal_curve(model: nn.Module, x, target, saliency, *, steps, until, cell, 
 
     Returns the fractions, the (N, steps + 1) probabilities of the target and the AUCs.
     """
-    xd, target = _prepare(model, x, target)
+    xd, target = prepare(model, x, target)
     steps = positive_int(steps, "steps")
     batch_size = positive_int(batch_size, "batch_size")
     if isinstance(until, bool) or not isinstance(until, numbers.Real) or not 0 < until <= 1:
@@ -274,7 +237,7 @@ def deletion_curve(model: nn.Module, x: torch.Tensor, target, saliency: torch.Te
                 raise ValueError(f"a fill image must have the shape of x, {tuple(xd.shape)}, "
                                  f"got {tuple(fill.shape)}")
             return fill.detach().to(xd.device, xd.dtype)
-        return _fill_colours(xd, fill)[:, :, None, None]
+        return fill_colors(xd, fill)[:, :, None, None]
 
     return DeletionCurve(*_reveal_curve(model, x, target, saliency, steps=steps, until=until, cell=cell,
                                         batch_size=batch_size, generator=generator,
@@ -296,7 +259,7 @@ def insertion_curve(model: nn.Module, x: torch.Tensor, target, saliency: torch.T
     """
     return InsertionCurve(*_reveal_curve(model, x, target, saliency, steps=steps, until=until, cell=cell,
                                          batch_size=batch_size, generator=generator,
-                                         hidden=lambda xd: gaussian_blur(xd, blur_sigma),
+                                         hidden=lambda xd: gaussian_blur(xd, blur_sigma, border="inside"),
                                          shown=lambda xd: xd))
 
 
@@ -431,8 +394,8 @@ def evaluation_table(model: nn.Module, images: torch.Tensor, targets, explainers
     random weights (seed 0 without one). Returns an :class:`EvaluationTable`; per-image
     scores are in ``table[name]``, the means in ``table.to_rows()``; ``print(table)``.
     """
-    check_model(model)
-    xd, targets = _prepare(model, images, targets)
+    validate_model(model)
+    xd, targets = prepare(model, images, targets)
     if not isinstance(explainers, Mapping):
         raise TypeError("explainers must be a dict {name: fn(model, x, target) -> maps}, "
                         f"got {type(explainers).__name__}")
@@ -443,9 +406,9 @@ def evaluation_table(model: nn.Module, images: torch.Tensor, targets, explainers
             raise TypeError(f"explainers must map names (str) to callables fn(model, x, target), got "
                             f"{name!r}: {type(fn).__name__}")
     layers = _top_layer(model) if randomize_layers is None else list(
-        check_layers(model, _layer_list(randomize_layers), "randomize_layers"))
+        validate_layers(model, _layer_list(randomize_layers), "randomize_layers"))
     steps, batch_size = positive_int(steps, "steps"), positive_int(batch_size, "batch_size")
-    gaussian_blur(xd[:1], blur_sigma)                  # check blur_sigma before any explainer runs
+    gaussian_blur(xd[:1], blur_sigma, border="inside")   # checks blur_sigma before any explainer runs
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     *_, (_, randomized) = _cascade(model, layers, generator)
     n = xd.shape[0]

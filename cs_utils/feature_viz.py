@@ -3,7 +3,7 @@
 * :func:`multifaceted_visualization`: a batch of images that each excite one class or unit
   but differ from each other, through a diversity term on the batch (the Gram matrices of an
   intermediate layer, :func:`cs_utils.objectives.diversity`; Nguyen, Yosinski & Clune 2016;
-  Olah et al. 2017), optionally with a centre bias (:class:`cs_utils.optimize.CentreBias`);
+  Olah et al. 2017), optionally with a center bias (:class:`cs_utils.regularizers.CenterBias`);
 * :func:`mean_pairwise_cosine`: how alike a batch of images is for a network (the mean cosine
   similarity of their penultimate features): the number that says the facets differ;
 * :func:`layer_tour`: channel visualizations at several depths, each with the real photo patches
@@ -22,14 +22,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import checks, objectives
+from . import objectives, validation
 from .activating_patches import crop_patches, top_activations
-from .checks import check_image, model_input
 from .class_viz import class_visualization
 from .hooks import evaluating, extract_features
 from .objectives import Objective
-from .optimize import CentreBias
 from .receptive_fields import receptive_field
+from .regularizers import CenterBias
+from .validation import model_input, validate_image
 
 __all__ = [
     "DIVERSITY",
@@ -43,17 +43,16 @@ __all__ = [
 
 #: The layer whose Gram matrices the diversity term compares (parts and object-level patterns).
 DIVERSITY_LAYER = "blocks.12"
-#: The diversity term's default weight, and that of the class's cross-entropy for a class target,
-#: measured on 9 classes at 160 px, 128 steps: weight 200 alone pushed a facet of 6 of them out of
-#: EfficientNet-Lite2's top 5 (into other classes); 150 with the cross-entropy at 10, of 4 (see
-#: notebook 03).
+#: The diversity term's default weight, and that of the class's cross-entropy for a class target:
+#: the diversity term alone pushes facets into other classes, the cross-entropy keeps them in the
+#: class (the measurement is in notebook 03 and ``benchmarks/README.md``).
 DIVERSITY = 150.0
 KEEP_CLASS = 10.0
 
 
 def multifaceted_visualization(model: nn.Module, target, facets: int = 4, *, diversity: float = DIVERSITY,
                                diversity_layer: str = DIVERSITY_LAYER, keep_class: float = KEEP_CLASS,
-                               centre_bias: float = 0.0, generator: torch.Generator | None = None,
+                               center_bias: float = 0.0, generator: torch.Generator | None = None,
                                **settings):
     """``facets`` images that each maximise ``target`` (a class index or an objective) for ``model``
     and differ from each other: the objective is ``target + diversity * diversity_term``, with the
@@ -62,14 +61,14 @@ def multifaceted_visualization(model: nn.Module, target, facets: int = 4, *, div
 
     For a class index, ``keep_class`` times the class's cross-entropy is added too: the diversity
     term alone can push a facet into another class (its score stays high while another's rises
-    faster), the cross-entropy keeps every facet the class. ``centre_bias > 0`` adds a
-    :class:`~cs_utils.optimize.CentreBias` penalty of that weight. ``settings`` go to
+    faster), the cross-entropy keeps every facet the class. ``center_bias > 0`` adds a
+    :class:`~cs_utils.regularizers.CenterBias` penalty of that weight. ``settings`` go to
     :func:`cs_utils.class_visualization` (``steps``, ``recipe``, ``image_size``, ...).
     Returns ``(images, History)``; ``images`` is ``(facets, 3, H, W)``."""
-    facets = checks.positive_int(facets, "facets")
+    facets = validation.positive_int(facets, "facets")
     if facets < 2:
         raise ValueError(f"facets must be at least 2 (images that differ), got {facets}")
-    for name, value in (("diversity", diversity), ("keep_class", keep_class), ("centre_bias", centre_bias)):
+    for name, value in (("diversity", diversity), ("keep_class", keep_class), ("center_bias", center_bias)):
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or value < 0:
             raise ValueError(f"{name} must be a number >= 0, got {value!r}")
     if "batch" in settings:
@@ -82,8 +81,8 @@ def multifaceted_visualization(model: nn.Module, target, facets: int = 4, *, div
             goal = goal + keep_class * objectives.cross_entropy(model, target)
     objective = goal + diversity * objectives.diversity(model, diversity_layer) if diversity else goal
     regularizers = list(settings.pop("regularizers", []))
-    if centre_bias:
-        regularizers.append(CentreBias(centre_bias))
+    if center_bias:
+        regularizers.append(CenterBias(center_bias))
     return class_visualization(model, objective, batch=facets, generator=generator,
                                regularizers=regularizers, **settings)
 
@@ -94,7 +93,7 @@ def mean_pairwise_cosine(model: nn.Module, images: torch.Tensor, layer: str = "p
     x = model_input(model, images, "images")
     if x.shape[0] < 2:
         raise ValueError(f"mean_pairwise_cosine needs at least 2 images, got {x.shape[0]}")
-    checks.check_layer(model, layer)
+    validation.validate_layer(model, layer)
     with torch.no_grad(), evaluating(model):
         features = extract_features(model, x, [layer])[layer].flatten(1).float()
     unit = F.normalize(features, dim=1)
@@ -124,7 +123,7 @@ def layer_tour(model: nn.Module, channels: dict[str, list[int]], photos: torch.T
     ``photos`` (N, 3, H, W) that excite the channel most (at most one per photo, or per ``groups``
     id), as in notebook 01. Where a field reaches past a crop's border, its patch is grey; for
     layers whose field is larger than the crops, the whole crop is the patch."""
-    check_image(photos, "photos")
+    validate_image(photos, "photos")
     if not isinstance(channels, dict) or not channels:
         raise ValueError("channels must be a dict {layer: [channel, ...]} with at least one layer")
     visualizations, patches, activations, chosen = {}, {}, {}, {}
@@ -132,7 +131,7 @@ def layer_tour(model: nn.Module, channels: dict[str, list[int]], photos: torch.T
         layer_channels = [int(c) for c in layer_channels]
         if not layer_channels:
             raise ValueError(f"no channels given for layer {layer!r}")
-        checks.check_layer(model, layer)
+        validation.validate_layer(model, layer)
         objective = objectives.channel(model, layer, layer_channels)
         images, _ = class_visualization(model, objective, batch=len(layer_channels), generator=generator,
                                         progress=progress, **settings)

@@ -3,7 +3,7 @@
 Every loop in the package returns a :class:`History` (or a subclass that adds its own
 per-run results): the image optimisations (``optimize_image``, DeepDream, inversion,
 texture and style), the attacks (:class:`cs_utils.adversarial.AttackHistory`), fast-style
-training (:class:`cs_utils.fast_style.FastStyleHistory`) and classifier training
+training (:class:`cs_utils.fast_style_training.FastStyleHistory`) and classifier training
 (:class:`cs_utils.small_cnn.TrainingHistory`). They share one contract:
 
 * a *series* is a list with one number per step, found by name with :meth:`History.series`

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 import torch
 from torch import nn
 
-from .checks import check_layer
+from .validation import validate_layer
 
 __all__ = ["capture_activations", "capture_gradients", "get_layer", "layer_names"]
 
@@ -25,7 +25,7 @@ def layer_names(model: nn.Module) -> list[str]:
 
 def get_layer(model: nn.Module, name: str) -> nn.Module:
     """The submodule called ``name``; an unknown name raises a ``KeyError`` listing close ones."""
-    return model.get_submodule(check_layer(model, name))
+    return model.get_submodule(validate_layer(model, name))
 
 
 def _as_names(names) -> list[str]:

@@ -13,18 +13,16 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .checks import check_image
-
-__all__ = ["check_image", "load_image", "save_image", "to_numpy", "to_pil"]
+__all__ = ["load_image", "save_image", "to_numpy", "to_pil"]
 
 
 def _open(source) -> Image.Image:
-    from .data import _catalogue, sample_image
+    from .data import catalog, sample_image
 
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if isinstance(source, str) and not path.exists():
-            names = [s.name for s in _catalogue()]
+            names = [s.name for s in catalog()]
             if source in names:  # the name of a sample photo
                 path = sample_image(source).path
             else:

@@ -6,7 +6,7 @@
   removed) above half the Nyquist frequency (pixel noise, dot grids);
 * :func:`amplitude_spectrum` and :func:`photo_amplitude_spectrum`: the mean Fourier magnitude
   of images, and of the package's offline photos (the natural-image spectrum that
-  :class:`cs_utils.optimize.SpectralPhaseImage` keeps fixed);
+  :class:`cs_utils.parameterizations.SpectralPhaseImage` keeps fixed);
 * :func:`shifted_crop` and :func:`class_ranks`: recognisability, the rank of the intended
   class under a network (0 = top-1), also on a shifted crop of the image.
 
@@ -23,16 +23,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import checks
-from .checks import check_image, model_input
+from . import validation
 from .hooks import evaluating
+from .validation import model_input, validate_image
 
 __all__ = [
     "LUMA",
     "amplitude_spectrum",
     "class_ranks",
     "clipped_share",
-    "grey",
+    "gray",
     "high_frequency_share",
     "photo_amplitude_spectrum",
     "photo_statistics",
@@ -46,7 +46,7 @@ LUMA = (0.299, 0.587, 0.114)
 def clipped_share(images: torch.Tensor, *, tolerance: float = 1 / 255) -> torch.Tensor:
     """For each image, the fraction of pixels with at least one channel within ``tolerance``
     (default one 8-bit level) of 0 or 1: shape ``(N,)``, each value in [0, 1]."""
-    check_image(images, "images")
+    validate_image(images, "images")
     if not isinstance(tolerance, numbers.Real) or not 0 <= tolerance < 0.5:
         raise ValueError(f"tolerance must be a number in [0, 0.5), got {tolerance!r}")
     x = images.detach()
@@ -54,9 +54,9 @@ def clipped_share(images: torch.Tensor, *, tolerance: float = 1 / 255) -> torch.
     return clipped.flatten(1).float().mean(dim=1).cpu()
 
 
-def grey(images: torch.Tensor) -> torch.Tensor:
+def gray(images: torch.Tensor) -> torch.Tensor:
     """The grey level ``0.299 R + 0.587 G + 0.114 B`` of each pixel: shape ``(N, H, W)``."""
-    check_image(images, "images")
+    validate_image(images, "images")
     weights = torch.tensor(LUMA, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
     return (images.detach() * weights).sum(dim=1)
 
@@ -74,7 +74,7 @@ def high_frequency_share(images: torch.Tensor, *, cutoff: float = 0.25) -> torch
     frequency): shape ``(N,)``, each value in [0, 1]; 0 for a flat image."""
     if not isinstance(cutoff, numbers.Real) or not 0 < cutoff < 0.5:
         raise ValueError(f"cutoff must be a frequency in (0, 0.5) cycles per pixel, got {cutoff!r}")
-    g = grey(images).double()
+    g = gray(images).double()
     g = g - g.mean(dim=(-2, -1), keepdim=True)
     energy = torch.fft.fft2(g).abs().pow(2)
     high = _radial_frequency(*g.shape[-2:]).to(energy.device) > cutoff
@@ -88,7 +88,7 @@ def amplitude_spectrum(images: torch.Tensor, *, color_transform: torch.Tensor | 
     and channel): shape ``(3, H, W // 2 + 1)``, the layout of ``torch.fft.rfft2``.
     ``color_transform``: a 3x3 matrix ``M`` applied to each pixel's colours first (``M @ rgb``), e.g.
     the inverse of a colour-decorrelation basis."""
-    check_image(images, "images")
+    validate_image(images, "images")
     x = images.detach().double()
     x = x - x.mean(dim=(-2, -1), keepdim=True)
     if color_transform is not None:
@@ -110,7 +110,7 @@ def photo_amplitude_spectrum(size: int, *, color_transform: torch.Tensor | None 
     """:func:`amplitude_spectrum` of the package's offline photos (:func:`cs_utils.sample_images`,
     ``kind="photo"``), each resized and centre-cropped to ``size`` x ``size``: shape
     ``(3, size, size // 2 + 1)``. Computed from the photos on this machine, never downloaded."""
-    size = checks.positive_int(size, "size")
+    size = validation.positive_int(size, "size")
     if size < 8:
         raise ValueError(f"size must be at least 8 pixels, got {size}")
     return amplitude_spectrum(_photo_batch(size), color_transform=color_transform)
@@ -119,7 +119,7 @@ def photo_amplitude_spectrum(size: int, *, color_transform: torch.Tensor | None 
 def photo_statistics(size: int = 224) -> dict[str, float]:
     """Median :func:`high_frequency_share` and mean :func:`clipped_share` of the offline photos at
     ``size`` x ``size``: the reference values for generated images."""
-    photos = _photo_batch(checks.positive_int(size, "size"))
+    photos = _photo_batch(validation.positive_int(size, "size"))
     return {"high_frequency_share": float(high_frequency_share(photos).median()),
             "clipped_share": float(clipped_share(photos).mean())}
 
@@ -128,7 +128,7 @@ def shifted_crop(images: torch.Tensor, shift: float = 0.2) -> torch.Tensor:
     """The window of side ``1 - shift`` of each image that starts ``shift`` of the side from its
     top-left corner (the lower-right ``80%`` for ``shift=0.2``), resized back to the images' size
     with antialiasing: the same content moved by ``shift`` of the side and enlarged."""
-    check_image(images, "images")
+    validate_image(images, "images")
     if not isinstance(shift, numbers.Real) or not 0 <= shift < 1:
         raise ValueError(f"shift must be a fraction of the side in [0, 1), got {shift!r}")
     h, w = images.shape[-2:]
@@ -147,7 +147,7 @@ def class_ranks(model: nn.Module, images: torch.Tensor, targets, *, size: int | 
     after resizing the images to ``size`` (default: the model's native size; bilinear, antialiased
     when shrinking). ``targets``: one class index, or one per image. Returns an int64 tensor ``(N,)``."""
     x = model_input(model, images, "images")
-    targets = checks.class_indices(targets, images.shape[0], classes=checks.num_classes(model),
+    targets = validation.class_indices(targets, images.shape[0], classes=validation.num_classes(model),
                                    what="targets")
     size = int(size or getattr(model, "native_image_size", images.shape[-1]))
     device = x.device

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import non_negative_int
+from .validation import non_negative_int
 
 __all__ = [
     "CONTENT_LAYER",

@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import check_image, model_dtype, non_negative_int, positive_int
 from .hooks import evaluating, extract_features, get_layer
 from .image import load_image
 from .runtime import model_device, progress_bar
+from .validation import model_dtype, non_negative_int, positive_int, validate_image
 
 __all__ = [
     "Gallery",
@@ -54,7 +54,7 @@ def compute_features(model: nn.Module, images: torch.Tensor, layer: str = "pool"
     ``batch_size``, and each forward pass stops after ``layer``. For EfficientNet
     ``"pool"`` gives the 1280-d penultimate features.
     """
-    check_image(images, "images")
+    validate_image(images, "images")
     batch_size = positive_int(batch_size, "batch_size")
     get_layer(model, layer)
     device, dtype = model_device(model), model_dtype(model)
@@ -181,7 +181,7 @@ def random_crops(images, n: int, size: int, *, scale=(0.4, 1.0),
                                                                        for i in range(len(images))]
     out, source = [], []
     for index, image in enumerate(items):
-        image = check_image(image if image.dim() == 4 else image[None], "images[i]")
+        image = validate_image(image if image.dim() == 4 else image[None], "images[i]")
         h, w = image.shape[-2:]
         for _ in range(n):
             u = torch.rand(3, generator=generator).tolist()

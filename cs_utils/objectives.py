@@ -47,7 +47,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from . import checks
+from . import validation
 from .engine.gram import gram_losses
 from .hooks import capture_activations, extract_features
 from .losses import content_loss, tv_loss
@@ -92,13 +92,14 @@ class Objective:
         if (model is None) != (layers is None):
             raise ValueError("give both model and layers (fn then receives the features), or neither")
         self.fn, self.name, self.key = fn, str(name), None
-        self.model = None if model is None else checks.check_model(model)
+        self.model = None if model is None else validation.validate_model(model)
         self.layers: tuple[str, ...] = ()
         if layers is not None:
             names = [layers] if isinstance(layers, str) else list(layers)
             if not names:
                 raise ValueError("layers must name at least one layer (MODEL_OUTPUT for the output)")
-            self.layers = tuple(n if n == MODEL_OUTPUT else checks.check_layer(model, n) for n in names)
+            self.layers = tuple(n if n == MODEL_OUTPUT else validation.validate_layer(model, n)
+                                for n in names)
 
     # -- evaluation
 
@@ -248,8 +249,8 @@ def _select_channel(out: torch.Tensor, layer: str, channel: int) -> torch.Tensor
 def class_score(model: torch.nn.Module, target) -> Objective:
     """``-s_target(x)`` summed over the batch: ascend the *unnormalised* class score (not the
     softmax probability, which can rise by pushing other classes down). ``target``: one class index."""
-    checks.check_model(model)
-    targets = checks.class_indices(target, 1, classes=checks.num_classes(model))
+    validation.validate_model(model)
+    targets = validation.class_indices(target, 1, classes=validation.num_classes(model))
 
     def loss(features):
         scores = features[MODEL_OUTPUT]
@@ -262,7 +263,7 @@ def class_score(model: torch.nn.Module, target) -> Objective:
 def channel(model: torch.nn.Module, layer: str, channel) -> Objective:
     """``-mean`` activation of one channel of ``layer`` over all positions (a "feature" visualization).
     ``channel``: one index for every image, or a list with one index per image of the batch."""
-    checks.check_layer(model, layer)
+    validation.validate_layer(model, layer)
     if isinstance(channel, (list, tuple)):
         indices = [_check_channel(c) for c in channel]
         if not indices:
@@ -289,7 +290,7 @@ def neuron(model: torch.nn.Module, layer: str, channel: int, position=None) -> O
     """``-activation`` of one unit: channel ``channel`` of ``layer`` at ``position`` = (row, column) of the
     layer's feature map (default: the centre), i.e. one neuron with a receptive field in the image."""
     index = _check_channel(channel)
-    checks.check_layer(model, layer)
+    validation.validate_layer(model, layer)
 
     def loss(features):
         out = _select_channel(features[layer], layer, index)
@@ -308,7 +309,7 @@ def direction(model: torch.nn.Module, layer: str, vector: torch.Tensor, *,
     ``cos(f(x), v) ** cosine_power`` (Olah et al.'s "direction" objective: with a power > 0 the
     image must point the same way as ``v``, not just have large features). ``vector`` may be the
     features of a photo or a row of the classifier's weight matrix."""
-    checks.check_layer(model, layer)
+    validation.validate_layer(model, layer)
     if not isinstance(vector, torch.Tensor) or not vector.is_floating_point():
         raise TypeError("direction must be a float tensor of the layer's feature size")
     target = vector.detach().reshape(1, -1)
@@ -331,19 +332,19 @@ def direction(model: torch.nn.Module, layer: str, vector: torch.Tensor, *,
 def layer_l2(model: torch.nn.Module, layer: str) -> Objective:
     """``-0.5 * ||phi(x)||^2`` of ``layer``'s activation (DeepDream: its gradient at the layer is
     ``-phi(x)``, so descending it amplifies whatever the layer already sees)."""
-    checks.check_layer(model, layer)
+    validation.validate_layer(model, layer)
     return Objective(lambda f: -0.5 * f[layer].pow(2).sum(), f"{layer} L2", model=model, layers=[layer])
 
 
 def feature_match(model: torch.nn.Module, layer: str, target_features: torch.Tensor, *,
                   weight: float | None = None) -> Objective:
-    """``weight * ||phi(x) - target||^2`` at ``layer`` (:func:`cs_utils.content_loss`).
+    """``weight * ||phi(x) - target||^2`` at ``layer`` (:func:`cs_utils.losses.content_loss`).
 
     The default ``weight=None`` is ``1 / ||target||^2``: the relative squared feature error of
     feature inversion (Mahendran & Vedaldi 2015). ``weight=1 / target.numel()`` gives the mean
     squared error, the content loss of style transfer.
     """
-    checks.check_layer(model, layer)
+    validation.validate_layer(model, layer)
     if not isinstance(target_features, torch.Tensor) or not target_features.is_floating_point():
         raise TypeError("target_features must be a float tensor: the layer's activation of the target image")
     target = target_features.detach()
@@ -355,9 +356,9 @@ def feature_match(model: torch.nn.Module, layer: str, target_features: torch.Ten
 
 def gram_match(model: torch.nn.Module, layers: Sequence[str], target_grams: Sequence[torch.Tensor],
                layer_weights: float | Sequence[float] = 1.0) -> Objective:
-    """``sum_l w_l * mean((G_l(x) - A_l)^2)`` (:func:`cs_utils.style_loss`): match the Gram matrices
+    """``sum_l w_l * mean((G_l(x) - A_l)^2)`` (:func:`cs_utils.losses.style_loss`): match the Gram matrices
     ``target_grams[i]`` of a texture or style at ``layers[i]`` (texture synthesis, style transfer)."""
-    layers = checks.check_layers(model, layers)
+    layers = validation.validate_layers(model, layers)
     grams = list(target_grams)
     if len(grams) != len(layers) or not all(isinstance(g, torch.Tensor) for g in grams):
         raise ValueError(f"give one target Gram matrix (a tensor) per layer: {len(layers)} layers, "
@@ -375,10 +376,10 @@ def cross_entropy(model: torch.nn.Module, labels) -> Objective:
     """The cross-entropy of ``labels`` (one class index, or one per image), summed over the batch:
     minimise it to make the model predict ``labels`` (a targeted attack), minimise
     ``-cross_entropy`` to push it away from them (an untargeted attack such as PGD)."""
-    checks.check_model(model)
+    validation.validate_model(model)
     one_per_image = isinstance(labels, (list, tuple)) or getattr(labels, "ndim", 0) > 0
     count = len(labels) if one_per_image else 1
-    targets = checks.class_indices(labels, count, classes=checks.num_classes(model), what="labels")
+    targets = validation.class_indices(labels, count, classes=validation.num_classes(model), what="labels")
 
     def loss(features):
         scores = features[MODEL_OUTPUT]
@@ -406,7 +407,7 @@ def diversity(model: torch.nn.Module, layer: str, *, facets: int | None = None) 
     style. ``facets``: the number of images when the batch holds several views of each
     (crop-major, as :class:`cs_utils.transforms.RandomCrops` returns them); the Gram matrices of the
     views of one image are averaged. Needs at least two images."""
-    checks.check_layer(model, layer)
+    validation.validate_layer(model, layer)
     if facets is not None and (isinstance(facets, bool) or not isinstance(facets, int) or facets < 2):
         raise ValueError(f"facets must be an int >= 2 (images that should differ), got {facets!r}")
 

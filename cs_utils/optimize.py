@@ -10,14 +10,14 @@ parts they combine:
   vocabulary of :mod:`cs_utils.objectives` (``class_score``, ``channel``, ``layer_l2``,
   ``gram_match``, ...), whose terms add, scale and share one forward pass; terms marked
   with ``.track(key)`` are recorded in ``history.extra[key]``;
-* a **parameterisation** of the image: raw pixels (:class:`PixelImage`) or a
-  decorrelated Fourier basis (:class:`FourierImage`, Olah et al. 2017);
+* a **parameterization** of the image (:mod:`cs_utils.parameterizations`): raw pixels
+  (``PixelImage``), a decorrelated Fourier basis (``FourierImage``, Olah et al. 2017) or a
+  spectrum's phase (``SpectralPhaseImage``);
 * **transforms** applied to the image before the objective sees it, drawn at
-  random each step from the ``generator`` (:mod:`cs_utils.transforms`: :class:`Jitter`,
-  :class:`Pad`, :class:`RandomScale`, :class:`RandomRotate`, :class:`Clamp`, :class:`Compose`);
-* **regularisers** (:class:`L2Penalty`, :class:`TVPenalty`,
-  :class:`GaussianBlur`, :class:`ClipSmallPixels`,
-  :class:`ClipSmallGradients`; Yosinski et al. 2015);
+  random each step from the ``generator`` (:mod:`cs_utils.transforms`: ``Jitter``,
+  ``Pad``, ``RandomScale``, ``RandomRotate``, ``RandomCrops``, ``Clamp``, ``Compose``);
+* **regularizers** (:mod:`cs_utils.regularizers`: ``L2Penalty``, ``TVPenalty``, ``CenterBias``,
+  ``GaussianBlur``, ``ClipSmallPixels``, ``ClipSmallGradients``);
 * an **optimiser**: ``"adam"``, ``"sgd"``, ``"lbfgs"`` or
   :class:`NormalizedGradient` (steps of fixed size along the gradient's direction or
   its sign, as CS231n's class visualization, DeepDream and PGD use);
@@ -37,293 +37,29 @@ caller's ``init`` tensor is never modified.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .engine.lbfgs import LBFGS, clamp_straight_through
 from .history import History
-from .losses import tv_loss
 from .objectives import Objective
-from .transforms import Clamp, Compose, Jitter, Pad, RandomCrops, RandomRotate, RandomScale
+from .parameterizations import PixelImage
+from .regularizers import Regularizer
+from .transforms import Compose
 
 __all__ = [
-    "Clamp",
-    "CentreBias",
-    "ClipSmallGradients",
-    "ClipSmallPixels",
-    "Compose",
-    "FourierImage",
-    "GaussianBlur",
-    "History",
-    "Jitter",
-    "L2Penalty",
     "NormalizedGradient",
     "NormalizedGradientDescent",
-    "Pad",
-    "PixelImage",
-    "RandomRotate",
-    "RandomCrops",
-    "RandomScale",
-    "Regularizer",
-    "SpectralPhaseImage",
-    "TVPenalty",
-    "color_basis",
-    "gaussian_blur",
     "normalized_direction",
     "optimize_image",
 ]
 
 
-# ----------------------------------------------------------------------------- parameterisations
-
-class PixelImage:
-    """The image is its own parameter: a copy of ``init`` (N, 3, H, W), optimised directly."""
-
-    def __init__(self, init: torch.Tensor):
-        if not isinstance(init, torch.Tensor) or init.dim() != 4:
-            shape = tuple(init.shape) if isinstance(init, torch.Tensor) else type(init).__name__
-            raise ValueError(f"init must be an image batch of shape (N, C, H, W), got {shape}")
-        if not init.is_floating_point():
-            raise TypeError(f"init must be a float tensor in [0, 1], got {init.dtype}")
-        self.pixels = init.detach().clone().requires_grad_(True)
-
-    def parameters(self) -> list[torch.Tensor]:
-        return [self.pixels]
-
-    def image(self) -> torch.Tensor:
-        return self.pixels
-
-
-# Square root of the colour correlation of ImageNet photos (Olah et al. 2017, Lucid).
-_COLOR_CORRELATION_SVD_SQRT = torch.tensor([[0.26, 0.09, 0.02],
-                                            [0.27, 0.00, -0.05],
-                                            [0.27, -0.09, 0.03]])
-
-
-class FourierImage:
-    """An image parameterised by its 2-D Fourier spectrum in decorrelated colour space.
-
-    Each frequency's coefficient is scaled by ``1 / f^decay``, so plain gradient
-    steps change low frequencies more than high ones (the high-frequency noise
-    that raw-pixel ascent produces is damped); colours go through the square
-    root of ImageNet's colour correlation and a sigmoid keeps pixels in (0, 1).
-    ``scale`` multiplies the decorrelated image before the sigmoid (more
-    contrast). With ``normalize`` the decorrelated image is first standardised per image (mean 0,
-    standard deviation 1), so ``scale`` alone sets the contrast and the optimiser cannot blow the
-    image out to pure white, black or primary colours. Random initial coefficients come from
-    ``generator``.
-    """
-
-    def __init__(self, shape: Sequence[int], *, decay: float = 1.0, scale: float = 1.0, std: float = 0.01,
-                 normalize: bool = False, generator: torch.Generator | None = None, device=None):
-        if len(shape) != 4 or shape[1] != 3:
-            raise ValueError(f"shape must be (N, 3, H, W), got {tuple(shape)}")
-        n, c, h, w = (int(s) for s in shape)
-        self.size = (h, w)
-        fy = torch.fft.fftfreq(h)[:, None]
-        fx = torch.fft.rfftfreq(w)[None, :]
-        freqs = torch.sqrt(fx ** 2 + fy ** 2)
-        self.spectrum_scale = (1.0 / freqs.clamp(min=1.0 / max(h, w)) ** decay * math.sqrt(h * w)).to(device)
-        noise = torch.randn(n, c, h, w // 2 + 1, 2, generator=generator) * std
-        self.coefficients = noise.to(device).requires_grad_(True)
-        self.scale, self.normalize = scale, bool(normalize)
-        self.color = color_basis().to(device)
-
-    def parameters(self) -> list[torch.Tensor]:
-        return [self.coefficients]
-
-    def image(self) -> torch.Tensor:
-        spectrum = torch.view_as_complex(self.coefficients) * self.spectrum_scale
-        decorrelated = torch.fft.irfft2(spectrum, s=self.size, norm="backward") / 4.0
-        if self.normalize:
-            decorrelated = _standardized(decorrelated)
-        rgb = torch.einsum("nchw,dc->ndhw", decorrelated, self.color)
-        return torch.sigmoid(self.scale * rgb)
-
-
-def _standardized(x: torch.Tensor) -> torch.Tensor:
-    """Each image of ``x`` (N, C, H, W) with mean 0 and standard deviation 1 over all its values."""
-    flat = x.flatten(1)
-    return (x - flat.mean(1).view(-1, 1, 1, 1)) / (flat.std(1).view(-1, 1, 1, 1) + 1e-8)
-
-
-def color_basis() -> torch.Tensor:
-    """The 3x3 matrix ``M`` that maps decorrelated colour to RGB (``rgb = M @ c``) in
-    :class:`FourierImage` and :class:`SpectralPhaseImage`: ImageNet's colour correlation, square-rooted."""
-    return _COLOR_CORRELATION_SVD_SQRT / _COLOR_CORRELATION_SVD_SQRT.norm(dim=0).max()
-
-
-class SpectralPhaseImage:
-    """MACO (Fel et al. 2023): only the *phase* of the image's 2-D spectrum is optimised; its magnitude
-    stays fixed to ``magnitude``, the mean spectrum of natural photos, so the image keeps the
-    photos' balance of coarse and fine structure (no pixel noise, no dot grid).
-
-    ``magnitude``: ``(3, H, W // 2 + 1)`` amplitudes of the three decorrelated colour channels, e.g.
-    :func:`cs_utils.image_stats.photo_amplitude_spectrum` with ``decorrelated=True``. The image is
-    the inverse FFT, standardised per image (mean 0, standard deviation 1), recorrelated with
-    ImageNet's colour correlation and squashed into (0, 1) by ``sigmoid(contrast * .)``: no pixel is
-    ever clamped. Initial phases are uniform in [-pi, pi) from ``generator``.
-    """
-
-    def __init__(self, shape: Sequence[int], magnitude: torch.Tensor, *, contrast: float = 2.0,
-                 generator: torch.Generator | None = None, device=None):
-        if len(shape) != 4 or shape[1] != 3:
-            raise ValueError(f"shape must be (N, 3, H, W), got {tuple(shape)}")
-        n, _, h, w = (int(s) for s in shape)
-        expected = (3, h, w // 2 + 1)
-        if not isinstance(magnitude, torch.Tensor) or tuple(magnitude.shape) != expected:
-            got = tuple(magnitude.shape) if isinstance(magnitude, torch.Tensor) else type(magnitude).__name__
-            raise ValueError(f"magnitude must be a tensor of shape {expected} (rfft2 of a {h}x{w} image), "
-                             f"got {got}")
-        if not contrast > 0:
-            raise ValueError(f"contrast must be positive, got {contrast!r}")
-        self.size, self.contrast = (h, w), float(contrast)
-        self.magnitude = magnitude.detach().float().to(device)
-        phase = (torch.rand(n, 3, h, w // 2 + 1, generator=generator) * 2 - 1) * math.pi
-        self.phase = phase.to(device).requires_grad_(True)
-        self.color = color_basis().to(device)
-
-    def parameters(self) -> list[torch.Tensor]:
-        return [self.phase]
-
-    def decorrelated(self) -> torch.Tensor:
-        """The image in decorrelated colour before the sigmoid, standardised per image: its spectrum
-        has the fixed ``magnitude`` (up to one scale per image) and the optimised phase."""
-        spectrum = torch.polar(self.magnitude.expand_as(self.phase), self.phase)
-        return _standardized(torch.fft.irfft2(spectrum, s=self.size))
-
-    def image(self) -> torch.Tensor:
-        rgb = torch.einsum("nchw,dc->ndhw", self.decorrelated(), self.color)
-        return torch.sigmoid(self.contrast * rgb)
-
-
-# ----------------------------------------------------------------------------- regularisers
-
-class Regularizer:
-    """Base class. A regulariser can add a ``penalty(x)`` to the loss, change the
-    gradient (``filter_grad``) or edit the pixels after a step (``after_step``);
-    the defaults do nothing. The last two act on raw pixels only."""
-
-    def penalty(self, x: torch.Tensor):
-        return None
-
-    def filter_grad(self, grad: torch.Tensor, x: torch.Tensor, step: int) -> torch.Tensor:
-        return grad
-
-    def after_step(self, x: torch.Tensor, step: int) -> None:
-        """Edit ``x`` in place (called under ``torch.no_grad()``)."""
-
-    @property
-    def acts_on_pixels(self) -> bool:
-        cls = type(self)
-        return cls.filter_grad is not Regularizer.filter_grad or cls.after_step is not Regularizer.after_step
-
-
-class L2Penalty(Regularizer):
-    """``weight * sum((x - center)^2)``: pulls pixels towards mid-grey (CS231n's L2 on the image)."""
-
-    def __init__(self, weight: float, center: float = 0.5):
-        self.weight, self.center = weight, center
-
-    def penalty(self, x):
-        return self.weight * (x - self.center).pow(2).sum()
-
-
-class TVPenalty(Regularizer):
-    """Total variation ``weight * tv_loss(x, beta)`` (see :func:`cs_utils.losses.tv_loss`)."""
-
-    def __init__(self, weight: float, beta: float = 2.0):
-        self.weight, self.beta = weight, beta
-
-    def penalty(self, x):
-        return tv_loss(x, weight=self.weight, beta=self.beta)
-
-
-def _gaussian_kernel(sigma: float, dtype, device) -> torch.Tensor:
-    radius = max(1, int(math.ceil(3 * sigma)))
-    t = torch.arange(-radius, radius + 1, dtype=dtype, device=device)
-    kernel = torch.exp(-0.5 * (t / sigma) ** 2)
-    return kernel / kernel.sum()
-
-
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of (N, C, H, W) with reflected borders; ``sigma`` in pixels."""
-    if sigma <= 0:
-        return x
-    kernel = _gaussian_kernel(sigma, x.dtype, x.device)
-    radius = (kernel.numel() - 1) // 2
-    c = x.shape[1]
-    pad_mode = "reflect" if min(x.shape[-2:]) > radius else "replicate"
-    out = F.pad(x, (radius, radius, 0, 0), mode=pad_mode)
-    out = F.conv2d(out, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    out = F.pad(out, (0, 0, radius, radius), mode=pad_mode)
-    return F.conv2d(out, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-
-
-class CentreBias(Regularizer):
-    """``weight * mean(r^2 * (x - mean colour)^2)`` with ``r`` the distance from the image's centre
-    (1 at the middle of each edge): structure away from the centre costs more, so the object is
-    drawn in the middle (after the centre-biased regularisation of Nguyen, Yosinski & Clune 2016)."""
-
-    def __init__(self, weight: float):
-        if not weight >= 0:
-            raise ValueError(f"weight must be >= 0, got {weight!r}")
-        self.weight = float(weight)
-
-    def penalty(self, x):
-        h, w = x.shape[-2:]
-        ys = torch.linspace(-1, 1, h, dtype=x.dtype, device=x.device)[:, None]
-        xs = torch.linspace(-1, 1, w, dtype=x.dtype, device=x.device)[None, :]
-        r2 = ys ** 2 + xs ** 2
-        deviation = (x - x.mean(dim=(-2, -1), keepdim=True)).pow(2).sum(dim=1)
-        return self.weight * (r2 * deviation).mean(dim=(-2, -1)).sum()
-
-
-class GaussianBlur(Regularizer):
-    """Blur the pixels with a Gaussian of ``sigma`` after every ``every``-th step (Yosinski et al.)."""
-
-    def __init__(self, sigma: float, every: int = 1):
-        if every < 1:
-            raise ValueError("every must be >= 1")
-        self.sigma, self.every = sigma, every
-
-    def after_step(self, x, step):
-        if (step + 1) % self.every == 0:
-            x.copy_(gaussian_blur(x, self.sigma))
-
-
-class ClipSmallPixels(Regularizer):
-    """Set pixels whose distance from ``center`` (L2 over colours) is below the ``percentile``-th
-    percentile of each image to ``center``: only strong pixels survive (Yosinski et al.)."""
-
-    def __init__(self, percentile: float, center: float = 0.5):
-        self.percentile, self.center = percentile, center
-
-    def after_step(self, x, step):
-        norms = (x - self.center).norm(dim=1, keepdim=True)                      # (N, 1, H, W)
-        threshold = torch.quantile(norms.flatten(1), self.percentile / 100, dim=1).view(-1, 1, 1, 1)
-        x.masked_fill_(norms < threshold, self.center)
-
-
-class ClipSmallGradients(Regularizer):
-    """Zero gradient entries whose magnitude is below the ``percentile``-th percentile of each image."""
-
-    def __init__(self, percentile: float):
-        self.percentile = percentile
-
-    def filter_grad(self, grad, x, step):
-        mags = grad.abs().flatten(1)
-        threshold = torch.quantile(mags, self.percentile / 100, dim=1).view(-1, *[1] * (grad.dim() - 1))
-        return torch.where(grad.abs() < threshold, torch.zeros_like(grad), grad)
-
-
-# ----------------------------------------------------------------------------- optimisers
+# ----------------------------------------------------------------------------- optimizers
 
 class NormalizedGradientDescent(torch.optim.Optimizer):
     """Steps of size ``lr`` along the gradient direction, normalised per image.
@@ -404,11 +140,9 @@ def _make_optimizer(spec, params, lr, steps):
         return torch.optim.Adam(params, lr=lr)
     if spec == "sgd":
         return torch.optim.SGD(params, lr=lr)
-    # history 10: each evaluation's two-loop recursion reads every stored pair twice, 16 MB at
-    # 256 px with 10 pairs (31 MB with 20), about 1 ms of a style-transfer evaluation on 2 CPU threads.
-    # Measured on EfficientNet-Lite0 at 256 px, the loss after 200 evaluations with 10 pairs was a
-    # median 0.99x that with 20 (12 content/style pairs, 0.74-1.02x; two textures 1.03x), and after
-    # 400 evaluations 0.96-1.01x (4 pairs). cs_utils.engine.lbfgs.LBFGS is torch.optim.LBFGS, step for step.
+    # 10 pairs, not torch's 20: the two-loop recursion reads every stored pair twice per evaluation,
+    # and the loss reached with 10 was as low (benchmarks/README.md). The engine's LBFGS takes
+    # torch.optim.LBFGS's steps, bit for bit.
     return LBFGS(params, lr=lr, max_iter=steps, max_eval=steps, tolerance_grad=1e-12,
                  tolerance_change=1e-14, history_size=10, line_search_fn="strong_wolfe")
 

@@ -1,6 +1,6 @@
 """The pieces of fast-style training shared by one process and many: random crops, Gram targets, the loss.
 
-:func:`cs_utils.fast_style.train_fast_style` (one process, photos in memory) and
+:func:`cs_utils.fast_style_training.train_fast_style` (one process, photos in memory) and
 :mod:`cs_utils.style_training` (a folder of photos, ``torchrun``) both draw crops with
 :func:`random_square_crop`, compute the style targets with :func:`style_gram_targets` and the
 three weighted terms of Johnson et al.'s perceptual loss with :func:`perceptual_terms`.

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .checks import int_pair, model_dtype, non_negative_int
 from .hooks import evaluating, get_layer
 from .models import Conv2dSame
 from .runtime import model_device
+from .validation import int_pair, model_dtype, non_negative_int
 
-__all__ = ["ReceptiveField", "receptive_field"]
+__all__ = ["ReceptiveField", "receptive_field", "spatial_ops_before"]
 
 _POINTWISE = (nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid,
               nn.Tanh, nn.Hardswish, nn.Hardsigmoid, nn.Dropout, nn.Dropout2d, nn.Identity,
@@ -97,7 +97,7 @@ class ReceptiveField:
         return top, left, bottom, right
 
 
-def _spatial_ops_before(model: nn.Module, layer: str, input_size: tuple[int, int]):
+def spatial_ops_before(model: nn.Module, layer: str, input_size: tuple[int, int]):
     """The spatial operations (kernel, stride, dilation, pad before) that run before ``layer``'s
     output, in order, found by running the model once on a blank image of ``input_size``."""
     target = get_layer(model, layer)
@@ -178,7 +178,7 @@ def receptive_field(model: nn.Module, layer: str, input_size) -> ReceptiveField:
     unit to its input box, clipped to the image.
     """
     input_size = int_pair(input_size, "input_size")
-    ops, output_size = _spatial_ops_before(model, layer, input_size)
+    ops, output_size = spatial_ops_before(model, layer, input_size)
     ### BEGIN SOLUTION
     size, stride, offset = [1, 1], [1, 1], [0, 0]
     for kernel, step, dilation, pad in ops:

@@ -12,7 +12,7 @@ randomisation, deletion and insertion curves) are in :mod:`cs_utils.evaluation`.
 
 Every function leaves the caller's model and tensors as it found them: the
 image gradient comes from ``torch.autograd.grad`` (nothing is written into
-``.grad``), modes are restored by :func:`cs_utils.evaluating`, and the guided
+``.grad``), modes are restored by :func:`cs_utils.hooks.evaluating`, and the guided
 activations live only inside a ``with`` block.
 """
 
@@ -26,11 +26,11 @@ from torch import nn
 from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 
-from .checks import check_layer, class_indices, int_pair, model_input, num_classes, positive_int
-from .engine.batch_size import measured_batch_size
 from .engine.folding import gradient_network
 from .engine.incremental_occlusion import INCREMENTAL_BATCH_SIZE, IncrementalNetwork, why_not_incremental
+from .explainers import fill_colors, forward_batch_size, prepare, target_scores
 from .hooks import evaluating, extract_features
+from .validation import int_pair, positive_int, validate_layer
 
 __all__ = [
     "gradient_image",
@@ -39,32 +39,7 @@ __all__ = [
     "occlusion_map",
     "occlusion_windows",
     "saliency_map",
-    "target_scores",
 ]
-
-
-# --------------------------------------------------------------------------- shared checks
-
-
-def target_scores(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``scores[i, target[i]]`` for each row: the (N,) scores of the target classes.
-
-    ``scores`` is (N, num_classes); ``target`` a LongTensor (N,). A class index
-    outside ``0 .. num_classes - 1`` raises an ``IndexError`` that says the range.
-    """
-    if scores.dim() != 2:
-        raise ValueError(f"expected class scores of shape (N, num_classes), got {tuple(scores.shape)}")
-    target = target.to(scores.device)
-    if target.numel() and target.max() >= scores.shape[1]:
-        raise IndexError(f"class index {target.max().item()} is out of range: the model has "
-                         f"{scores.shape[1]} classes (0..{scores.shape[1] - 1})")
-    return scores.gather(1, target[:, None])[:, 0]
-
-
-def _prepare(model: nn.Module, x: torch.Tensor, target):
-    """The images as the model's input (checked, detached, on its device and dtype) and the targets."""
-    xd = model_input(model, x)
-    return xd, class_indices(target, x.shape[0], classes=num_classes(model)).to(xd.device)
 
 
 # --------------------------------------------------------------------------- saliency
@@ -80,7 +55,7 @@ def saliency_map(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
     with its batch norm folded into the convolutions (:func:`cs_utils.engine.folding.gradient_network`:
     the same function, made once per model; the model itself when it has hooks).
     """
-    xd, target = _prepare(model, x, target)
+    xd, target = prepare(model, x, target)
     model = gradient_network(model)   # the same function with batch norm folded in (cs_utils.engine.folding)
     with evaluating(model), torch.enable_grad():
         ### BEGIN SOLUTION
@@ -114,31 +89,6 @@ def occlusion_windows(height: int, width: int, window, stride) -> list[tuple[int
     if wh > height or ww > width:
         raise ValueError(f"window {wh}x{ww} is larger than the {height}x{width} image; use a smaller window")
     return [(t, left) for t in _starts(height, wh, sh) for left in _starts(width, ww, sw)]
-
-
-def _fill_colours(x: torch.Tensor, fill) -> torch.Tensor:
-    """(N, 3) patch colours: each image's mean colour, or ``fill`` (a float or 3 floats in [0, 1])."""
-    if fill is None:
-        return x.mean(dim=(2, 3))
-    colour = torch.as_tensor(fill, dtype=x.dtype, device=x.device).flatten()
-    if colour.numel() == 1:
-        colour = colour.expand(3)
-    if colour.numel() != 3 or colour.min() < 0 or colour.max() > 1:
-        raise ValueError(f"fill must be None (the image's mean colour), one grey value or 3 RGB values "
-                         f"in [0, 1], got {fill!r}")
-    return colour.expand(x.shape[0], 3)
-
-
-OCCLUSION_BATCH_SIZES = (1, 2, 4, 8, 16, 32)
-
-
-def _occlusion_batch_size(model: nn.Module, xd: torch.Tensor, copies: int) -> int:
-    """The fastest batch size (per image) for plain forward passes of ``xd``'s image shape: of
-    :data:`OCCLUSION_BATCH_SIZES` no larger than ``copies``, measured once per model, device, dtype,
-    image shape and torch thread count in this process
-    (:func:`cs_utils.engine.batch_size.measured_batch_size`)."""
-    sizes = [b for b in OCCLUSION_BATCH_SIZES if b <= copies] or [1]
-    return measured_batch_size(model, xd, sizes)
 
 
 def _plain_reason(model: nn.Module, incremental: bool | None) -> str | None:
@@ -187,17 +137,17 @@ def occlusion_map(model: nn.Module, x: torch.Tensor, target, *, window=32, strid
     ``ValueError`` instead. With the engine, ``batch_size`` defaults to
     :data:`cs_utils.engine.incremental_occlusion.INCREMENTAL_BATCH_SIZE` copies.
     """
-    xd, target = _prepare(model, x, target)
+    xd, target = prepare(model, x, target)
     n, _, height, width = xd.shape
     windows = occlusion_windows(height, width, window, stride)
     wh, ww = int_pair(window, "window")
-    colours = _fill_colours(xd, fill)
+    colors = fill_colors(xd, fill)
     plain = _plain_reason(model, incremental)      # None: the engine computes the scores
     if plain is None:
         model = IncrementalNetwork(model, xd)       # the same scores, computed where each copy changed
         batch_size = INCREMENTAL_BATCH_SIZE if batch_size is None else batch_size
     elif batch_size is None:
-        batch_size = _occlusion_batch_size(model, xd, n * len(windows))
+        batch_size = forward_batch_size(model, xd, n * len(windows))
     batch_size = positive_int(batch_size, "batch_size")
     label = "occlusion" if plain else "occlusion (incremental)"
     ### BEGIN SOLUTION
@@ -216,7 +166,7 @@ def occlusion_map(model: nn.Module, x: torch.Tensor, target, *, window=32, strid
             batch = xd.index_select(0, images)                       # a new tensor: x is untouched
             for row, (i, j) in enumerate(chunk):
                 top, left = windows[j]
-                batch[row, :, top:top + wh, left:left + ww] = colours[i, :, None, None]
+                batch[row, :, top:top + wh, left:left + ww] = colors[i, :, None, None]
             probs = target_scores(model(batch).softmax(dim=1), target[images])
             drops[images, [j for _, j in chunk]] = base[images] - probs
             bar.update(len(chunk))
@@ -327,7 +277,7 @@ def _layer_target(model: nn.Module, target):
             not isinstance(target[1], (int, np.integer)):
         raise TypeError(f"an intermediate target is a pair (layer_name, channel) such as ('blocks.10', 5), "
                         f"got {target!r}")
-    check_layer(model, target[0])  # unknown names raise a KeyError listing close ones
+    validate_layer(model, target[0])  # unknown names raise a KeyError listing close ones
     if target[1] < 0:
         raise IndexError(f"channel {target[1]} is negative; channels start at 0")
     return target[0], int(target[1])
@@ -353,7 +303,7 @@ def guided_backprop(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
     of returning a plain gradient.
     """
     layer = _layer_target(model, target)
-    xd, classes = _prepare(model, x, 0 if layer is not None else target)
+    xd, classes = prepare(model, x, 0 if layer is not None else target)
     model = gradient_network(model, keep=() if layer is None else (layer[0],))   # batch norm folded in
     guided = _GuidedActivations()
     with evaluating(model), torch.enable_grad():

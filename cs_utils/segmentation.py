@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .checks import check_image, positive_int
+from .validation import positive_int, validate_image
 
 __all__ = ["grabcut_from_saliency", "saliency_seeds"]
 
@@ -68,7 +68,7 @@ def grabcut_from_saliency(x: torch.Tensor, saliency: torch.Tensor, *, foreground
     """
     import cv2
 
-    check_image(x)
+    validate_image(x)
     if not isinstance(saliency, torch.Tensor) or saliency.shape != (x.shape[0], *x.shape[2:]):
         raise ValueError(f"saliency must be a tensor of shape (N, H, W) = {(x.shape[0], *x.shape[2:])}, "
                          f"got {getattr(saliency, 'shape', type(saliency).__name__)}")

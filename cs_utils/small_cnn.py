@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import positive_int
 from .history import History
 from .hooks import evaluating
 from .runtime import model_device, progress_bar
+from .validation import positive_int
 
 __all__ = [
     "SmallCNN",

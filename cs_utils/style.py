@@ -14,7 +14,7 @@ Both optimisations are :func:`cs_utils.optimize_image` with an objective built f
 terms share one forward pass that stops after the deepest layer used
 (:func:`cs_utils.extract_features`), so nothing after it is ever computed. They run on
 :func:`cs_utils.engine.folding.folded_copy` of the model (batch norm folded into the convolutions,
-channels-last weights: the same function, a forward+backward 1.6-2x faster on EfficientNet-Lite0),
+channels-last weights: the same function with fewer layers to run backward through),
 and the Gram terms use :func:`cs_utils.engine.gram.gram_losses` (a written-out backward).
 
 The style images are the project's fixed set of four: :data:`STYLE_NAMES`, loaded by
@@ -32,17 +32,17 @@ from dataclasses import dataclass
 import torch
 
 from . import objectives
-from .checks import check_image, check_layer, model_dtype, model_input, non_negative_int
 from .engine.folding import folded_copy
+from .history import History
 from .hooks import evaluating, extract_features, get_layer
 from .losses import gram_matrix, style_loss
 from .models import CONTENT_LAYER, STYLE_LAYERS, has_same_padding, reflect_pad
-from .optimize import History, TVPenalty, optimize_image
+from .optimize import optimize_image
+from .regularizers import TVPenalty
 from .runtime import model_device
+from .validation import model_dtype, model_input, non_negative_int, validate_image, validate_layer
 
 __all__ = [
-    "CONTENT_LAYER",
-    "STYLE_LAYERS",
     "STYLE_NAMES",
     "StyleTargets",
     "load_style",
@@ -152,7 +152,7 @@ def style_targets(model, style: torch.Tensor, layers=STYLE_LAYERS, *, mirror: bo
     ``mirror=False``: the plain forward pass, as :func:`cs_utils.train_fast_style`'s loss sees it.
     """
     layers = _check_layers(model, layers)
-    check_image(style, "style")
+    validate_image(style, "style")
     if style.shape[0] != 1:
         raise ValueError(f"style must be one image (1, 3, H, W), got a batch of {style.shape[0]}; "
                          "blend several styles with mix_styles")
@@ -190,7 +190,7 @@ def style_distance(model, image: torch.Tensor, targets: StyleTargets,
     e.g. to compare outputs made with different layers or style weights. ``mirror`` as in
     :func:`style_targets` (use the same setting for both).
     """
-    check_image(image, "image")
+    validate_image(image, "image")
     if not isinstance(targets, StyleTargets):
         raise TypeError(f"targets must be StyleTargets from style_targets(...), got {type(targets).__name__}")
     with torch.no_grad(), evaluating(model):
@@ -279,7 +279,7 @@ def synthesize_texture(model, texture: torch.Tensor, layers=None, *, size=None, 
                            device=device)
         out_device = texture.device if isinstance(texture, torch.Tensor) else device
     else:
-        check_image(init, "init")
+        validate_image(init, "init")
         out_device = init.device
         margin = 0
     net = folded_copy(model, keep=targets.layers)
@@ -316,18 +316,17 @@ def style_transfer(model, content: torch.Tensor, style, *, style_layers=None,
     target is computed the same way). For "SAME"-padded networks the image is always mirrored
     up to the next ``16k + 1`` size at the bottom and right, which is what keeps the borders
     free of dots; the default 0 adds nothing more. A wider mirror makes the borders busier,
-    not cleaner: a mirrored pixel is seen twice and takes twice the step (at 256 px, ``pad=4``
-    raised the border's high-frequency energy to 1.2-1.9x the interior's, against 0.7-1.2x
-    with ``pad=0``) and costs 13% more pixels per evaluation (273 instead of 257 a side).
+    not cleaner: a mirrored pixel is seen twice and takes twice the step, and every mirrored
+    pixel costs time at every evaluation (``benchmarks/README.md`` has the numbers).
     Returns ``(image, history)``: ``history.extra`` has ``"style"`` and ``"content"`` per evaluation.
     """
-    check_image(content, "content")
+    validate_image(content, "content")
     pad = non_negative_int(pad, "pad")
     device = model_device(model)
     if not isinstance(content_layer, str):
         raise TypeError(f"content_layer must be one layer name such as {CONTENT_LAYER!r}, "
                         f"got {content_layer!r}")
-    check_layer(model, content_layer)
+    validate_layer(model, content_layer)
     targets = _as_targets(model, style, style_layers)
     content_dev = model_input(model, content, "content")
     net = folded_copy(model, keep=(*targets.layers, content_layer))
@@ -342,7 +341,7 @@ def style_transfer(model, content: torch.Tensor, style, *, style_layers=None,
         else:
             raise ValueError(f"init must be 'content', 'noise' or an image tensor, got {init!r}")
     else:
-        check_image(init, "init")
+        validate_image(init, "init")
         if init.shape != content.shape:
             raise ValueError(f"init has shape {tuple(init.shape)} but content has {tuple(content.shape)}")
         init = model_input(model, init, "init")

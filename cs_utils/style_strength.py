@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from .checks import check_image
 from .style import style_distance, style_targets
+from .validation import validate_image
 
 __all__ = ["LITE2_STYLE_LAYERS", "match_channel_statistics", "relative_style_distance"]
 
@@ -27,8 +27,8 @@ def relative_style_distance(model, stylized: torch.Tensor, contents: torch.Tenso
     divided by that of ``contents[i]``. ``model``: the judge, e.g.
     ``load_model("efficientnet_lite2")`` with its :data:`LITE2_STYLE_LAYERS`; used in eval mode
     and left as it was. Below 1: the stylization moved the photo's statistics towards the style."""
-    check_image(stylized, "stylized")
-    check_image(contents, "contents")
+    validate_image(stylized, "stylized")
+    validate_image(contents, "contents")
     if stylized.shape[0] != contents.shape[0]:
         raise ValueError(f"give one content photo per stylized image: {stylized.shape[0]} and "
                          f"{contents.shape[0]}")
@@ -45,8 +45,8 @@ def match_channel_statistics(images: torch.Tensor, reference: torch.Tensor, *, s
     """A new batch: each channel of each image shifted and scaled to the mean and standard
     deviation of ``reference``'s channel (1, 3, H, W), then clipped to [0, 1].
     ``strength`` in [0, 1] blends from the image (0) to the matched image (1)."""
-    check_image(images, "images")
-    check_image(reference, "reference")
+    validate_image(images, "images")
+    validate_image(reference, "reference")
     if not 0.0 <= strength <= 1.0:
         raise ValueError(f"strength must be in [0, 1], got {strength}")
     mean = images.mean((-2, -1), keepdim=True)

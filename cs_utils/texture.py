@@ -74,9 +74,9 @@ def efros_leung(sample: torch.Tensor, size, *, window: int = 11, epsilon: float 
     """
     from tqdm.auto import tqdm
 
-    from .checks import check_image
+    from .validation import validate_image
 
-    check_image(sample, "sample")
+    validate_image(sample, "sample")
     if sample.shape[0] != 1:
         raise ValueError(f"sample must be one image (1, 3, h, w), got a batch of {sample.shape[0]}")
     if isinstance(size, int) and not isinstance(size, bool):

@@ -6,7 +6,7 @@ seed, same draws). Penalties act on the untransformed image. Olah et al. (2017)
 show that random jitter, scaling and rotation at every step make visualizations
 robust and far more natural; DeepDream rolls the image by a random jitter.
 
-:mod:`cs_utils.optimize` re-exports every name here (``cs_utils.optimize.Jitter``).
+Each transform is reached through this module (``cs_utils.transforms.Jitter``).
 """
 
 from __future__ import annotations

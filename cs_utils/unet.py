@@ -22,7 +22,7 @@ from torch import nn
 
 from .history import History
 from .hooks import evaluating
-from .upsampling import load_small_net, save_small_net
+from .saved_nets import load_net, save_net
 
 __all__ = ["UNet", "load_unet", "mask_iou", "predict_masks", "save_unet", "synthetic_shapes", "train_unet"]
 
@@ -186,10 +186,10 @@ def train_unet(*, skips: bool = True, steps: int = 600, batch_size: int = 16, si
 
 def save_unet(net: UNet, path, *, info: dict | None = None) -> Path:
     """Save a :class:`UNet` (config, float16 weights, ``info``)."""
-    return save_small_net(net, net.config(), path, info=info)
+    return save_net(net, net.config(), path, info=info)
 
 
 def load_unet(name_or_path) -> UNet:
     """A :class:`UNet` saved by :func:`save_unet` (a name under ``data/topics/`` or a path), float32,
     frozen, in eval mode; ``net.info`` holds its training record."""
-    return load_small_net(name_or_path, UNet, "U-Net")
+    return load_net(name_or_path, UNet, what="U-Net")

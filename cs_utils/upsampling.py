@@ -7,7 +7,7 @@ output carries a pattern of period 2 (Odena, Dumoulin & Olah, "Deconvolution and
 checkerboard artifacts", Distill 2016). Resizing first (nearest x2) and then convolving
 spreads every input pixel evenly.
 
-* :func:`upsampling_net`: the :class:`cs_utils.TransformerNet` of notebook 06 with either
+* :func:`upsampling_net`: the :class:`cs_utils.fast_style.TransformerNet` of notebook 06 with either
   decoder (``"resize"``: its own; ``"transposed"``: 3x3 stride-2 transposed convolutions).
 * :func:`train_decoder`: the perceptual-loss training of :func:`cs_utils.train_fast_style`
   (one style) for a network with either decoder, seeded, with a :class:`FastStyleHistory`.
@@ -26,31 +26,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import check_image
-from .data import DATA_DIR
-from .fast_style import FastStyleHistory, TransformerNet, training_photos
+from .fast_style import TransformerNet
+from .fast_style_training import FastStyleHistory, training_photos
 from .hooks import evaluating, extract_features
 from .models import STYLE_LAYERS
 from .perceptual import random_photo_crops
+from .saved_nets import load_net, save_net
+from .validation import validate_image
 
 __all__ = [
     "DECODERS",
-    "UPSAMPLING_DIR",
     "TransposedUp",
     "load_decoder_net",
-    "load_small_net",
     "power_profile",
     "save_decoder_net",
-    "save_small_net",
     "stride_energy",
     "train_decoder",
     "upsampling_net",
 ]
 
 DECODERS = ("resize", "transposed")
-
-#: Where the committed decoder-comparison weights live.
-UPSAMPLING_DIR = DATA_DIR / "topics"
 
 
 class TransposedUp(nn.Module):
@@ -145,7 +140,7 @@ def train_decoder(model: nn.Module, decoder: str, style: torch.Tensor, photos=No
 
     from .losses import content_loss, gram_matrix, style_loss, tv_loss
 
-    check_image(style, "style")
+    validate_image(style, "style")
     if steps < 0 or batch_size < 1 or crop_size < 16 or crop_size % 4:
         raise ValueError(f"need steps >= 0, batch_size >= 1 and crop_size a multiple of 4 >= 16; got "
                          f"{steps}, {batch_size}, {crop_size}")
@@ -195,43 +190,14 @@ def train_decoder(model: nn.Module, decoder: str, style: torch.Tensor, photos=No
     return net.eval(), history
 
 
-def save_small_net(net: nn.Module, config: dict, path, *, info: dict | None = None) -> Path:
-    """Save ``net`` in float16 with ``config`` (the keyword arguments that build it again) and
-    ``info`` (its training record): the format of every network under ``data/topics/``."""
-    path = Path(path)
-    state = {k: (t.half() if t.is_floating_point() else t) for k, t in net.state_dict().items()}
-    torch.save({"config": dict(config), "state_dict": state, "info": dict(info or {})}, path)
-    return path
-
-
-def load_small_net(name_or_path, build, what: str) -> nn.Module:
-    """A network saved by :func:`save_small_net` (a name under ``data/topics/`` or a path), built by
-    ``build(**config)``, float32, frozen, in eval mode; ``net.info`` holds its training record."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = UPSAMPLING_DIR / f"{name_or_path}.pt"
-    if not path.exists():
-        available = sorted(p.stem for p in UPSAMPLING_DIR.glob("*.pt")) if UPSAMPLING_DIR.exists() else []
-        raise FileNotFoundError(f"no {what} weights at {str(path)!r}; committed ones: {available} "
-                                "(`make topics-weights` trains them again)")
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    net = build(**saved["config"])
-    net.load_state_dict({k: t.float() if t.is_floating_point() else t
-                         for k, t in saved["state_dict"].items()})
-    net.info = saved.get("info", {})
-    for p in net.parameters():
-        p.requires_grad_(False)
-    return net.eval()
-
-
 def save_decoder_net(net: TransformerNet, path, *, info: dict | None = None) -> Path:
     """Save a network of :func:`upsampling_net` in float16 with its decoder kind and ``info``."""
     config = {"decoder": getattr(net, "decoder", "resize"), "channels": list(net.channels),
               "num_residual": net.num_residual, "outer_kernel": net.outer_kernel}
-    return save_small_net(net, config, path, info=info)
+    return save_net(net, config, path, info=info)
 
 
 def load_decoder_net(name_or_path) -> TransformerNet:
     """A network saved by :func:`save_decoder_net` (a name under ``data/topics/`` or a path),
     float32, frozen, in eval mode; ``net.info`` holds its training record."""
-    return load_small_net(name_or_path, upsampling_net, "decoder")
+    return load_net(name_or_path, upsampling_net, what="decoder")

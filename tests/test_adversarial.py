@@ -73,7 +73,7 @@ def test_fooling_pretrained_survives_png(lite0, tmp_path):
     target = cs_utils.imagenet_index("goldfish")
     fooled, history = fooling_image(lite0, x, target, epsilon=8 / 255, max_steps=40)
     assert history.success.item() and history.linf.item() <= 8 / 255 + 1e-6
-    reloaded = cs_utils.load_image(cs_utils.save_image(fooled, tmp_path / "fooled.png"))
+    reloaded = cs_utils.load_image(cs_utils.image.save_image(fooled, tmp_path / "fooled.png"))
     with torch.no_grad():
         probs = lite0(reloaded).softmax(1)
         original = lite0(x).argmax(1).item()

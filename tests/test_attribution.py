@@ -519,7 +519,8 @@ def test_the_package_never_imports_captum():
 
 
 def test_the_default_batch_size_is_measured_once_and_kept(tiny_cnn):
-    from cs_utils.attribution import GRADIENT_BATCH_SIZES, _batch_size
+    from cs_utils.explainers import GRADIENT_BATCH_SIZES
+    from cs_utils.explainers import gradient_batch_size as _batch_size
 
     class Counting(torch.nn.Module):
         def __init__(self, net):

@@ -5,7 +5,7 @@ import torch
 
 import cs_utils
 from cs_utils import bias as B
-from cs_utils.labelled_images import LabelledImages
+from cs_utils.labeled_images import LabeledImages
 
 # --------------------------------------------------------------------------- the marker
 
@@ -61,7 +61,7 @@ def test_marker_share_by_hand():
 def toy_data(per_class=(20, 50, 30)):
     labels = torch.cat([torch.full((n,), c) for c, n in enumerate(per_class)])
     images = torch.rand(len(labels), 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.5
-    return LabelledImages(images, labels, tuple("abc"[:len(per_class)]), "toy", "test")
+    return LabeledImages(images, labels, tuple("abc"[:len(per_class)]), "toy", "test")
 
 
 def test_marked_set_marks_exact_counts_at_random():
@@ -124,7 +124,7 @@ def test_the_model_is_right_for_the_wrong_reason(seed, caller_state):
 
 
 def test_the_experiment_uses_the_public_api_and_validates():
-    assert cs_utils.bias_experiment is B.bias_experiment and cs_utils.marker_share is B.marker_share
+    assert cs_utils.bias_experiment is B.bias_experiment and cs_utils.bias.marker_share is B.marker_share
     with pytest.raises(ValueError, match="steps"):
         B.bias_experiment(0)
     with pytest.raises(IndexError, match="marked_class"):

@@ -4,18 +4,12 @@ from models_by_hand import linear_model
 from torch import nn
 
 import cs_utils
-from cs_utils.class_viz import (
-    Objective,
-    channel_objective,
-    class_ranks,
-    class_score_objective,
-    class_visualization,
-    class_visualization_step,
-    neuron_objective,
-    representation_objective,
-    stretch_contrast,
-)
-from cs_utils.optimize import L2Penalty, optimize_image
+from cs_utils import objectives
+from cs_utils.class_viz import class_visualization, class_visualization_step, stretch_contrast
+from cs_utils.image_stats import class_ranks
+from cs_utils.objectives import Objective
+from cs_utils.optimize import optimize_image
+from cs_utils.regularizers import L2Penalty
 
 SMALL_FOURIER = dict(recipe="fourier", pad=2, jitter=1, final_jitter=1, degrees=(-5, 0, 5))
 
@@ -68,7 +62,7 @@ def test_class_visualization_step_by_hand_on_linear_model():
 def test_class_visualization_step_is_one_sgd_step_of_the_shared_loop(tiny_cnn):
     x = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(1))
     step = class_visualization_step(tiny_cnn, x, 4, learning_rate=2.0, l2_reg=0.01)
-    loop, _ = optimize_image(class_score_objective(tiny_cnn, 4), x, steps=1, optimizer="sgd", lr=2.0,
+    loop, _ = optimize_image(objectives.class_score(tiny_cnn, 4), x, steps=1, optimizer="sgd", lr=2.0,
                              regularizers=[L2Penalty(0.01)], clamp=None, progress=False)
     torch.testing.assert_close(step, loop)
 
@@ -76,29 +70,29 @@ def test_class_visualization_step_is_one_sgd_step_of_the_shared_loop(tiny_cnn):
 def test_objectives_by_hand(tiny_cnn):
     x = torch.rand(2, 3, 6, 6, generator=torch.Generator().manual_seed(2))
     relu = tiny_cnn.relu(tiny_cnn.conv(x))
-    torch.testing.assert_close(channel_objective(tiny_cnn, "relu", 1)(x), -relu[:, 1].mean(dim=(1, 2)).sum())
-    torch.testing.assert_close(neuron_objective(tiny_cnn, "conv", 2)(x), -tiny_cnn.conv(x)[:, 2, 3, 3].sum())
-    torch.testing.assert_close(neuron_objective(tiny_cnn, "conv", 2, position=(0, 5))(x),
+    torch.testing.assert_close(objectives.channel(tiny_cnn, "relu", 1)(x), -relu[:, 1].mean(dim=(1, 2)).sum())
+    torch.testing.assert_close(objectives.neuron(tiny_cnn, "conv", 2)(x), -tiny_cnn.conv(x)[:, 2, 3, 3].sum())
+    torch.testing.assert_close(objectives.neuron(tiny_cnn, "conv", 2, position=(0, 5))(x),
                                -tiny_cnn.conv(x)[:, 2, 0, 5].sum())
     features = relu.mean(dim=(2, 3))  # the "flat" layer: the 4-d penultimate representation
     direction = torch.tensor([1.0, -2.0, 0.5, 0.0])
-    torch.testing.assert_close(representation_objective(tiny_cnn, direction, "flat")(x),
+    torch.testing.assert_close(objectives.direction(tiny_cnn, "flat", direction)(x),
                                -(features @ direction).sum())
     cos = nn.functional.cosine_similarity(features, direction[None], dim=1)
-    torch.testing.assert_close(representation_objective(tiny_cnn, direction, "flat", cosine_power=1)(x),
+    torch.testing.assert_close(objectives.direction(tiny_cnn, "flat", direction, cosine_power=1)(x),
                                -((features @ direction) * cos.clamp_min(1e-4)).sum())
     scores = tiny_cnn(x)
-    torch.testing.assert_close(class_score_objective(tiny_cnn, 3)(x), -scores[:, 3].sum())
-    combined = class_score_objective(tiny_cnn, 3) + 0.5 * channel_objective(tiny_cnn, "relu", 1)
+    torch.testing.assert_close(objectives.class_score(tiny_cnn, 3)(x), -scores[:, 3].sum())
+    combined = objectives.class_score(tiny_cnn, 3) + 0.5 * objectives.channel(tiny_cnn, "relu", 1)
     assert isinstance(combined, Objective)
     torch.testing.assert_close(combined(x), -scores[:, 3].sum() - 0.5 * relu[:, 1].mean(dim=(1, 2)).sum())
 
 
 @pytest.mark.parametrize("objective", ["channel", "neuron", "representation"])
 def test_other_objectives_improve(tiny_cnn, objective):
-    make = {"channel": lambda: channel_objective(tiny_cnn, "conv", 0),
-            "neuron": lambda: neuron_objective(tiny_cnn, "relu", 2),
-            "representation": lambda: representation_objective(tiny_cnn, torch.ones(4), "flat")}[objective]
+    make = {"channel": lambda: objectives.channel(tiny_cnn, "conv", 0),
+            "neuron": lambda: objectives.neuron(tiny_cnn, "relu", 2),
+            "representation": lambda: objectives.direction(tiny_cnn, "flat", torch.ones(4))}[objective]
     _, history = class_visualization(tiny_cnn, make(), steps=6, image_size=8, recipe="cs231n", lr=30.0,
                                      jitter=0, progress=False, generator=torch.Generator().manual_seed(0))
     assert history.objective[-1] < history.objective[0]
@@ -109,23 +103,23 @@ def test_contract_and_clear_errors(tiny_cnn, caller_state, hook_count):
     tiny_cnn.fc.weight.requires_grad_(False)
     state = caller_state(tiny_cnn)
     class_visualization(tiny_cnn, 0, steps=2, image_size=8, progress=False)
-    class_visualization(tiny_cnn, channel_objective(tiny_cnn, "conv", 1), steps=2, image_size=8,
+    class_visualization(tiny_cnn, objectives.channel(tiny_cnn, "conv", 1), steps=2, image_size=8,
                         recipe="fourier", pad=1, jitter=1, final_jitter=0, progress=False)
     state.assert_unchanged()
     assert all(p.grad is None for p in tiny_cnn.parameters())
     with pytest.raises(IndexError, match="out of range: the model's classes are 0..4"):
         class_visualization(tiny_cnn, 5, steps=2, image_size=8, progress=False)
     with pytest.raises(KeyError, match="'conv'"):
-        channel_objective(tiny_cnn, "cnov", 0)
+        objectives.channel(tiny_cnn, "cnov", 0)
     # errors raised inside the loop, after the forward hooks were placed
     with pytest.raises(IndexError, match="layer 'conv' has 4 channels"):
-        class_visualization(tiny_cnn, channel_objective(tiny_cnn, "conv", 9), steps=2, image_size=8,
+        class_visualization(tiny_cnn, objectives.channel(tiny_cnn, "conv", 9), steps=2, image_size=8,
                             progress=False)
     with pytest.raises(ValueError, match="direction has 3 values"):
-        class_visualization(tiny_cnn, representation_objective(tiny_cnn, torch.ones(3), "flat"), steps=2,
+        class_visualization(tiny_cnn, objectives.direction(tiny_cnn, "flat", torch.ones(3)), steps=2,
                             image_size=8, progress=False)
     with pytest.raises(IndexError, match="outside the 8x8 feature map"):
-        class_visualization(tiny_cnn, neuron_objective(tiny_cnn, "conv", 0, position=(8, 0)), steps=2,
+        class_visualization(tiny_cnn, objectives.neuron(tiny_cnn, "conv", 0, position=(8, 0)), steps=2,
                             image_size=8, recipe="cs231n", progress=False)
     with pytest.raises(ValueError, match="unknown recipe 'lucid'"):
         class_visualization(tiny_cnn, 0, steps=2, recipe="lucid")

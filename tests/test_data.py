@@ -6,7 +6,7 @@ import cs_utils
 
 
 def test_labels_are_unique_and_complete():
-    labels = cs_utils.imagenet_labels()
+    labels = cs_utils.data.imagenet_labels()
     assert len(labels) == 1000 and len(set(labels)) == 1000
     assert all(isinstance(s, str) and s for s in labels)
 
@@ -26,7 +26,7 @@ def test_repeated_short_names_are_told_apart():
 
 
 def test_index_round_trips_for_every_class():
-    assert [cs_utils.imagenet_index(name) for name in cs_utils.imagenet_labels()] == list(range(1000))
+    assert [cs_utils.imagenet_index(name) for name in cs_utils.data.imagenet_labels()] == list(range(1000))
 
 
 def test_index_accepts_case_and_wordnet_synonyms():
@@ -57,7 +57,7 @@ def test_sample_images_exist_with_sources_and_licences():
     assert len(names) == len(set(names)) >= 30
     for s in samples:
         assert s.path.is_file(), s
-        assert s.source and s.licence
+        assert s.source and s.license
     foolbox = [s for s in samples if s.source.startswith("foolbox")]
     assert len(foolbox) == 20
     for s in foolbox:  # label from the file name imagenet_NN_LABEL.jpg

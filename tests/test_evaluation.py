@@ -8,6 +8,7 @@ from models_by_hand import linear_model, red_square_image, red_square_model
 
 import cs_utils
 from cs_utils import evaluation as E
+from cs_utils.blur import gaussian_blur
 
 
 def sigmoid(v):
@@ -104,7 +105,7 @@ def test_deletion_curve_is_batch_size_invariant_and_validates(tiny_cnn):
 def test_gaussian_blur_by_hand():
     x = torch.zeros(1, 1, 9, 9, dtype=torch.float64)
     x[0, 0, 4, 4] = 1.0
-    blurred = E.gaussian_blur(x, 1.0)
+    blurred = gaussian_blur(x, 1.0, border="inside")
     g = [math.exp(-d * d / 2) for d in range(4)]           # radius 3 sigma = 3 pixels
     full = g[0] + 2 * (g[1] + g[2] + g[3])                  # the weights around a pixel far from the edges
     near_top = g[0] + 2 * g[1] + g[2] + g[3]                # row 1: offsets -1..3 lie inside the image
@@ -114,13 +115,13 @@ def test_gaussian_blur_by_hand():
     torch.testing.assert_close(blurred[0, 0, 1, 4].item(), g[3] / (near_top * full))
     assert blurred[0, 0, 0, 4].item() == 0.0                # 4 rows away: beyond the kernel
     grey = torch.full((2, 3, 5, 7), 0.3)
-    torch.testing.assert_close(E.gaussian_blur(grey, 4.0), grey)    # no dark borders
+    torch.testing.assert_close(gaussian_blur(grey, 4.0, border="inside"), grey)    # no dark borders
     image = torch.rand(2, 3, 5, 7)
-    torch.testing.assert_close(E.gaussian_blur(image, math.inf),
+    torch.testing.assert_close(gaussian_blur(image, math.inf, border="inside"),
                                image.mean((2, 3), keepdim=True).expand_as(image))
-    assert torch.equal(E.gaussian_blur(image, 0), image)
+    assert torch.equal(gaussian_blur(image, 0, border="inside"), image)
     with pytest.raises(ValueError, match="blur_sigma"):
-        E.gaussian_blur(image, -1.0)
+        gaussian_blur(image, -1.0, border="inside")
 
 
 def two_square_model():
@@ -136,7 +137,7 @@ def test_insertion_curve_by_hand():
     x[0, 0, :2, :2], x[0, 0, :2, 2:] = 1.0, 0.5               # mean red (4 + 2) / 16 = 0.375
     saliency = torch.zeros(1, 4, 4)
     saliency[0, :2, :2], saliency[0, :2, 2:] = 1.0, 0.25
-    curve = cs_utils.insertion_curve(model, x, 0, saliency, steps=4, cell=2, blur_sigma=math.inf)
+    curve = cs_utils.evaluation.insertion_curve(model, x, 0, saliency, steps=4, cell=2, blur_sigma=math.inf)
     # start: red 0.375 everywhere -> 8 weighted pixels * 0.375 = 3; then the bright cell (4 + 4 * 0.375),
     # then the half-bright one (4 + 2); the two cells without weight change nothing.
     expected = torch.tensor([[sigmoid(3), sigmoid(5.5), sigmoid(6), sigmoid(6), sigmoid(6)]])
@@ -144,7 +145,7 @@ def test_insertion_curve_by_hand():
     torch.testing.assert_close(curve.probabilities, expected)
     area = 0.25 * (sigmoid(3) / 2 + sigmoid(5.5) + sigmoid(6) * 2 + sigmoid(6) / 2)
     torch.testing.assert_close(curve.auc, torch.tensor([area]))
-    random = cs_utils.insertion_curve(model, x, 0, None, steps=4, cell=2, blur_sigma=math.inf,
+    random = cs_utils.evaluation.insertion_curve(model, x, 0, None, steps=4, cell=2, blur_sigma=math.inf,
                                       generator=torch.Generator().manual_seed(0))
     assert random.auc.item() <= curve.auc.item()
     torch.testing.assert_close(random.probabilities[:, [0, -1]], expected[:, [0, -1]])
@@ -157,8 +158,8 @@ def test_insertion_curve_by_hand():
 def test_insertion_curve_with_a_real_blur_matches_direct_masking(tiny_cnn):
     x = torch.rand(2, 3, 8, 8)
     saliency = cs_utils.saliency_map(tiny_cnn, x, 3)
-    curve = cs_utils.insertion_curve(tiny_cnn, x, 3, saliency, steps=2, cell=4, blur_sigma=2.0)
-    blurred = E.gaussian_blur(x, 2.0)
+    curve = cs_utils.evaluation.insertion_curve(tiny_cnn, x, 3, saliency, steps=2, cell=4, blur_sigma=2.0)
+    blurred = gaussian_blur(x, 2.0, border="inside")
     cells = torch.nn.functional.avg_pool2d(saliency[:, None], 4).flatten(1)    # 4 cells of 4x4
     halves = []
     for i in range(2):
@@ -177,19 +178,19 @@ def test_insertion_curve_with_a_real_blur_matches_direct_masking(tiny_cnn):
 def test_insertion_curve_is_batch_size_invariant_and_validates(tiny_cnn):
     x = torch.rand(3, 3, 8, 8)
     saliency = cs_utils.saliency_map(tiny_cnn, x, 2)
-    a = cs_utils.insertion_curve(tiny_cnn, x, 2, saliency, steps=5, cell=2, batch_size=1)
-    b = cs_utils.insertion_curve(tiny_cnn, x, 2, saliency, steps=5, cell=2, batch_size=100)
+    a = cs_utils.evaluation.insertion_curve(tiny_cnn, x, 2, saliency, steps=5, cell=2, batch_size=1)
+    b = cs_utils.evaluation.insertion_curve(tiny_cnn, x, 2, saliency, steps=5, cell=2, batch_size=100)
     torch.testing.assert_close(a.probabilities, b.probabilities)
     with pytest.raises(ValueError, match="shape"):
-        cs_utils.insertion_curve(tiny_cnn, x, 2, saliency[:, :4], steps=5, cell=2)
+        cs_utils.evaluation.insertion_curve(tiny_cnn, x, 2, saliency[:, :4], steps=5, cell=2)
     with pytest.raises(ValueError, match="cell"):
-        cs_utils.insertion_curve(tiny_cnn, x, 2, saliency, cell=0)
+        cs_utils.evaluation.insertion_curve(tiny_cnn, x, 2, saliency, cell=0)
     with pytest.raises(ValueError, match="blur_sigma"):
-        cs_utils.insertion_curve(tiny_cnn, x, 2, saliency, cell=2, blur_sigma=float("nan"))
+        cs_utils.evaluation.insertion_curve(tiny_cnn, x, 2, saliency, cell=2, blur_sigma=float("nan"))
     with pytest.raises(ValueError, match="until"):
-        cs_utils.insertion_curve(tiny_cnn, x, 2, saliency, cell=2, until=0)
+        cs_utils.evaluation.insertion_curve(tiny_cnn, x, 2, saliency, cell=2, until=0)
     with pytest.raises(IndexError, match="out of range"):
-        cs_utils.insertion_curve(tiny_cnn, x, 7, saliency, cell=2)
+        cs_utils.evaluation.insertion_curve(tiny_cnn, x, 7, saliency, cell=2)
 
 
 # --------------------------------------------------------------------------- every measure
@@ -201,7 +202,7 @@ def test_caller_state_is_left_alone(tiny_cnn, caller_state, hook_count, measure)
     state = caller_state(tiny_cnn, x)
     run = {
         "deletion": lambda: cs_utils.deletion_curve(tiny_cnn, x, 1, None, steps=4, cell=2).probabilities,
-        "insertion": lambda: cs_utils.insertion_curve(tiny_cnn, x, 1, None, steps=4, cell=2).probabilities,
+        "insertion": lambda: E.insertion_curve(tiny_cnn, x, 1, None, steps=4, cell=2).probabilities,
         "cascade": lambda: cs_utils.cascading_randomization(tiny_cnn, x, 1, ["fc", "conv"])["conv"],
         "table": lambda: cs_utils.evaluation_table(tiny_cnn, x, 1, {"gradient": cs_utils.saliency_map},
                                                    steps=2, cell=4, progress=False)["gradient"].insertion_auc,
@@ -221,14 +222,14 @@ def test_unusable_images_raise_clear_errors(tiny_cnn, measure, bad, words):
          "range": torch.full((1, 3, 8, 8), 2.0)}[bad]
     with pytest.raises(ValueError, match=words):
         if measure == "insertion":
-            cs_utils.insertion_curve(tiny_cnn, x, 1, None, cell=2)
+            cs_utils.evaluation.insertion_curve(tiny_cnn, x, 1, None, cell=2)
         else:
             cs_utils.evaluation_table(tiny_cnn, x, 1, {"random": random_maps()}, cell=2, progress=False)
 
 
 def test_float64_images_give_the_float32_numbers(tiny_cnn):
     x64 = torch.rand(2, 3, 8, 8, dtype=torch.float64)
-    for measure in (cs_utils.insertion_curve, cs_utils.deletion_curve):
+    for measure in (cs_utils.evaluation.insertion_curve, cs_utils.deletion_curve):
         a = measure(tiny_cnn, x64, 1, None, steps=3, cell=2).probabilities
         b = measure(tiny_cnn, x64.float(), 1, None, steps=3, cell=2).probabilities
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
@@ -248,7 +249,7 @@ def test_table_numbers_are_the_measures_computed_directly(tiny_cnn):
     scores = table["gradient"]
     torch.testing.assert_close(scores.deletion_auc,
                                cs_utils.deletion_curve(tiny_cnn, x, targets, maps, steps=4, cell=2).auc)
-    torch.testing.assert_close(scores.insertion_auc, cs_utils.insertion_curve(
+    torch.testing.assert_close(scores.insertion_auc, cs_utils.evaluation.insertion_curve(
         tiny_cnn, x, targets, maps, steps=4, cell=2, blur_sigma=3.0).auc)
     cascade = cs_utils.cascading_randomization(tiny_cnn, x, targets, layers,
                                                generator=torch.Generator().manual_seed(5))

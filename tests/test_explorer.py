@@ -80,7 +80,7 @@ def test_bad_choices_say_what_to_do(explorer):
 
 def png_bytes(name: str) -> bytes:
     buffer = io.BytesIO()
-    cs_utils.to_pil(cs_utils.load_image(name, 256)).save(buffer, format="PNG")
+    cs_utils.image.to_pil(cs_utils.load_image(name, 256)).save(buffer, format="PNG")
     return buffer.getvalue()
 
 

@@ -14,8 +14,8 @@ from cs_utils.fast_style import (
     load_fast_style,
     save_fast_style,
     stylize,
-    train_fast_style,
 )
+from cs_utils.fast_style_training import train_fast_style
 
 # --------------------------------------------------------------------------- instance norm
 
@@ -162,7 +162,7 @@ def test_stylize_batches_and_keeps_the_callers_state(caller_state):
     out = stylize(net, x, batch_size=2)
     state.assert_unchanged()
     assert out.shape == x.shape and not out.requires_grad
-    with torch.no_grad(), cs_utils.evaluating(net):
+    with torch.no_grad(), cs_utils.hooks.evaluating(net):
         assert torch.allclose(out, net(x), atol=1e-6)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         stylize(net, x * 2)
@@ -201,7 +201,7 @@ def test_committed_weights_are_small_and_recorded():
     files = sorted(FAST_STYLE_DIR.glob("*.pt"))
     assert sum(f.stat().st_size for f in files) < 5_000_000
     four = load_fast_style("four_styles")
-    assert four.style_names == cs_utils.STYLE_NAMES
+    assert four.style_names == cs_utils.style.STYLE_NAMES
     assert four.info["steps"] > 0 and four.info["final"]["loss"] > 0
 
 
@@ -305,6 +305,6 @@ def test_train_fast_style_bad_input(tiny_loss_net, caller_state):
 
 
 def test_training_photos_hold_out_the_demo_photos():
-    photos = cs_utils.fast_style.training_photos(max_side=64)
+    photos = cs_utils.fast_style_training.training_photos(max_side=64)
     assert len(photos) == len(cs_utils.sample_images("photo")) - len(cs_utils.fast_style.HELD_OUT_PHOTOS)
     assert all(max(p.shape[-2:]) <= 64 for p in photos)

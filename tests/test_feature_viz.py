@@ -5,7 +5,9 @@ from torch import nn
 from cs_utils import objectives
 from cs_utils.class_viz import RECIPE_STEPS, class_visualization
 from cs_utils.feature_viz import layer_tour, mean_pairwise_cosine, multifaceted_visualization
-from cs_utils.optimize import CentreBias, FourierImage, SpectralPhaseImage, optimize_image
+from cs_utils.optimize import optimize_image
+from cs_utils.parameterizations import FourierImage, SpectralPhaseImage
+from cs_utils.regularizers import CenterBias
 from cs_utils.transforms import RandomCrops
 
 
@@ -51,9 +53,9 @@ def test_channel_objective_with_one_channel_per_image(tiny_cnn):
         objectives.channel(tiny_cnn, "relu", [0, 1, 2])(x)
 
 
-def test_centre_bias_by_hand():
+def test_center_bias_by_hand():
     flat = torch.full((1, 3, 5, 5), 0.3)
-    assert CentreBias(2.0).penalty(flat).item() == 0
+    assert CenterBias(2.0).penalty(flat).item() == 0
     centre, corner = flat.clone(), flat.clone()
     centre[0, 0, 2, 2] += 0.5
     corner[0, 0, 0, 0] += 0.5
@@ -62,11 +64,11 @@ def test_centre_bias_by_hand():
         r2 = torch.linspace(-1, 1, 5)[:, None] ** 2 + torch.linspace(-1, 1, 5)[None, :] ** 2
         dev = (x - x.mean(dim=(-2, -1), keepdim=True)).pow(2).sum(1)
         return 2.0 * (r2 * dev).mean()
-    torch.testing.assert_close(CentreBias(2.0).penalty(corner), by_hand(corner))
-    torch.testing.assert_close(CentreBias(2.0).penalty(centre), by_hand(centre))
-    assert CentreBias(2.0).penalty(corner) > 3 * CentreBias(2.0).penalty(centre)
+    torch.testing.assert_close(CenterBias(2.0).penalty(corner), by_hand(corner))
+    torch.testing.assert_close(CenterBias(2.0).penalty(centre), by_hand(centre))
+    assert CenterBias(2.0).penalty(corner) > 3 * CenterBias(2.0).penalty(centre)
     with pytest.raises(ValueError, match="weight"):
-        CentreBias(-1)
+        CenterBias(-1)
 
 
 def test_random_crops_order_size_and_seed():
@@ -142,10 +144,10 @@ def test_multifaceted_visualization_differs_and_leaves_the_model_alone(tiny_cnn,
         assert (tiny_cnn.eval()(varied).argmax(1) == 2).all()
     tiny_cnn.train()
     pair = dict(diversity=1.0, diversity_layer="relu", **settings)
-    centred, _ = multifaceted_visualization(tiny_cnn, 2, 2, centre_bias=1.0,
+    centred, _ = multifaceted_visualization(tiny_cnn, 2, 2, center_bias=1.0,
                                             generator=torch.Generator().manual_seed(0), **pair)
     free, _ = multifaceted_visualization(tiny_cnn, 2, 2, generator=torch.Generator().manual_seed(0), **pair)
-    assert CentreBias(1.0).penalty(centred) < 0.8 * CentreBias(1.0).penalty(free)  # less off-centre
+    assert CenterBias(1.0).penalty(centred) < 0.8 * CenterBias(1.0).penalty(free)  # less off-centre
     state.assert_unchanged()
     assert hook_count(tiny_cnn) == 0 and all(p.grad is None for p in tiny_cnn.parameters())
     with pytest.raises(ValueError, match="facets must be at least 2"):

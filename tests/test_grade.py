@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import cs_utils
 from cs_utils.course import grading
 from cs_utils.course.questions import QUESTIONS
 from cs_utils.course.report import render_table
@@ -354,11 +355,10 @@ def test_unknown_exercises_and_missing_submissions_are_usage_errors(tmp_path, ca
     assert "Did you mean 'gram_matrix'?" in capsys.readouterr().err
 
 
-def test_cs_utils_grading_is_the_short_name_of_the_checks():
-    import cs_utils.grading
-
-    assert cs_utils.grading.check is grading.check is cs_utils.check_exercise
-    assert cs_utils.grading.evaluate is grading.evaluate
+def test_the_golden_checks_have_one_home():
+    assert cs_utils.check_exercise is grading.check
+    package = Path(cs_utils.__file__).parent
+    assert not (package / "grading.py").exists()   # no second name for course.grading
 
 
 def test_a_grader_failure_costs_one_row_and_is_retried(tmp_path, monkeypatch):

@@ -14,9 +14,9 @@ import pytest
 
 from cs_utils.course import grading
 from cs_utils.course.report import one_line, render_table
-from cs_utils.instructor import autograder, hidden_cases
+from cs_utils.instructor import autograder, hidden_cases, judging, submission
 from cs_utils.instructor.results import BadResult, read_case
-from cs_utils.instructor.sandbox import build_base
+from cs_utils.instructor.sandbox_files import build_base
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fake_submissions as fake  # noqa: E402
@@ -35,7 +35,7 @@ def test_a_zip_gives_only_its_cs_utils_modules(tmp_path):
         zf.writestr("/abs/cs_utils/saliency.py", "x = 3\n")  # absolute
         zf.writestr("project/notebooks/01.ipynb", "{}")
         zf.writestr("project/cs_utils/not-a-module.py", "x = 4\n")
-    package = autograder.open_submission(path, tmp_path / "out")
+    package = submission.open_submission(path, tmp_path / "out")
     assert sorted(p.name for p in package.iterdir()) == ["losses.py"]
     assert (package / "losses.py").read_text() == "x = 1\n"
 
@@ -45,8 +45,8 @@ def test_a_zip_bomb_or_a_huge_file_is_refused(tmp_path):
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("cs_utils/losses.py", "#" * (3 * 2**20))  # 3 MB of text, a few KB zipped
     assert path.stat().st_size < 50_000
-    with pytest.raises(autograder.SubmissionError, match="larger than 2 MB"):
-        autograder.open_submission(path, tmp_path / "out")
+    with pytest.raises(submission.SubmissionError, match="larger than 2 MB"):
+        submission.open_submission(path, tmp_path / "out")
 
 
 def test_links_in_a_folder_are_not_followed(tmp_path):
@@ -54,7 +54,7 @@ def test_links_in_a_folder_are_not_followed(tmp_path):
     package.mkdir(parents=True)
     (package / "losses.py").symlink_to(ROOT / "cs_utils" / "losses.py")  # the grader's solution
     (package / "saliency.py").write_text("y = 2\n")
-    copied = autograder.open_submission(tmp_path / "s", tmp_path / "out")
+    copied = submission.open_submission(tmp_path / "s", tmp_path / "out")
     assert sorted(p.name for p in copied.iterdir()) == ["saliency.py"]
 
 
@@ -69,8 +69,8 @@ def test_links_in_a_folder_are_not_followed(tmp_path):
 def test_an_unusable_submission_has_a_reason(tmp_path, make, reason):
     path = tmp_path / ("s.zip" if "zip" in reason or "cs_utils/*.py" in reason else "s")
     make(path)
-    with pytest.raises(autograder.SubmissionError, match=reason.replace("*", r"\*").replace(".", r"\.")):
-        autograder.open_submission(path, tmp_path / "out")
+    with pytest.raises(submission.SubmissionError, match=reason.replace("*", r"\*").replace(".", r"\.")):
+        submission.open_submission(path, tmp_path / "out")
     report = autograder.grade(path, ["gram_matrix", "tv_loss"])
     assert report["points"] == 0 and report["max_points"] == 2 and reason in report["problem"]
     assert [s["status"] for s in report["exercises"]] == ["error", "error"]
@@ -145,11 +145,11 @@ def test_one_line_escapes_and_truncates():
 
 
 def test_points_split_over_cases_and_need_a_hidden_pass():
-    assert autograder.points_for(1, True, 2, 2) == 1.0
-    assert autograder.points_for(1, True, 1, 2) == 0.67
-    assert autograder.points_for(1, False, 1, 2) == 0.33
-    assert autograder.points_for(1, True, 0, 2) == 0.0  # stored public answers earn nothing
-    assert autograder.points_for(3, True, 0, 0) == 3.0
+    assert judging.points_for(1, True, 2, 2) == 1.0
+    assert judging.points_for(1, True, 1, 2) == 0.67
+    assert judging.points_for(1, False, 1, 2) == 0.33
+    assert judging.points_for(1, True, 0, 2) == 0.0  # stored public answers earn nothing
+    assert judging.points_for(3, True, 0, 0) == 3.0
 
 
 def test_the_table_has_one_row_per_exercise_and_escapes_messages():

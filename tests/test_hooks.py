@@ -6,7 +6,7 @@ import cs_utils
 
 def test_activations_match_manual_forward(tiny_cnn):
     x = torch.rand(2, 3, 8, 8)
-    with cs_utils.capture_activations(tiny_cnn, ["conv", "relu", "fc"]) as acts:
+    with cs_utils.hooks.capture_activations(tiny_cnn, ["conv", "relu", "fc"]) as acts:
         out = tiny_cnn(x)
     conv = tiny_cnn.conv(x)
     torch.testing.assert_close(acts["conv"], conv)
@@ -16,7 +16,7 @@ def test_activations_match_manual_forward(tiny_cnn):
 
 def test_single_name_and_overwrite_on_each_forward(tiny_cnn):
     x1, x2 = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)
-    with cs_utils.capture_activations(tiny_cnn, "fc") as acts:
+    with cs_utils.hooks.capture_activations(tiny_cnn, "fc") as acts:
         tiny_cnn(x1)
         out2 = tiny_cnn(x2)
     torch.testing.assert_close(acts["fc"], out2)
@@ -24,19 +24,19 @@ def test_single_name_and_overwrite_on_each_forward(tiny_cnn):
 
 def test_activations_keep_or_drop_graph(tiny_cnn):
     x = torch.rand(1, 3, 8, 8, requires_grad=True)
-    with cs_utils.capture_activations(tiny_cnn, "relu") as acts:
+    with cs_utils.hooks.capture_activations(tiny_cnn, "relu") as acts:
         tiny_cnn(x)
     acts["relu"].sum().backward()  # differentiable by default
     assert x.grad is not None
-    with cs_utils.capture_activations(tiny_cnn, "relu", detach=True) as acts:
+    with cs_utils.hooks.capture_activations(tiny_cnn, "relu", detach=True) as acts:
         tiny_cnn(x)
     assert not acts["relu"].requires_grad
 
 
 def test_gradients_match_autograd(tiny_cnn):
     x = torch.rand(2, 3, 8, 8)
-    with cs_utils.capture_gradients(tiny_cnn, ["conv", "relu"]) as grads:
-        with cs_utils.capture_activations(tiny_cnn, ["conv", "relu"]) as acts:
+    with cs_utils.hooks.capture_gradients(tiny_cnn, ["conv", "relu"]) as grads:
+        with cs_utils.hooks.capture_activations(tiny_cnn, ["conv", "relu"]) as acts:
             score = tiny_cnn(x)[:, 2].sum()
         expected = torch.autograd.grad(score, [acts["conv"], acts["relu"]], retain_graph=True)
         score.backward()
@@ -50,7 +50,7 @@ def test_gradients_match_autograd(tiny_cnn):
 def test_gradients_on_frozen_pretrained_model(lite0, hook_count):
     x = torch.rand(1, 3, 64, 64, requires_grad=True)
     before = hook_count(lite0)
-    with cs_utils.capture_gradients(lite0, ["blocks.10", "stem"]) as grads:
+    with cs_utils.hooks.capture_gradients(lite0, ["blocks.10", "stem"]) as grads:
         lite0(x)[0, 967].backward()
     assert grads["blocks.10"].shape[1] == 112 and grads["stem"].shape[1] == 32
     assert hook_count(lite0) == before
@@ -58,12 +58,12 @@ def test_gradients_on_frozen_pretrained_model(lite0, hook_count):
 
 
 def test_no_gradient_entry_without_grad(tiny_cnn):
-    with cs_utils.capture_gradients(tiny_cnn, "conv") as grads, torch.no_grad():
+    with cs_utils.hooks.capture_gradients(tiny_cnn, "conv") as grads, torch.no_grad():
         tiny_cnn(torch.rand(1, 3, 8, 8))
     assert grads == {}
 
 
-@pytest.mark.parametrize("manager", [cs_utils.capture_activations, cs_utils.capture_gradients])
+@pytest.mark.parametrize("manager", [cs_utils.hooks.capture_activations, cs_utils.hooks.capture_gradients])
 def test_no_hooks_left_after_block_or_exception(tiny_cnn, hook_count, manager):
     assert hook_count(tiny_cnn) == 0
     with manager(tiny_cnn, ["conv", "fc"]):
@@ -79,7 +79,7 @@ def test_no_hooks_left_after_block_or_exception(tiny_cnn, hook_count, manager):
 
 def test_tensor_hooks_removed_when_graph_outlives_block(tiny_cnn):
     x = torch.rand(1, 3, 8, 8, requires_grad=True)
-    with cs_utils.capture_gradients(tiny_cnn, "relu") as grads:
+    with cs_utils.hooks.capture_gradients(tiny_cnn, "relu") as grads:
         out = tiny_cnn(x)
     out.sum().backward()  # after the block: nothing is recorded any more
     assert grads == {}
@@ -88,32 +88,32 @@ def test_tensor_hooks_removed_when_graph_outlives_block(tiny_cnn):
 def test_unknown_layer_lists_closest_names_and_registers_nothing(lite0, hook_count):
     before = hook_count(lite0)
     with pytest.raises(KeyError, match="blocks.10"):
-        with cs_utils.capture_activations(lite0, ["stem", "block.10"]):
+        with cs_utils.hooks.capture_activations(lite0, ["stem", "block.10"]):
             pass
     with pytest.raises(KeyError, match="layer_names"):
-        with cs_utils.capture_gradients(lite0, "features.30"):
+        with cs_utils.hooks.capture_gradients(lite0, "features.30"):
             pass
     assert hook_count(lite0) == before
 
 
 def test_layer_names_and_get_layer(lite0):
-    names = cs_utils.layer_names(lite0)
+    names = cs_utils.hooks.layer_names(lite0)
     assert {"stem", "blocks.0", "blocks.15", "blocks.3.expand", "head", "pool", "fc"} <= set(names)
-    assert cs_utils.get_layer(lite0, "blocks.3") is lite0.blocks[3]
+    assert cs_utils.hooks.get_layer(lite0, "blocks.3") is lite0.blocks[3]
     with pytest.raises(TypeError):
-        cs_utils.get_layer(lite0, 3)
+        cs_utils.hooks.get_layer(lite0, 3)
 
 
 def test_bad_layer_list(tiny_cnn):
     with pytest.raises(ValueError, match="empty"):
-        with cs_utils.capture_activations(tiny_cnn, []):
+        with cs_utils.hooks.capture_activations(tiny_cnn, []):
             pass
     with pytest.raises(TypeError):
-        with cs_utils.capture_activations(tiny_cnn, 5):
+        with cs_utils.hooks.capture_activations(tiny_cnn, 5):
             pass
 
 
-@pytest.mark.parametrize("manager", [cs_utils.capture_activations, cs_utils.capture_gradients])
+@pytest.mark.parametrize("manager", [cs_utils.hooks.capture_activations, cs_utils.hooks.capture_gradients])
 def test_caller_state_unchanged(tiny_cnn, caller_state, manager):
     tiny_cnn.train()
     tiny_cnn.conv.weight.requires_grad_(False)
@@ -161,7 +161,7 @@ def test_extract_features_on_lite0_matches_full_forward(lite0):
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         feats = cs_utils.extract_features(lite0, x, ["blocks.4", "stem"])
-        with cs_utils.capture_activations(lite0, ["blocks.4"], detach=True) as full:
+        with cs_utils.hooks.capture_activations(lite0, ["blocks.4"], detach=True) as full:
             lite0(x)
     assert torch.equal(feats["blocks.4"], full["blocks.4"])
 
@@ -171,7 +171,7 @@ def test_evaluating_restores_each_modules_mode_also_after_an_error(tiny_cnn):
     tiny_cnn.conv.eval()
     before = [m.training for m in tiny_cnn.modules()]
     with pytest.raises(ValueError):
-        with cs_utils.evaluating(tiny_cnn):
+        with cs_utils.hooks.evaluating(tiny_cnn):
             assert not any(m.training for m in tiny_cnn.modules())
             raise ValueError
     assert [m.training for m in tiny_cnn.modules()] == before

@@ -159,20 +159,20 @@ def test_caller_inputs_unchanged():
 
 def test_save_and_reload_is_exact_for_8bit_values(tmp_path):
     x = torch.randint(0, 256, (1, 3, 9, 7)).float() / 255
-    path = cs_utils.save_image(x, tmp_path / "out.png")
+    path = cs_utils.image.save_image(x, tmp_path / "out.png")
     torch.testing.assert_close(cs_utils.load_image(path), x)
     with pytest.raises(FileNotFoundError, match="folder"):
-        cs_utils.save_image(x, tmp_path / "missing" / "out.png")
+        cs_utils.image.save_image(x, tmp_path / "missing" / "out.png")
 
 
 def test_to_numpy_and_pil():
     x = torch.rand(1, 3, 5, 6)
-    a = cs_utils.to_numpy(x)
+    a = cs_utils.image.to_numpy(x)
     assert a.shape == (5, 6, 3)
     np.testing.assert_allclose(a, x[0].permute(1, 2, 0).numpy())
-    assert cs_utils.to_pil(x).size == (6, 5)
+    assert cs_utils.image.to_pil(x).size == (6, 5)
     with pytest.raises(ValueError, match="batch"):
-        cs_utils.to_numpy(torch.rand(2, 3, 5, 6))
+        cs_utils.image.to_numpy(torch.rand(2, 3, 5, 6))
 
 
 @pytest.mark.parametrize("bad,error", [
@@ -183,6 +183,6 @@ def test_to_numpy_and_pil():
 ])
 def test_check_image(bad, error):
     with pytest.raises(error):
-        cs_utils.checks.check_image(bad)
+        cs_utils.validation.validate_image(bad)
     x = torch.rand(2, 3, 4, 4)
-    assert cs_utils.checks.check_image(x) is x
+    assert cs_utils.validation.validate_image(x) is x

@@ -8,7 +8,7 @@ from cs_utils.image_stats import (
     amplitude_spectrum,
     class_ranks,
     clipped_share,
-    grey,
+    gray,
     high_frequency_share,
     photo_amplitude_spectrum,
     photo_statistics,
@@ -56,10 +56,10 @@ def test_high_frequency_share_of_cosines():
         high_frequency_share(low, cutoff=0.5)
 
 
-def test_grey_uses_luma_weights():
+def test_gray_uses_luma_weights():
     x = torch.zeros(1, 3, 2, 2)
     x[0, 1] = 1.0
-    torch.testing.assert_close(grey(x), torch.full((1, 2, 2), 0.587))
+    torch.testing.assert_close(gray(x), torch.full((1, 2, 2), 0.587))
 
 
 def test_amplitude_spectrum_of_a_cosine_and_a_colour_transform():

@@ -8,6 +8,7 @@ from torch import nn
 
 import cs_utils
 from cs_utils.engine import incremental_occlusion as I
+from cs_utils.engine import network_ops
 from cs_utils.models import Conv2dSame, InputScaling, MBConv
 
 
@@ -93,7 +94,8 @@ def image(n=1, size=(12, 12), seed=1):
 def test_a_patch_footprint_grows_by_the_kernel_and_shrinks_by_the_stride():
     # 8x8 image, 2x2 patch at rows/cols 4..5. A 3x3 stride-2 SAME conv: 4 outputs, padding 0 before and
     # 1 after; output i reads rows 2i..2i+2, so outputs 1 (rows 2-4) and 2 (rows 4-6) see the patch.
-    ops, _ = I._compile(classifier(Conv2dSame(3, 4, 3, stride=2), Conv2dSame(4, 4, 3), channels=4))
+    model = classifier(Conv2dSame(3, 4, 3, stride=2), Conv2dSame(4, 4, 3), channels=4)
+    ops, _ = network_ops.compile_ops(model)
     first = I._Geometry(np.array([8, 8]), np.array([[4, 4]]), np.array([[6, 6]]), np.array([[4, 4]]),
                         np.array([2, 2]))
     steps, last = I._plan(ops[:1], first, chunk=1, fraction=2.0)
@@ -289,3 +291,19 @@ def test_occlusion_map_runs_its_own_loop_on_the_network(monkeypatch):
     assert seen == [1, 4, 4, 1]             # the image, then 9 copies 4 at a time
     plain = cs_utils.occlusion_map(model, x, 1, window=4, stride=4, incremental=False, progress=False)
     torch.testing.assert_close(heat, plain)
+
+
+def test_torchs_private_global_hook_check_is_still_what_the_engine_calls():
+    """cs_utils.engine.network_ops calls torch.nn.modules.module._has_any_global_hook, a private
+    function torch may change without notice: pin its name and its answers."""
+    from torch.nn.modules import module as torch_module
+
+    has_hook = getattr(torch_module, "_has_any_global_hook", None)
+    assert callable(has_hook), "torch.nn.modules.module._has_any_global_hook is gone: network_ops needs it"
+    assert not has_hook()
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda module, args, out: None)
+    try:
+        assert has_hook()
+    finally:
+        handle.remove()
+    assert not has_hook()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cs_utils.instructor import autograder, class_grading, isolation
+from cs_utils.instructor import autograder, cgroups, class_grading, isolation
 from cs_utils.instructor.isolation import count_tree, read_regular, remove_tree
 
 
@@ -187,12 +187,12 @@ def test_without_cgroups_memory_outside_the_address_space_is_still_stopped(tmp_p
     marker = f"cs-utils-nocgroup-{os.getpid()}"
     package = hostile.hostile(tmp_path / "s", plan, hostile.Targets(marker=marker))
     monkeypatch.setenv("CS_UTILS_CGROUP", "none")
-    isolation.cgroup_support.cache_clear()
+    cgroups.cgroup_support.cache_clear()
     try:
         report = autograder.grade(package.parent, [*plan, "gram_matrix"], hidden=1, timeout=30,
                                   memory_mb=512, mode="fallback")
     finally:
-        isolation.cgroup_support.cache_clear()
+        cgroups.cgroup_support.cache_clear()
     assert report["limits"].startswith("rlimits only")
     scores = {s["name"]: s for s in report["exercises"]}
     for name in plan:

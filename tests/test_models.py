@@ -82,7 +82,7 @@ def test_activations_are_out_of_place_relu6_modules(lite0):
 
 def test_hooks_see_every_activation(lite0):
     names = [n for n, m in lite0.named_modules() if isinstance(m, nn.ReLU6)]
-    with cs_utils.capture_activations(lite0, names) as acts, torch.no_grad():
+    with cs_utils.hooks.capture_activations(lite0, names) as acts, torch.no_grad():
         lite0(torch.rand(1, 3, 64, 64))
     assert set(acts) == set(names)
     assert all(a.min() >= 0 and a.max() <= 6 for a in acts.values())
@@ -177,9 +177,11 @@ def test_same_padding_networks_see_an_odd_size():
 def test_style_layers_are_defined_once_and_name_layers_of_lite0(lite0):
     from cs_utils import fast_style, style
 
-    assert style.STYLE_LAYERS is fast_style.STYLE_LAYERS is cs_utils.STYLE_LAYERS is STYLE_LAYERS
-    assert style.CONTENT_LAYER is cs_utils.CONTENT_LAYER is CONTENT_LAYER
-    names = set(cs_utils.layer_names(lite0))
+    assert cs_utils.STYLE_LAYERS is cs_utils.models.STYLE_LAYERS is STYLE_LAYERS
+    assert cs_utils.models.CONTENT_LAYER is CONTENT_LAYER
+    for module in (style, fast_style):   # used there, defined and listed only in models
+        assert not {"STYLE_LAYERS", "CONTENT_LAYER"} & set(module.__all__)
+    names = set(cs_utils.hooks.layer_names(lite0))
     assert set(STYLE_LAYERS) <= names and CONTENT_LAYER in names
 
 
@@ -192,7 +194,7 @@ def test_any_input_size(lite0, shape):
 
 def test_features_are_penultimate(lite0):
     x = torch.rand(2, 3, 64, 64)
-    with torch.no_grad(), cs_utils.capture_activations(lite0, "pool") as acts:
+    with torch.no_grad(), cs_utils.hooks.capture_activations(lite0, "pool") as acts:
         scores = lite0(x)
         feats = lite0.features(x)
     assert feats.shape == (2, 1280)
@@ -288,7 +290,7 @@ def test_torchvision_model_loads_from_local_cache(tmp_path, monkeypatch):
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     with torch.no_grad():
         torch.testing.assert_close(model(x), reference((x - mean) / std))
-    assert "features.0" in cs_utils.layer_names(model)
+    assert "features.0" in cs_utils.hooks.layer_names(model)
 
 
 def _squeezenet_file(folder, state, *, hash_ok=True):

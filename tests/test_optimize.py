@@ -4,23 +4,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cs_utils.optimize import (
-    ClipSmallGradients,
-    ClipSmallPixels,
-    Compose,
-    FourierImage,
-    GaussianBlur,
-    Jitter,
-    L2Penalty,
-    NormalizedGradient,
-    Pad,
-    RandomRotate,
-    RandomScale,
-    TVPenalty,
-    gaussian_blur,
-    normalized_direction,
-    optimize_image,
-)
+from cs_utils.blur import gaussian_blur
+from cs_utils.optimize import NormalizedGradient, normalized_direction, optimize_image
+from cs_utils.parameterizations import FourierImage
+from cs_utils.regularizers import ClipSmallGradients, ClipSmallPixels, GaussianBlur, L2Penalty, TVPenalty
+from cs_utils.transforms import Compose, Jitter, Pad, RandomRotate, RandomScale
 
 
 def class_score(model, target):

@@ -68,7 +68,7 @@ def test_strip_solutions_keeps_signature_and_docstring():
 
 def test_release_has_the_project_without_build_or_venv(release):
     files = {p.relative_to(release).as_posix() for p in release.rglob("*") if p.is_file()}
-    assert {"Makefile", "README.md", "cs_utils/__init__.py", "cs_utils/grading.py"} <= files
+    assert {"Makefile", "README.md", "cs_utils/__init__.py", "cs_utils/course/grading.py"} <= files
     assert {f"data/checks/{name}.npz" for name in grading.EXERCISES} <= files
     assert not [f for f in files if f.startswith((".venv/", "build/", ".git/")) or "__pycache__" in f]
 
@@ -130,7 +130,7 @@ def test_every_check_fails_in_the_release_and_names_the_function(release, kernel
     """The notebooks' check cells, run against the release's own cs_utils."""
     code = (
         "%reset -f\n"
-        "import cs_utils, cs_utils.grading as g\n"
+        "import cs_utils, cs_utils.course.grading as g\n"
         "print(cs_utils.__file__)\n"
         "for name in g.exercise_names():\n"
         "    try:\n"

@@ -4,7 +4,8 @@ Everything under ``cs_utils/`` but ``cs_utils/instructor/`` ships to students wi
 stripped. If shipped code (a fast path, an engine, a helper) computed an exercise's answer without
 calling the exercise's function, a submission could delegate to it and pass, hidden cases included.
 
-The audit builds the release as the grading sandbox does (:func:`cs_utils.instructor.sandbox.build_base`),
+The audit builds the release as the grading sandbox does
+(:func:`cs_utils.instructor.sandbox_files.build_base`),
 imports every module of it in a fresh ``python -I`` with the release first on ``sys.path`` (the
 editable install's finders removed, as the sandbox runner does), and collects every callable it can
 reach: module-level functions, lambdas and classes (also those inside module-level dicts, lists and
@@ -35,7 +36,7 @@ import numpy as np
 import pytest
 
 from cs_utils.course import grading
-from cs_utils.instructor.sandbox import build_base
+from cs_utils.instructor.sandbox_files import build_base
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Seconds one candidate may take on one exercise, or five times the solution's own time if that is

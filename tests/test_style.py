@@ -5,9 +5,8 @@ import torch
 from torch import nn
 
 import cs_utils
+from cs_utils.models import CONTENT_LAYER, STYLE_LAYERS
 from cs_utils.style import (
-    CONTENT_LAYER,
-    STYLE_LAYERS,
     STYLE_NAMES,
     StyleTargets,
     load_style,
@@ -241,7 +240,7 @@ def test_style_images():
 
 def test_defaults_name_real_layers(lite0):
     for name in STYLE_LAYERS + (CONTENT_LAYER,):
-        cs_utils.get_layer(lite0, name)
+        cs_utils.hooks.get_layer(lite0, name)
     assert isinstance(style_targets(lite0, load_style("retina", 32), STYLE_LAYERS), StyleTargets)
 
 

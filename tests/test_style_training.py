@@ -24,7 +24,7 @@ def photo_dir(tmp_path_factory):
     (folder / "more").mkdir()
     for i, sample in enumerate(cs_utils.sample_images("photo")[:8]):
         image = cs_utils.load_image(sample.path, 48 + 8 * (i % 3))
-        cs_utils.save_image(image, folder / ("more" if i % 2 else ".") / f"photo_{i}.png")
+        cs_utils.image.save_image(image, folder / ("more" if i % 2 else ".") / f"photo_{i}.png")
     (folder / "notes.txt").write_text("not a photo")
     return folder
 
@@ -104,9 +104,9 @@ def test_a_step_larger_than_the_folder_is_refused():
 
 def test_the_command_line_leaves_the_training_function_in_place():
     import cs_utils.instructor.train_fast_style as command_line
-    from cs_utils import fast_style
+    from cs_utils import fast_style_training
 
-    assert cs_utils.train_fast_style is fast_style.train_fast_style and callable(command_line.main)
+    assert cs_utils.train_fast_style is fast_style_training.train_fast_style and callable(command_line.main)
     with pytest.raises(ValueError, match="need steps >= 0"):
         cs_utils.train_fast_style(
             cs_utils.SmallCNN(), torch.rand(1, 3, 32, 32), [torch.rand(1, 3, 32, 32)], steps=-1

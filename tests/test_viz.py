@@ -46,7 +46,7 @@ def test_overlay_heatmap_resizes_and_normalises(tmp_path):
     heat = torch.zeros(4, 4)
     heat[0, 0] = 10.0
     heat_copy = heat.clone()
-    fig = cs_utils.overlay_heatmap(image, heat, alpha=0.4, title="map", colorbar=True,
+    fig = cs_utils.viz.overlay_heatmap(image, heat, alpha=0.4, title="map", colorbar=True,
                                    save=tmp_path / "h.png")
     ax = fig.axes[0]
     base, overlay = ax.images
@@ -60,21 +60,21 @@ def test_overlay_heatmap_resizes_and_normalises(tmp_path):
 
 def test_overlay_heatmap_into_axes_and_errors():
     fig, ax = plt.subplots()
-    assert cs_utils.overlay_heatmap(torch.rand(3, 8, 8), np.ones((8, 8)), ax=ax) is fig
+    assert cs_utils.viz.overlay_heatmap(torch.rand(3, 8, 8), np.ones((8, 8)), ax=ax) is fig
     with pytest.raises(ValueError, match="2-D"):
-        cs_utils.overlay_heatmap(torch.rand(3, 8, 8), np.ones((2, 8, 8)))
+        cs_utils.viz.overlay_heatmap(torch.rand(3, 8, 8), np.ones((2, 8, 8)))
     with pytest.raises(ValueError, match="one image"):
-        cs_utils.overlay_heatmap(torch.rand(2, 3, 8, 8), np.ones((8, 8)))
+        cs_utils.viz.overlay_heatmap(torch.rand(2, 3, 8, 8), np.ones((8, 8)))
     with pytest.raises(ValueError, match="alpha"):
-        cs_utils.overlay_heatmap(torch.rand(3, 8, 8), np.ones((8, 8)), alpha=2)
+        cs_utils.viz.overlay_heatmap(torch.rand(3, 8, 8), np.ones((8, 8)), alpha=2)
     with pytest.raises(ValueError, match="percentile"):
-        cs_utils.overlay_heatmap(torch.rand(3, 8, 8), np.ones((8, 8)), percentile=0)
+        cs_utils.viz.overlay_heatmap(torch.rand(3, 8, 8), np.ones((8, 8)), percentile=0)
 
 
 def test_overlay_percentile_saturates_outliers():
     heat = np.arange(100, dtype=np.float32).reshape(10, 10)
     heat[0, 0] = 1e6  # one outlier would otherwise flatten the whole map to ~0
-    fig = cs_utils.overlay_heatmap(torch.rand(3, 10, 10), heat, percentile=90, fade=False)
+    fig = cs_utils.viz.overlay_heatmap(torch.rand(3, 10, 10), heat, percentile=90, fade=False)
     shown = np.asarray(fig.axes[0].images[1].get_array())
     assert shown.max() == pytest.approx(1.0) and np.median(shown) > 0.4
     assert fig.axes[0].images[1].get_alpha() == 0.6

@@ -59,10 +59,10 @@ def _rf_run(fn, t, ctx):
 def _rf_variant(kind):
     def wrong(model, layer, input_size):
         ### BEGIN SOLUTION
-        from ..receptive_fields import ReceptiveField, _spatial_ops_before
+        from ..receptive_fields import ReceptiveField, spatial_ops_before
 
         input_size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
-        ops, output_size = _spatial_ops_before(model, layer, input_size)
+        ops, output_size = spatial_ops_before(model, layer, input_size)
         size, stride, offset = [1, 1], [1, 1], [0, 0]
         for kernel, step, dilation, pad in ops:
             for d in range(2):

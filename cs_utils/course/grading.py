@@ -7,7 +7,7 @@ tensors, or a real photo through the pretrained EfficientNet-Lite0 in float64),
 how to call the function, a tolerance and the usual mistakes. The reference
 outputs live in ``data/checks/<name>.npz``, written by::
 
-    make checks        # cs_utils.grading.main(["--generate"]); python -m cs_utils.course.grading --generate
+    make checks        # python -m cs_utils.course.grading --generate
 
 Regenerating on the same machine gives byte-identical files (fixed key order,
 no timestamps, one thread). The outputs of typical wrong implementations are
@@ -15,8 +15,8 @@ stored next to the right ones, so a failing check names the mistake it sees.
 
 In a notebook::
 
-    cs_utils.grading.check("saliency_map")          # the function importable from cs_utils
-    cs_utils.grading.check("saliency_map", my_fn)   # or any function with its signature
+    cs.check_exercise("saliency_map")          # the function importable from cs_utils
+    cs.check_exercise("saliency_map", my_fn)   # or any function with its signature
 
 prints ``PASS saliency_map (rel. error 3.1e-07)`` or ``FAIL saliency_map (rel.
 error 0.42): <hint>`` and raises ``AssertionError`` on failure.
@@ -46,27 +46,19 @@ from .exercise_registry import (
     PACKAGE,
     Context,
     Exercise,
-    Mistake,
     _t,
-    exercise_names,
+    exercise_names,  # noqa: F401 - callers list the exercises here, once every module has registered its own
     get_exercise,
     rel_error,
 )
 
 __all__ = [
-    "CHECKS_DIR",
-    "EXERCISES",
     "CheckResult",
-    "Exercise",
-    "Mistake",
     "check",
     "compare",
     "evaluate",
-    "exercise_names",
     "generate",
-    "get_exercise",
     "load_golden",
-    "rel_error",
     "write_npz",
 ]
 
@@ -290,7 +282,7 @@ def evaluate(name: str, fn: Callable | None = None, *, checks_dir: Path | None =
         if hooks != before[0]:
             return fail("hooks were left on the model; remove them (use a context manager or try/finally)")
         if modes != before[1]:
-            return fail("the model's train/eval mode changed; use cs_utils.evaluating(model)")
+            return fail("the model's train/eval mode changed; use cs_utils.hooks.evaluating(model)")
         if flags != before[2]:
             return fail("requires_grad of the model's parameters changed; differentiate with respect to the "
                         "image only (torch.autograd.grad(loss, [x]))")

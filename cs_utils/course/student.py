@@ -13,7 +13,7 @@ notebook's check cell) with the grader's comparison and hints
 (:mod:`cs_utils.course.questions`) have no answer yet in the saved notebooks; it exits non-zero
 until every exercise passes and every question is answered. ``submit`` prints the same and writes
 ``submission.zip`` (the exercise modules ``cs_utils/<module>.py`` and ``notebooks/*.ipynb``,
-nothing else; the grader reads it as it is, :func:`cs_utils.instructor.autograder.open_submission`)
+nothing else; the grader reads it as it is, :func:`cs_utils.instructor.submission.open_submission`)
 and ``submission.pdf`` with its question-to-page map ``submission_pages.json``
 (:mod:`cs_utils.course.submission_pdf`), for the written questions.
 """

@@ -1,11 +1,12 @@
 """The engine: what makes the lessons fast, and nobody is asked to read.
 
 * :mod:`~cs_utils.engine.folding`: a copy of a network with its batch norm folded into the
-  convolutions (``folded_copy``, ``gradient_network``), what the gradient techniques, texture
-  synthesis and style transfer run on;
+  convolutions (torch's ``fuse_conv_bn_weights``; ``folded_copy``, ``gradient_network``), what
+  the gradient techniques, texture synthesis and style transfer run on;
 * :mod:`~cs_utils.engine.incremental_occlusion`: ``IncrementalNetwork``, a network that computes
   the scores of images that differ from a reference image in a small region only where they
-  differ (Nakandala et al. 2019), what the occlusion loop runs on;
+  differ (Nakandala et al. 2019), what the occlusion loop runs on, with
+  :mod:`~cs_utils.engine.network_ops` (the network compiled into operations it can run on windows);
 * :mod:`~cs_utils.engine.lbfgs`: ``LBFGS``, ``torch.optim.LBFGS``'s steps with less work around
   each evaluation;
 * :mod:`~cs_utils.engine.gram`: ``gram_losses``, the style loss with its backward written out;

@@ -1,8 +1,8 @@
 """Batch sizes chosen by measurement: the fastest per item, measured once per network and kept.
 
 What a batch costs on a CPU depends on the machine, the thread count and what the process
-allocated before (on 2 cores batch 2-4 was about 4x faster per image than batch 32, and a large
-batch grew slower after large allocations), so the techniques that run many images through a
+allocated before (small batches are often the fastest per image on a CPU; the numbers are in
+``benchmarks/README.md``), so the techniques that run many images through a
 network (occlusion's plain path, integrated gradients, SmoothGrad) measure instead of guessing:
 :func:`fastest_batch_size` times a few batch sizes, :func:`measured_batch_size` does that once
 per network, device, dtype, image shape and thread count in the process and keeps the answer

@@ -4,9 +4,9 @@ In eval mode a batch norm is an affine map per channel, ``y * scale + shift``, s
 followed by one is a single convolution with weights ``w * scale`` and bias ``b * scale + shift``:
 the same function, one layer fewer. PyTorch computes each batch norm's backward as a layer of
 its own, and optimising an image (style transfer, texture synthesis) runs a forward and a
-backward pass at every evaluation. On EfficientNet-Lite0 truncated after ``blocks.10``, one
-forward+backward to a 256 px image took 28 ms as loaded and 16 ms folded and in channels-last
-layout (2 CPU threads; folded alone 19-23 ms, channels-last alone 27 ms).
+backward pass at every evaluation, so one layer fewer per batch norm saves time at every
+evaluation (the times are in ``benchmarks/README.md``). The folding itself is torch's
+``torch.nn.utils.fusion.fuse_conv_bn_weights``, in float64.
 
 :func:`folded_copy` returns such a copy and leaves the caller's model as it was: its modules,
 hooks, modes and ``requires_grad`` are not touched. Only what is certainly the same function is
@@ -25,6 +25,7 @@ import weakref
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from ..models import Conv2dSame
 
@@ -59,13 +60,16 @@ def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
 
 
 def _fold_into(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
-    """Replace ``conv``'s weight and bias by those of ``conv`` then ``bn``, computed in float64."""
-    scale, shift = bn_scale_shift(bn)
-    weight = conv.weight.detach().double() * scale.view(-1, *([1] * (conv.weight.dim() - 1)))
-    bias = shift if conv.bias is None else conv.bias.detach().double() * scale + shift
+    """Replace ``conv``'s weight and bias by those of ``conv`` then ``bn``: torch's
+    ``fuse_conv_bn_weights``, computed in float64 and stored in the convolution's dtype."""
+    def double(t):
+        return None if t is None else t.detach().double()
+
+    weight, bias = fuse_conv_bn_weights(double(conv.weight), double(conv.bias), double(bn.running_mean),
+                                        double(bn.running_var), bn.eps, double(bn.weight), double(bn.bias))
     dtype, device = conv.weight.dtype, conv.weight.device
-    conv.weight = nn.Parameter(weight.to(dtype), requires_grad=False)
-    conv.bias = nn.Parameter(bias.to(device, dtype), requires_grad=False)
+    conv.weight = nn.Parameter(weight.detach().to(device, dtype), requires_grad=False)
+    conv.bias = nn.Parameter(bias.detach().to(device, dtype), requires_grad=False)
 
 
 def _layout_safe(model: nn.Module) -> bool:

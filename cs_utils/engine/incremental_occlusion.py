@@ -39,10 +39,8 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.nn.modules import module as _module_hooks
 
-from ..models import Conv2dSame, EfficientNetLite, InputScaling, MBConv
-from .folding import bn_scale_shift
+from .network_ops import Conv, Pointwise, Residual, Unsupported, compile_ops, run_full
 
 __all__ = [
     "FULL_MAP_FRACTION",
@@ -52,243 +50,19 @@ __all__ = [
 ]
 
 #: A layer computes its whole map instead of windows when the window covers at least this
-#: share of the map (on 2 CPU threads the bookkeeping of windows costs about that much).
+#: share of the map (beyond it, the bookkeeping of windows costs more than it saves).
 FULL_MAP_FRACTION = 0.5
 #: Images whose windows are computed together (their tensors stay in the CPU caches): the batch size
 #: :func:`cs_utils.occlusion_map` gives its loop on the incremental path.
 INCREMENTAL_BATCH_SIZE = 64
 
 
-class _Unsupported(Exception):
-    """The model has something the incremental path does not know; the message says what."""
-
-
-# --------------------------------------------------------------------------- the model as operations
-
-@dataclass(eq=False)
-class _Pointwise:
-    """``clamp(x * scale + shift)`` per channel (input scaling, batch norm alone, an activation)."""
-
-    scale: torch.Tensor | None
-    shift: torch.Tensor | None
-    clamp: tuple | None
-
-    def full(self, x: torch.Tensor) -> torch.Tensor:
-        if self.scale is not None:
-            x = torch.addcmul(self.shift.view(1, -1, 1, 1), x, self.scale.view(1, -1, 1, 1))
-        return _clamp(x, self.clamp, inplace=self.scale is not None)
-
-    def signature(self):
-        return ("pointwise",)
-
-
-@dataclass(eq=False)
-class _Conv:
-    """A convolution with the batch norm after it folded in, and its activation."""
-
-    weight: torch.Tensor
-    bias: torch.Tensor
-    stride: tuple[int, int]
-    groups: int
-    same: bool                  # TensorFlow "SAME" padding, which depends on the input size
-    pads: tuple[int, int, int, int]   # (top, bottom, left, right) when not ``same``
-    clamp: tuple | None
-
-    @property
-    def kernel(self) -> tuple[int, int]:
-        return tuple(self.weight.shape[-2:])
-
-    def padding(self, height: int, width: int) -> tuple[int, int, int, int]:
-        """(top, bottom, left, right) zero padding for an input of ``height`` x ``width``."""
-        if not self.same:
-            return self.pads
-        sides = []
-        for size, k, s in zip((height, width), self.kernel, self.stride):
-            total = max((-(-size // s) - 1) * s + k - size, 0)
-            sides += [total // 2, total - total // 2]
-        return tuple(sides)
-
-    @property
-    def pointwise(self) -> bool:
-        return self.kernel == (1, 1) and self.stride == (1, 1) and not self.same and self.pads == (0,) * 4
-
-    def window(self, x: torch.Tensor) -> torch.Tensor:
-        """The convolution of an already padded input (no padding added)."""
-        return _clamp(F.conv2d(x, self.weight, self.bias, self.stride, 0, 1, self.groups), self.clamp)
-
-    def full(self, x: torch.Tensor) -> torch.Tensor:
-        top, bottom, left, right = self.padding(*x.shape[-2:])
-        if top == bottom and left == right:
-            out = F.conv2d(x, self.weight, self.bias, self.stride, (top, left), 1, self.groups)
-        else:
-            out = F.conv2d(F.pad(x, (left, right, top, bottom)), self.weight, self.bias, self.stride, 0, 1,
-                           self.groups)
-        return _clamp(out, self.clamp)
-
-    def signature(self):
-        return ("conv", self.kernel, self.stride, self.same, self.pads)
-
-
-@dataclass(eq=False)
-class _Residual:
-    """``body(x) + x``."""
-
-    body: list
-
-    def full(self, x: torch.Tensor) -> torch.Tensor:
-        return _run_full(self.body, x) + x
-
-    def signature(self):
-        return ("residual", tuple(op.signature() for op in self.body))
-
-
-def _clamp(x: torch.Tensor, bounds, inplace: bool = True) -> torch.Tensor:
-    if bounds is None:
-        return x
-    return x.clamp_(*bounds) if inplace else x.clamp(*bounds)
-
-
-def _run_full(ops: list, x: torch.Tensor) -> torch.Tensor:
-    for op in ops:
-        x = op.full(x)
-    return x
-
-
-_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Hardtanh)
-_SKIPPED = (nn.Identity, nn.Dropout, nn.Dropout2d)
-
-
-def _activation(module: nn.Module) -> tuple:
-    if type(module) is nn.ReLU:
-        return (0.0, None)
-    return (float(module.min_val), float(module.max_val))
-
-
-def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d | None, clamp) -> _Conv:
-    """``conv`` then ``bn`` (eval mode) as one convolution: the same function, folded in float64."""
-    if conv.padding_mode != "zeros" or conv.dilation != (1, 1):
-        raise _Unsupported("a convolution with dilation or non-zero padding mode")
-    weight = conv.weight.detach().double()
-    bias = conv.bias.detach().double() if conv.bias is not None else weight.new_zeros(weight.shape[0])
-    if bn is not None:
-        scale, shift = bn_scale_shift(bn)
-        weight, bias = weight * scale.view(-1, 1, 1, 1), bias * scale + shift
-    same, pads = type(conv) is Conv2dSame, (0, 0, 0, 0)
-    if not same:
-        if conv.padding == "same":
-            pads = tuple(p for k in conv.kernel_size for p in ((k - 1) // 2, k - 1 - (k - 1) // 2))
-        elif conv.padding != "valid":
-            pads = (conv.padding[0], conv.padding[0], conv.padding[1], conv.padding[1])
-    dtype = conv.weight.dtype
-    return _Conv(weight.to(dtype).contiguous(), bias.to(dtype), tuple(conv.stride), conv.groups, same, pads,
-                 clamp)
-
-
-def _check_bn(name: str, bn: nn.BatchNorm2d) -> None:
-    if bn.running_mean is None or bn.running_var is None:
-        raise _Unsupported(f"{name} (a BatchNorm2d without running statistics normalises by the batch)")
-
-
-def _flatten(name: str, module: nn.Module) -> list[tuple[str, nn.Module]]:
-    if type(module) is nn.Sequential:
-        return [item for child, sub in module.named_children()
-                for item in _flatten(f"{name}.{child}" if name else child, sub)]
-    return [(name, module)]
-
-
-def _compile_spatial(items: list[tuple[str, nn.Module]]) -> tuple[list, int]:
-    """The operations up to the global average pool, and the index of the pool in ``items``."""
-    ops, i = [], 0
-    while i < len(items):
-        name, module = items[i]
-        kind = type(module)
-        nxt = items[i + 1][1] if i + 1 < len(items) else None
-        if kind in (nn.Conv2d, Conv2dSame):
-            bn = None
-            if type(nxt) is nn.BatchNorm2d:
-                _check_bn(items[i + 1][0], nxt)
-                bn, i = nxt, i + 1
-                nxt = items[i + 1][1] if i + 1 < len(items) else None
-            clamp = None
-            if type(nxt) in _ACTIVATIONS:
-                clamp, i = _activation(nxt), i + 1
-            ops.append(_fold(module, bn, clamp))
-        elif kind is nn.BatchNorm2d:
-            _check_bn(name, module)
-            scale, shift = bn_scale_shift(module)
-            dtype = module.running_mean.dtype
-            ops.append(_Pointwise(scale.to(dtype), shift.to(dtype), None))
-        elif kind is InputScaling:
-            scale = 1 / module.std.flatten()
-            ops.append(_Pointwise(scale, -module.mean.flatten() * scale, None))
-        elif kind in _ACTIVATIONS:
-            ops.append(_Pointwise(None, None, _activation(module)))
-        elif kind is MBConv:
-            parts = [module.expand] if module.expand is not None else []
-            body, end = _compile_spatial([item for part, label in zip(
-                parts + [module.depthwise, module.project],
-                (["expand"] if parts else []) + ["depthwise", "project"])
-                for item in _flatten(f"{name}.{label}", part)])
-            if end != -1:
-                raise _Unsupported(f"{name} (a pool inside a block)")
-            ops += [_Residual(body)] if module.has_skip else body
-        elif kind is nn.AdaptiveAvgPool2d and module.output_size in (1, (1, 1)):
-            return ops, i
-        elif kind not in _SKIPPED:
-            raise _Unsupported(f"{name} ({kind.__name__})")
-        i += 1
-    return ops, -1
-
-
-def _compile_head(items: list[tuple[str, nn.Module]]) -> list:
-    """The classifier after the pool: ("linear", weight, bias), ("clamp", bounds)."""
-    head = []
-    for name, module in items:
-        kind = type(module)
-        if kind is nn.Linear:
-            bias = None if module.bias is None else module.bias.detach()
-            head.append(("linear", module.weight.detach(), bias))
-        elif kind in _ACTIVATIONS:
-            head.append(("clamp", _activation(module)))
-        elif kind is nn.Flatten:
-            if module.start_dim != 1 or module.end_dim != -1:
-                raise _Unsupported(f"{name} (a Flatten other than Flatten(1))")
-        elif kind not in _SKIPPED:
-            raise _Unsupported(f"{name} ({kind.__name__} after the global pool)")
-    return head
-
-
-def _compile(model: nn.Module) -> tuple[list, list]:
-    """(operations up to the pool, classifier) of ``model``; raises :class:`_Unsupported`."""
-    if _module_hooks._has_any_global_hook():
-        raise _Unsupported("global module hooks are registered, and the incremental path would not call them")
-    for name, module in model.named_modules():
-        if module._forward_hooks or module._forward_pre_hooks:
-            raise _Unsupported(f"{name or 'the model'} has forward hooks, which the incremental path would "
-                               "not call")
-        if "forward" in vars(module):
-            raise _Unsupported(f"{name or 'the model'} has its own forward function")
-    if type(model) is EfficientNetLite:
-        items = [item for label in ("input_scaling", "stem", "blocks", "head", "pool", "dropout", "fc")
-                 for item in _flatten(label, getattr(model, label))]
-    elif type(model) is nn.Sequential:
-        items = _flatten("", model)
-    else:
-        raise _Unsupported(f"the model is a {type(model).__name__}; it knows EfficientNetLite and "
-                           "nn.Sequential")
-    ops, pool = _compile_spatial(items)
-    if pool == -1:
-        raise _Unsupported("the model has no global average pool (AdaptiveAvgPool2d(1)) before its "
-                           "classifier")
-    return ops, _compile_head(items[pool + 1:])
-
-
 def why_not_incremental(model: nn.Module) -> str | None:
     """Why :class:`IncrementalNetwork` cannot run ``model`` (the module it does not know, or hooks
     it would skip), or ``None`` when it can; :func:`cs_utils.occlusion_map` then runs the model itself."""
     try:
-        _compile(model)
-    except _Unsupported as reason:
+        compile_ops(model)
+    except Unsupported as reason:
         return str(reason)
     return None
 
@@ -343,9 +117,9 @@ def _plan(ops: list, g: _Geometry, chunk: int, fraction: float) -> tuple[list, _
     """For each operation, how the windows move: its steps, and the geometry after the last one."""
     steps = []
     for op in ops:
-        if isinstance(op, _Pointwise) or (isinstance(op, _Conv) and op.pointwise):
+        if isinstance(op, Pointwise) or (isinstance(op, Conv) and op.pointwise):
             steps.append(None)
-        elif isinstance(op, _Conv):
+        elif isinstance(op, Conv):
             top, bottom, left, right = op.padding(*g.n)
             before, after = np.array([top, left]), np.array([bottom, right])
             k, s = np.array(op.kernel), np.array(op.stride)
@@ -427,12 +201,12 @@ def _original_pass(ops, x, tables: dict) -> torch.Tensor:
     """``x`` through ``ops`` on whole maps, keeping a table of every activation a window can read:
     the input of each spatial convolution, both terms of each residual addition."""
     for op in ops:
-        if isinstance(op, _Residual):
+        if isinstance(op, Residual):
             y = _original_pass(op.body, x, tables)
             tables[(id(op), 0)], tables[(id(op), 1)] = _Table(x, (0, 0, 0, 0)), _Table(y, (0, 0, 0, 0))
             x = y + x
         else:
-            if isinstance(op, _Conv) and not op.pointwise:
+            if isinstance(op, Conv) and not op.pointwise:
                 tables[id(op)] = _Table(x, op.padding(*x.shape[-2:]))
             x = op.full(x)
     return x
@@ -509,8 +283,8 @@ class IncrementalNetwork(nn.Module):
                  largest: float = 0.25):
         super().__init__()
         try:
-            self._ops, self._head = _compile(model)
-        except _Unsupported as reason:
+            self._ops, self._head = compile_ops(model)
+        except Unsupported as reason:
             raise ValueError(f"incremental occlusion cannot run this model: {reason}; use the plain path "
                              f"(cs_utils.occlusion_map(..., incremental=False))") from None
         if not isinstance(references, torch.Tensor) or references.dim() != 4 or references.shape[0] == 0:
@@ -566,7 +340,7 @@ class IncrementalNetwork(nn.Module):
                 done.append((part, self._changed(images, part, lo[index], hi[index], original)))
         whole = (~same & ~small).nonzero()[:, 0]
         if len(whole):
-            final = _run_full(self._ops, _channels_last(images[whole]))
+            final = run_full(self._ops, _channels_last(images[whole]))
             done.append((whole, _classify(self._head, final.mean(dim=(2, 3)))))
         scores = torch.cat([s for _, s in done])
         out = scores.new_empty(images.shape[0], scores.shape[1])

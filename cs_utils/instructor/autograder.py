@@ -40,7 +40,6 @@ import sys
 import tempfile
 import threading
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -58,8 +57,10 @@ from .isolation import (
     make_private,
     sandbox_account,
 )
-from .results import BadResult
-from .sandbox import PACKAGE_ROOT, PROJECT_ROOT, Sandbox, SandboxError, build_base, isolation_mode
+from .judging import exercise_score, judge_case
+from .sandbox import Sandbox, SandboxError, isolation_mode
+from .sandbox_files import PACKAGE_ROOT, PROJECT_ROOT, build_base
+from .submission import SubmissionError, open_submission
 
 __all__ = [
     "DEFAULT_HIDDEN",
@@ -68,13 +69,9 @@ __all__ = [
     "DEFAULT_TOTAL_TIMEOUT",
     "Cases",
     "IntegrityError",
-    "SubmissionError",
     "draw_seed",
     "grader_digest",
-    "find_package",
     "grade",
-    "open_submission",
-    "points_for",
     "prepare_cases",
     "protect",
     "sandbox_base",
@@ -85,12 +82,6 @@ DEFAULT_TIMEOUT = 30.0
 DEFAULT_TOTAL_TIMEOUT = 90.0
 DEFAULT_MEMORY_MB = 2048
 DEFAULT_HIDDEN = 2
-MAX_FILE_BYTES = 2 * 2**20
-MAX_SUBMISSION_BYTES = 32 * 2**20
-
-
-class SubmissionError(ValueError):
-    """A submission that cannot be opened: the reason is its message."""
 
 
 class IntegrityError(RuntimeError):
@@ -153,98 +144,6 @@ def protect(private=(), slot: int = 0) -> list[str]:
             "before grading"
         )
     return [str(p) for p in checked]
-
-
-# --------------------------------------------------------------------------- opening a submission
-
-
-def find_package(submission: Path) -> Path:
-    """The submission's package folder: ``SUBMISSION/cs_utils`` if there is one, else ``SUBMISSION``."""
-    submission = Path(submission)
-    if not submission.is_dir():
-        raise FileNotFoundError(f"{submission} is not a folder; give a student's cs_utils folder or project")
-    if (submission / grading.PACKAGE).is_dir():
-        return submission / grading.PACKAGE
-    if any(submission.glob("*.py")):
-        return submission
-    raise FileNotFoundError(
-        f"{submission} holds neither a {grading.PACKAGE}/ folder nor .py files; give a "
-        "student's cs_utils folder or the project folder that contains it"
-    )
-
-
-def _safe_name(name: str) -> bool:
-    return name.isidentifier() and len(name) < 64
-
-
-def _from_zip(path: Path, out: Path) -> None:
-    try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise SubmissionError(f"not a readable zip file ({one_line(exc, 80)})") from None
-    with zf:
-        chosen = {}
-        for info in zf.infolist():
-            parts = info.filename.replace("\\", "/").split("/")
-            if (
-                info.is_dir()
-                or ".." in parts
-                or info.filename.startswith("/")
-                or not parts[-1].endswith(".py")
-            ):
-                continue
-            if len(parts) >= 2 and parts[-2] == grading.PACKAGE:
-                depth = len(parts)
-            elif len(parts) == 1:
-                depth = 10**6  # loose .py files count only without a cs_utils/ folder
-            else:
-                continue
-            stem = parts[-1][:-3]
-            if _safe_name(stem) and (stem not in chosen or depth < chosen[stem][0]):
-                chosen[stem] = (depth, info)
-        total = 0
-        for stem, (_, info) in sorted(chosen.items()):
-            with zf.open(info) as member:
-                data = member.read(MAX_FILE_BYTES + 1)
-            total += len(data)
-            if len(data) > MAX_FILE_BYTES or total > MAX_SUBMISSION_BYTES:
-                raise SubmissionError(
-                    f"{info.filename[:80]} is larger than {MAX_FILE_BYTES // 2**20} MB "
-                    "unpacked (or the zip is too large)"
-                )
-            (out / f"{stem}.py").write_bytes(data)
-
-
-def _from_folder(path: Path, out: Path) -> None:
-    try:
-        package = find_package(path)
-    except FileNotFoundError as exc:
-        raise SubmissionError(str(exc)) from None
-    total = 0
-    for src in sorted(package.glob("*.py")):
-        if src.is_symlink() or not src.is_file() or not _safe_name(src.stem):
-            continue
-        size = src.stat().st_size
-        total += size
-        if size > MAX_FILE_BYTES or total > MAX_SUBMISSION_BYTES:
-            raise SubmissionError(f"{src.name} is larger than {MAX_FILE_BYTES // 2**20} MB")
-        shutil.copyfile(src, out / src.name)
-
-
-def open_submission(submission: Path, out: Path) -> Path:
-    """Copy the submission's ``cs_utils/*.py`` (regular files only) into the new folder ``out``;
-    return it. Raises :class:`SubmissionError` with the reason when there is nothing to grade."""
-    submission, out = Path(submission), Path(out)
-    out.mkdir(parents=True, exist_ok=False)
-    if submission.is_file() and submission.suffix == ".zip":
-        _from_zip(submission, out)
-    elif submission.is_dir():
-        _from_folder(submission, out)
-    else:
-        raise SubmissionError(f"{submission.name} is neither a folder nor a .zip file")
-    if not any(out.glob("*.py")):
-        raise SubmissionError(f"no {grading.PACKAGE}/*.py files in the submission")
-    return out
 
 
 def _share_with(package: Path, slot: int) -> None:
@@ -344,111 +243,6 @@ def sandbox_base() -> Path:
             atexit.register(shutil.rmtree, folder, True)
             _BASE["base"] = build_base(folder)
         return _BASE["base"]
-
-
-# --------------------------------------------------------------------------- judging
-
-
-def points_for(max_points: float, public_passed: bool, hidden_passed: int, n_hidden: int) -> float:
-    """Each case an equal share; without a passing hidden case, nothing (stored answers earn nothing)."""
-    if n_hidden == 0:
-        return float(max_points) if public_passed else 0.0
-    if hidden_passed == 0:
-        return 0.0
-    return round(max_points * (hidden_passed + public_passed) / (n_hidden + 1), 2)
-
-
-def _ended_without_result(how: str, timeout: float, log: str) -> tuple[str, str]:
-    if how == "timeout":
-        return "timeout", (
-            f"no result within the time limit of {timeout:g} s (an endless loop, or far too "
-            "slow: vectorise the code)"
-        )
-    if how == "disk":
-        return (
-            "crashed",
-            "the process wrote over 512 MB, 2000 files or 32 nested folders into its scratch folder "
-            "(or over 64 MB into /tmp or /dev/shm) and was stopped",
-        )
-    if how == "memory":
-        return "memory", f"killed by the memory limit{': ' + log if log else ''}"
-    if how == "total time":
-        return "timeout", "not run: the submission's total time limit was used up by earlier exercises"
-    if how == "forkbomb":
-        return "crashed", "the process started too many processes at once and was stopped"
-    if how == "sandbox died":
-        return "crashed", "the sandbox ended before the result (the submission stopped it)"
-    what = f"killed by signal {how[6:]}" if how.startswith("signal") else f"exit code {how}"
-    return "crashed", f"the process ended without a result ({what})" + (f": {log}" if log else "")
-
-
-def _judge_case(
-    exercise, sandbox: Sandbox, cases: Cases, case: int, how: str, timeout: float, memory_mb: int
-) -> dict:
-    name = exercise.name
-    try:
-        got = sandbox.read_result(name, case)
-    except BadResult as exc:
-        if getattr(exc, "exists", False):
-            return {
-                "status": "invalid",
-                "rel_error": None,
-                "message": f"unusable result: {exc}",
-                "seconds": 0.0,
-            }
-        status, message = _ended_without_result(how, timeout, sandbox.log_tail(name))
-        return {"status": status, "rel_error": None, "message": message, "seconds": 0.0}
-    if got.status != "ok":
-        message = got.message
-        if got.status == "memory":
-            message = f"memory limit of {memory_mb} MB exceeded: {message}"
-        return {"status": got.status, "rel_error": None, "message": message, "seconds": got.seconds}
-    try:
-        result = grading.compare(
-            exercise,
-            got.outputs,
-            cases.expected(name, case),
-            cases.mistakes[name] if case == 0 else None,
-            got.seconds,
-        )
-    except Exception as exc:  # noqa: BLE001 - a result the comparison cannot take is not a pass
-        return {
-            "status": "invalid",
-            "rel_error": None,
-            "seconds": got.seconds,
-            "message": f"unusable result: {type(exc).__name__}: {exc}",
-        }
-    rel = result.rel_error if result.rel_error is not None and np.isfinite(result.rel_error) else None
-    return {"status": result.status, "rel_error": rel, "message": result.message, "seconds": got.seconds}
-
-
-def _exercise_score(exercise, public: dict, hidden: list[dict], seconds: float) -> dict:
-    cases = [public, *hidden]
-    n_pass = sum(c["status"] == "pass" for c in hidden)
-    points = points_for(exercise.points, public["status"] == "pass", n_pass, len(hidden))
-    if all(c["status"] == "pass" for c in cases):
-        status, message = "pass", ""
-    else:
-        labels = ["public case"] + [f"hidden case {i}" for i in range(1, len(hidden) + 1)]
-        first = next((label, c) for label, c in zip(labels, cases) if c["status"] != "pass")
-        status = "partial" if points > 0 else first[1]["status"]
-        message = f"{first[0]}: {first[1]['message']}" if first[1]["message"] else first[0]
-    errors = [c["rel_error"] for c in cases if c["rel_error"] is not None]
-    clean = [{k: (one_line(v, 300) if k == "message" else v) for k, v in c.items()} for c in cases]
-    return {
-        "name": exercise.name,
-        "module": exercise.path,
-        "function": exercise.function,
-        "points": points,
-        "max_points": exercise.points,
-        "status": status,
-        "rel_error": max(errors) if errors else None,
-        "message": one_line(message, 300),
-        "hint": exercise.hint if status != "pass" else "",
-        "seconds": round(seconds, 3),
-        "public": clean[0],
-        "hidden": clean[1:],
-    }
 
 
 def zero_report(submission: Path, reason: str, names: list[str], mode: str, seed: int) -> dict:
@@ -565,10 +359,10 @@ def grade(
                             return report
                     how, seconds = sandbox.run(name, min(timeout, left))
                 judged = [
-                    _judge_case(exercise, sandbox, cases, i, how, min(timeout, max(left, 0.0)), memory_mb)
+                    judge_case(exercise, sandbox, cases, i, how, min(timeout, max(left, 0.0)), memory_mb)
                     for i in range(cases.n_hidden + 1)
                 ]
-                scores.append(_exercise_score(exercise, judged[0], judged[1:], seconds))
+                scores.append(exercise_score(exercise, judged[0], judged[1:], seconds))
                 if progress:
                     progress(scores[-1])
         finally:

@@ -38,10 +38,12 @@ from pathlib import Path
 
 from ..course import grading
 from ..course.report import one_line
-from .autograder import IntegrityError, draw_seed, grade, points_for
+from .autograder import IntegrityError, draw_seed, grade
 from .isolation import is_root, make_private, remove_tree, sandbox_account
+from .judging import points_for
 from .release import project_files
-from .sandbox import PROJECT_ROOT, isolation_mode
+from .sandbox import isolation_mode
+from .sandbox_files import PROJECT_ROOT
 
 __all__ = ["HIDDEN_VISIBILITY", "build_autograder_zip", "results_json", "run", "write_results"]
 

@@ -5,10 +5,7 @@ file operations on folders that a submission controls.
   dedicated system account ``cs-sandbox<slot>`` (one per sandbox running at once, so two students
   graded in parallel never share a uid), with no supplementary groups (:func:`sandbox_account`,
   created with ``useradd`` when missing; :func:`drop_to`, through ``setpriv``).
-* **Cgroups.** Each sandbox gets its own cgroup where the machine allows it (cgroup v2, or v1's
-  ``memory``, ``pids`` and ``cpu`` controllers): a memory limit that counts what a process holds in
-  tmpfs and memfd, a process limit and one CPU at most, so a busy submission cannot starve its
-  neighbour (:class:`Cgroup`).
+* **Cgroups** are :mod:`cs_utils.instructor.cgroups`.
 * **Root-only folders.** What the grader keeps (its tree, the reference, the cache of expected
   outputs, reports, the class folder) is made root-only before grading (:func:`make_private`,
   :func:`lock_project`) and checked as the sandbox account (:func:`accessible_to`).
@@ -24,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import functools
 import os
 import pwd
 import shutil
@@ -34,22 +30,20 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
     "ACCOUNT_PREFIX",
     "Account",
-    "Cgroup",
     "IsolationError",
     "accessible_to",
     "account_slot",
-    "cgroup_support",
     "count_tree",
     "drop_to",
     "hidden_memory",
     "is_root",
+    "kill_until_none",
     "lock_project",
     "make_private",
     "open_python_to",
@@ -60,7 +54,6 @@ __all__ = [
 ]
 
 ACCOUNT_PREFIX = "cs-sandbox"
-CGROUP_NAME = "cs-utils-grader"
 SHARED_WRITABLE = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
 _ACCOUNT_LOCK = threading.Lock()
 
@@ -157,141 +150,6 @@ def drop_to(account: Account | None, cgroup_procs: list[str] = ()) -> list[str]:
     return ["/bin/sh", "-c", join, "sh", " ".join(cgroup_procs),
             setpriv, f"--reuid={account.uid}", f"--regid={account.gid}", "--clear-groups",
             "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--pdeathsig=KILL", "--"]
-
-
-# --------------------------------------------------------------------------- cgroups
-
-
-def _write(path: Path, value) -> None:
-    with open(path, "w") as f:
-        f.write(str(value))
-
-
-@functools.lru_cache(maxsize=1)
-def cgroup_support() -> tuple[str, str]:
-    """``("v2", where)``, ``("v1", where)`` or ``("none", why)``: whether sandboxes get their own cgroup."""
-    if os.environ.get("CS_UTILS_CGROUP") == "none":
-        return "none", "CS_UTILS_CGROUP=none"
-    if not is_root():
-        return "none", "the grader is not root"
-    root = Path("/sys/fs/cgroup")
-    try:
-        if (root / "cgroup.controllers").exists():
-            wanted = {"memory", "pids", "cpu"}
-            if not wanted <= set((root / "cgroup.controllers").read_text().split()):
-                return "none", "cgroup v2 without the memory, pids and cpu controllers"
-            probe = Cgroup("v2", f"probe-{uuid.uuid4().hex[:8]}", 2**30, 16)
-        elif all((root / c / "cgroup.procs").exists() for c in ("memory", "pids", "cpu")):
-            probe = Cgroup("v1", f"probe-{uuid.uuid4().hex[:8]}", 2**30, 16)
-        else:
-            return "none", "no cgroup v2 and no v1 memory, pids and cpu controllers"
-    except OSError as exc:
-        return "none", f"cgroups not writable here ({exc.strerror or exc})"
-    probe.remove()
-    return probe.version, f"{probe.version} under {root}"
-
-
-class Cgroup:
-    """One sandbox's cgroup: memory (tmpfs and memfd included, no swap), process count, one CPU."""
-
-    def __init__(self, version: str, name: str, memory_bytes: int, max_processes: int):
-        self.version, self.name = version, name
-        root = Path("/sys/fs/cgroup")
-        if version == "v2":
-            parent = root / CGROUP_NAME
-            parent.mkdir(exist_ok=True)
-            for where in (root, parent):
-                _write(where / "cgroup.subtree_control", "+memory +pids +cpu")
-            self.dirs = {"all": parent / name}
-        else:
-            self.dirs = {c: root / c / CGROUP_NAME / name for c in ("memory", "pids", "cpu")}
-        try:
-            for folder in self.dirs.values():
-                folder.mkdir(parents=True, exist_ok=False)
-            self.set_memory(memory_bytes)
-            if version == "v2":
-                _write(self.dirs["all"] / "pids.max", max_processes)
-                _write(self.dirs["all"] / "cpu.max", "100000 100000")
-            else:
-                _write(self.dirs["pids"] / "pids.max", max_processes)
-                _write(self.dirs["cpu"] / "cpu.cfs_period_us", 100000)
-                _write(self.dirs["cpu"] / "cpu.cfs_quota_us", 100000)
-        except OSError:
-            self.remove()
-            raise
-
-    @property
-    def procs_files(self) -> list[str]:
-        return [str(d / "cgroup.procs") for d in self.dirs.values()]
-
-    def set_memory(self, memory_bytes: int) -> None:
-        memory_bytes = int(memory_bytes)
-        if self.version == "v2":
-            _write(self.dirs["all"] / "memory.max", memory_bytes)
-            swap = self.dirs["all"] / "memory.swap.max"
-            if swap.exists():
-                _write(swap, 0)
-            return
-        folder = self.dirs["memory"]
-        files = [folder / "memory.limit_in_bytes"]
-        if (folder / "memory.memsw.limit_in_bytes").exists():
-            files.append(folder / "memory.memsw.limit_in_bytes")
-        for order in (files, files[::-1]):  # memsw >= limit at every step: one of the orders works
-            try:
-                for path in order:
-                    _write(path, memory_bytes)
-                return
-            except OSError:
-                continue
-        for path in files:
-            _write(path, memory_bytes)
-
-    def memory_usage(self) -> int:
-        path = self.dirs["all"] / "memory.current" if self.version == "v2" else \
-            self.dirs["memory"] / "memory.usage_in_bytes"
-        try:
-            return int(path.read_text())
-        except (OSError, ValueError):
-            return 0
-
-    def oom_kills(self) -> int:
-        """How many processes the memory limit killed so far (or how often it was hit)."""
-        path = self.dirs["all"] / "memory.events" if self.version == "v2" else \
-            self.dirs["memory"] / "memory.oom_control"
-        try:
-            fields = dict(line.split() for line in path.read_text().splitlines() if len(line.split()) == 2)
-            if "oom_kill" in fields:
-                return int(fields["oom_kill"])
-            if self.version == "v1":
-                return int((self.dirs["memory"] / "memory.failcnt").read_text())
-        except (OSError, ValueError):
-            pass
-        return 0
-
-    def pids(self) -> list[int]:
-        found = set()
-        for path in self.procs_files:
-            try:
-                found.update(int(p) for p in Path(path).read_text().split())
-            except (OSError, ValueError):
-                continue
-        return sorted(found)
-
-    def kill(self, spare: int | None = None) -> None:
-        """Kill every process in the cgroup but ``spare``, until none is left (forks included)."""
-        _kill_until_none(lambda: [p for p in self.pids() if p != spare])
-
-    def remove(self) -> None:
-        self.kill()
-        for folder in self.dirs.values():
-            for _ in range(50):
-                try:
-                    folder.rmdir()
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    time.sleep(0.02)
 
 
 # --------------------------------------------------------------------------- root-only folders
@@ -448,7 +306,7 @@ def _uid_of(pid: str) -> int | None:
     return None
 
 
-def _kill_until_none(victims) -> None:
+def kill_until_none(victims) -> None:
     """SIGKILL what ``victims()`` lists, again and again, until it lists nothing (a fork bomb's
     children included; at most 200 rounds)."""
     for _ in range(200):
@@ -465,7 +323,7 @@ def _kill_until_none(victims) -> None:
 
 def kill_account(account: Account, spare: int | None = None) -> None:
     """Kill every process running as ``account`` but ``spare``, until none is left."""
-    _kill_until_none(lambda: [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != spare
+    kill_until_none(lambda: [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != spare
                               and _uid_of(p) == account.uid])
 
 

@@ -2,9 +2,9 @@
 
 One :class:`Sandbox` per submission starts :mod:`cs_utils.instructor.sandbox_runner` once (it imports
 torch and the model once) and asks it for one exercise at a time; each exercise runs in a fresh
-child process. The sandbox holds the *student release* of ``cs_utils`` (:func:`build_base`: no
-solutions, no golden files, no grader), the submission's ``.py`` files and the inputs, never the
-grader's package or expected outputs.
+child process. The sandbox holds the *student release* of ``cs_utils``
+(:mod:`~cs_utils.instructor.sandbox_files`: no solutions, no golden files, no grader), the
+submission's ``.py`` files and the inputs, never the grader's package or expected outputs.
 
 Two modes (:func:`isolation_mode`), the report says which and as whom:
 
@@ -40,12 +40,11 @@ import time
 import uuid
 from pathlib import Path
 
+from .cgroups import Cgroup, cgroup_support
 from .isolation import (
     Account,
-    Cgroup,
     IsolationError,
     account_usage,
-    cgroup_support,
     count_tree,
     drop_to,
     hidden_memory,
@@ -56,14 +55,11 @@ from .isolation import (
     sandbox_account,
     sweep_account,
 )
-from .release import instructor_only, strip_solutions
 from .results import MAX_RESULT_BYTES, BadResult, CaseFile, parse_case
+from .sandbox_files import PACKAGE_ROOT, PROJECT_ROOT, bound_paths
 
-__all__ = ["Sandbox", "SandboxError", "build_base", "isolation_mode"]
+__all__ = ["Sandbox", "SandboxError", "isolation_mode"]
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # the grader's cs_utils
-PROJECT_ROOT = PACKAGE_ROOT.parent
-RUNNER = Path(__file__).resolve().with_name("sandbox_runner.py")
 MAX_SCRATCH_BYTES = 512 * 2**20
 MAX_SCRATCH_FILES = 2000
 MAX_SCRATCH_DEPTH = 32
@@ -83,7 +79,7 @@ class SandboxError(RuntimeError):
 def _bwrap_probe(bwrap: str, account: Account | None) -> subprocess.CompletedProcess:
     cmd = [*drop_to(account), bwrap, "--unshare-all", "--unshare-user", "--uid", str(SANDBOX_UID),
            "--die-with-parent", "--proc", "/proc", "--dev", "/dev"]
-    for path in _bound_paths():
+    for path in bound_paths():
         cmd += ["--ro-bind", path, path]
     cmd += [sys.executable, "-I", "-c", "import numpy"]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
@@ -110,62 +106,6 @@ def isolation_mode() -> tuple[str, str]:
             "submission runs as a sandbox account that cannot touch the grader's files"
         )
     return "fallback", why
-
-
-def build_base(out: Path) -> Path:
-    """Write the sandbox's copy of the project into ``out``: ``cs_utils/`` as in the student release
-    (solutions stripped, no ``cs_utils/instructor/``), ``data/`` without the golden files, and the
-    runner; readable by everyone, writable by its owner only. Returns ``out``."""
-    out = Path(out)
-    for src in sorted(PACKAGE_ROOT.rglob("*.py")):
-        rel = src.relative_to(PACKAGE_ROOT)
-        if instructor_only(Path("cs_utils") / rel):
-            continue
-        dst = out / "cs_utils" / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        dst.write_text(
-            strip_solutions(src.read_text(encoding="utf-8"), f"cs_utils/{rel.as_posix()}"), encoding="utf-8"
-        )
-    data = PROJECT_ROOT / "data"
-    if data.is_dir():
-        shutil.copytree(data, out / "data", ignore=lambda d, names: ["checks"] if Path(d) == data else [])
-    shutil.copy(RUNNER, out / "runner.py")
-    for folder, _, files in os.walk(out):
-        os.chmod(folder, 0o755)
-        for name in files:
-            os.chmod(os.path.join(folder, name), 0o644)
-    return out
-
-
-def _bound_paths() -> list[str]:
-    """What the sandbox needs read-only: the system's libraries, Python and its packages."""
-    paths = [
-        "/usr",
-        "/lib",
-        "/lib64",
-        "/lib32",
-        "/bin",
-        "/sbin",
-        "/etc/ld.so.cache",
-        "/etc/ld.so.conf",
-        "/etc/ld.so.conf.d",
-        "/etc/alternatives",
-        "/etc/localtime",
-    ]
-    for prefix in {sys.base_prefix, sys.prefix, sys.exec_prefix, sys.base_exec_prefix}:
-        paths.append(os.path.realpath(prefix))
-        paths.append(prefix)
-    import numpy
-    import torch
-
-    for module in (numpy, torch):  # site-packages outside the prefixes (e.g. a user's site)
-        paths.append(str(Path(module.__file__).resolve().parent.parent))
-    seen, kept = set(), []
-    for path in paths:
-        if path not in seen and os.path.exists(path):
-            seen.add(path)
-            kept.append(path)
-    return kept
 
 
 class Sandbox:
@@ -248,7 +188,7 @@ class Sandbox:
         # The sandbox's own /tmp (in memory, size-limited) comes first: the paths bound after it may
         # lie under the host's /tmp (a project cloned there, its .venv) and must stay visible.
         cmd += ["--size", str(PRIVATE_TMP_BYTES), "--tmpfs", "/tmp"]
-        bound = _bound_paths()
+        bound = bound_paths()
         for path in bound:
             cmd += ["--ro-bind", path, path]
         for hidden in (PROJECT_ROOT, PACKAGE_ROOT):  # the grader's tree inside a bound prefix: cover it

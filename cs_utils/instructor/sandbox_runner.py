@@ -198,7 +198,7 @@ def _run_case(exercise, fn, inputs: dict, template):
                 {},
             )
         if modes != before[1]:
-            return FAIL, "the model's train/eval mode changed; use cs_utils.evaluating(model)", {}
+            return FAIL, "the model's train/eval mode changed; use cs_utils.hooks.evaluating(model)", {}
         if flags != before[2]:
             return (
                 FAIL,

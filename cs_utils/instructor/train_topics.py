@@ -22,16 +22,17 @@ import os
 import torch
 
 from ..adversarial_style import save_stylizer, train_adversarial_stylizer
-from ..fast_style import training_photos
+from ..fast_style_training import training_photos
 from ..models import load_model
+from ..saved_nets import TOPICS_DIR
 from ..style import load_style
 from ..unet import mask_iou, predict_masks, save_unet, synthetic_shapes, train_unet
-from ..upsampling import DECODERS, UPSAMPLING_DIR, save_decoder_net, train_decoder
+from ..upsampling import DECODERS, save_decoder_net, train_decoder
 
 __all__ = ["ADVERSARIAL_RECIPE", "DECODER_RECIPE", "GROUPS", "RECORD_FILE", "UNET_HELD_OUT", "UNET_RECIPE",
            "main", "train_adversarial", "train_decoders", "train_unets", "unet_held_out"]
 
-RECORD_FILE = UPSAMPLING_DIR / "record.json"
+RECORD_FILE = TOPICS_DIR / "record.json"
 
 #: The settings both decoders are trained with (tv_weight 0: nothing but the decoder smooths).
 DECODER_RECIPE = dict(style="starry_night", steps=400, batch_size=2, crop_size=96, style_size=256, lr=2e-3,
@@ -67,7 +68,7 @@ def train_decoders(steps: int | None = None) -> dict:
                   "content_last_50": _mean(history.content, "last"),
                   "style_last_50": _mean(history.style, "last"),
                   "loss_per_step": [round(v, 2) for v in history.loss]}
-        save_decoder_net(net, UPSAMPLING_DIR / f"decoder_{decoder}.pt", info=record)
+        save_decoder_net(net, TOPICS_DIR / f"decoder_{decoder}.pt", info=record)
         records[f"decoder_{decoder}"] = {k: v for k, v in record.items() if k != "loss_per_step"}
     return records
 
@@ -93,7 +94,7 @@ def train_unets(steps: int | None = None) -> dict:
                   "held_out_iou": round(mask_iou(predict_masks(net, images), masks), 4),
                   "loss_per_step": [round(v, 4) for v in history.loss]}
         name = f"unet_{'skips' if skips else 'no_skips'}"
-        save_unet(net, UPSAMPLING_DIR / f"{name}.pt", info=record)
+        save_unet(net, TOPICS_DIR / f"{name}.pt", info=record)
         records[name] = {k: v for k, v in record.items() if k != "loss_per_step"}
     return records
 
@@ -109,7 +110,7 @@ def train_adversarial(steps: int | None = None) -> dict:
               "mean_of_first_50_steps": {k: _mean(getattr(history, k), "first") for k in series},
               "mean_of_last_50_steps": {k: _mean(getattr(history, k), "last") for k in series},
               "per_step": {k: [round(v, 4) for v in getattr(history, k)] for k in series}}
-    save_stylizer(stylizer, UPSAMPLING_DIR / "adversarial_starry_night.pt", info=record)
+    save_stylizer(stylizer, TOPICS_DIR / "adversarial_starry_night.pt", info=record)
     return {"adversarial_starry_night": {k: v for k, v in record.items() if k != "per_step"}}
 
 
@@ -126,7 +127,7 @@ def main(argv=None) -> None:
         parser.error(f"unknown groups {unknown}; choose from {list(GROUPS)}")
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(1)
-    UPSAMPLING_DIR.mkdir(parents=True, exist_ok=True)
+    TOPICS_DIR.mkdir(parents=True, exist_ok=True)
     for group in args.groups:
         records = GROUPS[group](args.steps)
         saved = json.loads(RECORD_FILE.read_text()) if RECORD_FILE.exists() else {}

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from ..fast_style import FAST_STYLE_DIR, load_fast_style, save_fast_style, stylize, train_fast_style
+from ..fast_style import FAST_STYLE_DIR, load_fast_style, save_fast_style, stylize
+from ..fast_style_training import train_fast_style
 from ..models import load_model
 from ..style import STYLE_NAMES
 

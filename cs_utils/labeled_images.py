@@ -1,6 +1,6 @@
 """Labelled image sets, offline: Fashion-MNIST if its Debian package is installed, else scikit-learn digits.
 
-* :func:`load_labelled_images` gives a :class:`LabelledImages` (greyscale images
+* :func:`load_labeled_images` gives a :class:`LabeledImages` (greyscale images
   (N, 1, H, W) in [0, 1], integer labels, class names), optionally a random
   subset and resized;
 * :data:`FASHION_MNIST_DIR` is where the Debian package ``dataset-fashion-mnist``
@@ -19,13 +19,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checks import positive_int
+from .validation import positive_int
 
 __all__ = [
     "FASHION_MNIST_CLASSES",
     "FASHION_MNIST_DIR",
-    "LabelledImages",
-    "load_labelled_images",
+    "LabeledImages",
+    "load_labeled_images",
 ]
 
 #: Where the Debian package ``dataset-fashion-mnist`` installs its files.
@@ -37,7 +37,7 @@ _FASHION_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-uby
 
 
 @dataclass(frozen=True)
-class LabelledImages:
+class LabeledImages:
     """A labelled image set: ``images`` (N, 1, H, W) float32 in [0, 1], ``labels`` (N,) int64."""
 
     images: torch.Tensor
@@ -79,9 +79,9 @@ def _fashion_mnist(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     return images.astype(np.float32) / 255.0, labels.astype(np.int64)
 
 
-def load_labelled_images(n: int | None = None, *, size: int | None = None, dataset: str = "auto",
+def load_labeled_images(n: int | None = None, *, size: int | None = None, dataset: str = "auto",
                          split: str = "test", root=None,
-                         generator: torch.Generator | None = None) -> LabelledImages:
+                         generator: torch.Generator | None = None) -> LabeledImages:
     """A labelled set of small greyscale images, offline.
 
     ``dataset``: ``"fashion_mnist"`` (Zalando's 28x28 clothing photos, 10 classes;
@@ -132,4 +132,4 @@ def load_labelled_images(n: int | None = None, *, size: int | None = None, datas
     if size is not None and tuple(images.shape[-2:]) != (size, size):
         images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
                                antialias=True).clamp_(0, 1)
-    return LabelledImages(images.contiguous(), labels_t.contiguous(), class_names, name, source)
+    return LabeledImages(images.contiguous(), labels_t.contiguous(), class_names, name, source)

@@ -1,4 +1,4 @@
-"""cs_utils.checks: one behaviour for every input check, and every technique held to it.
+"""cs_utils.validation: one behaviour for every input check, and every technique held to it.
 
 The contract part runs every public technique that takes images on a tiny model and
 feeds it what a hostile test found unchecked: NaN and infinite pixels, an empty
@@ -12,7 +12,7 @@ from models_by_hand import unusable_image
 from torch import nn
 
 import cs_utils
-from cs_utils import checks
+from cs_utils import validation
 
 # --------------------------------------------------------------------------- class indices
 
@@ -28,7 +28,7 @@ from cs_utils import checks
     (np.array([4]), [4, 4]),
 ])
 def test_class_indices_accept_every_integer_form(target, expected):
-    out = checks.class_indices(target, 2, classes=5)
+    out = validation.class_indices(target, 2, classes=5)
     assert out.dtype == torch.long and out.device.type == "cpu" and out.tolist() == expected
 
 
@@ -47,42 +47,42 @@ def test_class_indices_accept_every_integer_form(target, expected):
 ])
 def test_class_indices_errors_say_what_to_do(target, error, words):
     with pytest.raises(error, match=words):
-        checks.class_indices(target, 2, classes=5)
+        validation.class_indices(target, 2, classes=5)
 
 
 def test_class_indices_leave_the_callers_tensor_alone():
     target = torch.tensor([3])
-    out = checks.class_indices(target, 3)
+    out = validation.class_indices(target, 3)
     out[0] = 0
     assert target.tolist() == [3] and out.tolist() == [0, 3, 3]
 
 
 def test_num_classes_is_the_last_linear_layer(tiny_cnn):
-    assert checks.num_classes(tiny_cnn) == 5
-    assert checks.num_classes(nn.Conv2d(3, 4, 1)) is None
+    assert validation.num_classes(tiny_cnn) == 5
+    assert validation.num_classes(nn.Conv2d(3, 4, 1)) is None
 
 
 # --------------------------------------------------------------------------- numbers
 
 def test_numbers_and_sizes():
-    three = checks.positive_int(np.int32(3), "n")
+    three = validation.positive_int(np.int32(3), "n")
     assert three == 3 and isinstance(three, int)
-    assert checks.non_negative_int(0, "n") == 0
-    assert checks.int_pair(4, "window") == (4, 4) and checks.int_pair([2, 3], "window") == (2, 3)
-    assert checks.pixel_size(8 / 255) == pytest.approx(8 / 255)
-    assert checks.probability(1.0, "p") == 1.0
+    assert validation.non_negative_int(0, "n") == 0
+    assert validation.int_pair(4, "window") == (4, 4) and validation.int_pair([2, 3], "window") == (2, 3)
+    assert validation.pixel_size(8 / 255) == pytest.approx(8 / 255)
+    assert validation.probability(1.0, "p") == 1.0
     for bad in (0, -1, 2.5, True, "3", None):
         with pytest.raises(ValueError, match="n must be a positive int"):
-            checks.positive_int(bad, "n")
+            validation.positive_int(bad, "n")
     for bad in (0, (2,), (2, 0), (2.0, 3), "4"):
         with pytest.raises(ValueError, match="window must be a positive int"):
-            checks.int_pair(bad, "window")
+            validation.int_pair(bad, "window")
     with pytest.raises(ValueError, match="8/255"):
-        checks.pixel_size(8)
+        validation.pixel_size(8)
     with pytest.raises(TypeError, match="pixel units"):
-        checks.pixel_size("0.1")
+        validation.pixel_size("0.1")
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
-        checks.probability(1.0, "confidence", allow_one=False)
+        validation.probability(1.0, "confidence", allow_one=False)
 
 
 # --------------------------------------------------------------------------- images and models
@@ -100,7 +100,7 @@ def test_numbers_and_sizes():
 ])
 def test_check_image_refuses_with_a_reason(bad, error, words):
     with pytest.raises(error, match=words):
-        checks.check_image(bad)
+        validation.validate_image(bad)
 
 
 def test_nan_message_counts_the_bad_values():
@@ -108,38 +108,38 @@ def test_nan_message_counts_the_bad_values():
     x[0, 1, 0, 0] = float("nan")
     x[0, 2, 1, 1] = -float("inf")
     with pytest.raises(ValueError, match=r"\(2 of 12\)"):
-        checks.check_image(x)
+        validation.validate_image(x)
 
 
 def test_model_input_is_a_converted_detached_copy(tiny_cnn):
     x = torch.rand(2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
-    out = checks.model_input(tiny_cnn, x)
+    out = validation.model_input(tiny_cnn, x)
     assert out.dtype == torch.float32 and not out.requires_grad and out.data_ptr() != x.data_ptr()
     torch.testing.assert_close(out, x.detach().float())
     out.zero_()
     assert x.detach().abs().sum() > 0, "the caller's tensor changed"
-    same = checks.model_input(tiny_cnn.double(), x)
+    same = validation.model_input(tiny_cnn.double(), x)
     assert same.dtype == torch.float64 and same.data_ptr() != x.data_ptr()
 
 
 def test_check_model_refuses_non_modules_and_meta_weights():
     with pytest.raises(TypeError, match="torch.nn.Module"):
-        checks.check_model(lambda x: x)
+        validation.validate_model(lambda x: x)
     with torch.device("meta"):
         model = nn.Linear(3, 2)
     with pytest.raises(ValueError, match="meta device"):
-        checks.check_model(model)
+        validation.validate_model(model)
 
 
 def test_check_layers_lists_close_names(tiny_cnn):
-    assert checks.check_layers(tiny_cnn, "conv") == ("conv",)
-    assert checks.check_layers(tiny_cnn, ["conv", "fc"]) == ("conv", "fc")
+    assert validation.validate_layers(tiny_cnn, "conv") == ("conv",)
+    assert validation.validate_layers(tiny_cnn, ["conv", "fc"]) == ("conv", "fc")
     with pytest.raises(KeyError, match="'conv'"):
-        checks.check_layer(tiny_cnn, "cnov")
+        validation.validate_layer(tiny_cnn, "cnov")
     with pytest.raises(ValueError, match="non-empty list of layer names"):
-        checks.check_layers(tiny_cnn, [])
+        validation.validate_layers(tiny_cnn, [])
     with pytest.raises(TypeError, match="layer names are strings"):
-        checks.check_layer(tiny_cnn, 3)
+        validation.validate_layer(tiny_cnn, 3)
 
 
 # --------------------------------------------------------------------------- every technique

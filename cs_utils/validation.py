@@ -1,19 +1,20 @@
-"""Input validation in one place: every public function checks its arguments with these.
+"""Input validation in one place: every public function validates its arguments with these.
 
 One behaviour everywhere, and an error that says what to do:
 
-* images: :func:`check_image` (a float tensor (N, 3, H, W) in [0, 1], finite, with at
+* images: :func:`validate_image` (a float tensor (N, 3, H, W) in [0, 1], finite, with at
   least one image, not on the meta device) and :func:`model_input` (the same, then a
   detached copy in the model's device and floating dtype, so a float64 image works with
   a float32 model and the caller's tensor is never touched);
-* models: :func:`check_model`, :func:`model_dtype`, :func:`num_classes`;
+* models: :func:`validate_model`, :func:`model_dtype`, :func:`num_classes`;
 * class targets: :func:`class_indices` (an int, a list, a numpy array or a tensor of
   integer class indices, one or one per image);
-* layer names: :func:`check_layer`, :func:`check_layers`;
+* layer names: :func:`validate_layer`, :func:`validate_layers`;
 * numbers and sizes: :func:`positive_int`, :func:`non_negative_int`, :func:`int_pair`,
   :func:`pixel_size`, :func:`probability`.
 
-This module imports nothing else from the package, so any module can use it.
+This module imports nothing else from the package, so any module can use it. (In this project
+"check" means an exercise's golden check: ``cs.check_exercise``, ``make check``, ``data/checks/``.)
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ import torch
 from torch import nn
 
 __all__ = [
-    "check_image",
-    "check_layer",
-    "check_layers",
-    "check_model",
+    "validate_image",
+    "validate_layer",
+    "validate_layers",
+    "validate_model",
     "class_indices",
     "int_pair",
     "model_dtype",
@@ -96,7 +97,7 @@ def probability(value, name: str, *, allow_one: bool = True) -> float:
 
 # --------------------------------------------------------------------------- models
 
-def check_model(model) -> nn.Module:
+def validate_model(model) -> nn.Module:
     """``model`` if it is a ``torch.nn.Module`` whose parameters hold values (not on the meta device)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}; "
@@ -125,7 +126,7 @@ def num_classes(model: nn.Module) -> int | None:
 
 # --------------------------------------------------------------------------- images
 
-def check_image(x, name: str = "x") -> torch.Tensor:
+def validate_image(x, name: str = "x") -> torch.Tensor:
     """``x`` unchanged if it is a float tensor (N, 3, H, W), N >= 1, with finite values in [0, 1].
 
     Otherwise an error that says what to do: a ``TypeError`` for a non-tensor, a
@@ -164,8 +165,8 @@ def model_input(model: nn.Module, x, name: str = "x") -> torch.Tensor:
     ``x`` itself is never changed; a float64 image given to a float32 model is converted
     (and the other way round), so the model never sees a dtype it cannot use.
     """
-    check_model(model)
-    check_image(x, name)
+    validate_model(model)
+    validate_image(x, name)
     for tensor in (*model.parameters(), *model.buffers()):
         device = tensor.device
         break
@@ -228,12 +229,12 @@ def class_indices(target, n: int, *, classes: int | None = None, what: str = "ta
 
 # --------------------------------------------------------------------------- layer names
 
-def check_layer(model: nn.Module, name) -> str:
+def validate_layer(model: nn.Module, name) -> str:
     """``name`` if ``model`` has a submodule of that name; a ``KeyError`` listing close names otherwise."""
     if not isinstance(name, str):
         raise TypeError(f"layer names are strings such as 'blocks.10', got {type(name).__name__}")
-    # the fast path walks the dotted name (called at every step of an optimisation: listing every
-    # module each time cost about 2 ms per style-transfer evaluation, 5% of it)
+    # the fast path walks the dotted name: this runs at every step of an optimisation, where
+    # listing every module each time would be a noticeable share of an evaluation
     if name:
         try:
             model.get_submodule(name)
@@ -249,11 +250,11 @@ def check_layer(model: nn.Module, name) -> str:
         close = [n for n in names if n.split(".")[0] == head][:5]
     hint = f" Closest valid names: {', '.join(repr(c) for c in close)}." if close else ""
     raise KeyError(f"{type(model).__name__} has no layer {name!r}.{hint} "
-                   "cs_utils.layer_names(model) lists them all.")
+                   "cs_utils.hooks.layer_names(model) lists them all.")
 
 
-def check_layers(model: nn.Module, names, what: str = "layers") -> tuple[str, ...]:
-    """One layer name or a non-empty list of them, each checked with :func:`check_layer`, as a tuple."""
+def validate_layers(model: nn.Module, names, what: str = "layers") -> tuple[str, ...]:
+    """One layer name or a non-empty list of them, each checked with :func:`validate_layer`, as a tuple."""
     if isinstance(names, str):
         names = [names]
     if not isinstance(names, Iterable):
@@ -262,4 +263,4 @@ def check_layers(model: nn.Module, names, what: str = "layers") -> tuple[str, ..
     names = list(names)
     if not names:
         raise ValueError(f"{what} must be a non-empty list of layer names; name at least one layer")
-    return tuple(check_layer(model, n) for n in names)
+    return tuple(validate_layer(model, n) for n in names)
