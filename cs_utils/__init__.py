@@ -58,7 +58,13 @@ from .hooks import (
     layer_names,
 )
 from .image import load_image, save_image, to_numpy, to_pil
-from .image_stats import clipped_share, high_frequency_share, photo_statistics, shifted_crop
+from .image_stats import (
+    clipped_share,
+    high_frequency_share,
+    photo_statistics,
+    shifted_crop,
+    tone_statistics,
+)
 from .labelled_images import load_labelled_images
 from .layer_maps import activation_maps, show_activation_maps, show_filter_channels, zero_channel_share
 from .losses import content_loss, gram_matrix, style_loss, tv_loss
@@ -83,6 +89,7 @@ from .style import (
     STYLE_NAMES,
     load_style,
     mix_styles,
+    normalized_layer_weights,
     style_distance,
     style_images,
     style_targets,
@@ -138,7 +145,8 @@ __all__ = [
     # 05: texture synthesis and style transfer
     "content_loss", "gram_matrix", "style_loss", "tv_loss",
     "CONTENT_LAYER", "STYLE_LAYERS", "STYLE_NAMES", "load_style", "style_images", "style_targets",
-    "mix_styles", "style_distance", "style_transfer", "synthesize_texture",
+    "mix_styles", "style_distance", "style_transfer", "synthesize_texture", "normalized_layer_weights",
+    "tone_statistics",
     "TEXTURE_NAMES", "copy_fraction", "efros_leung", "load_texture",
     # 06: fast style transfer
     "HELD_OUT_PHOTOS", "ConditionalInstanceNorm", "TransformerNet", "instance_norm", "load_fast_style",

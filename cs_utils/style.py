@@ -51,8 +51,8 @@ __all__ = [
     "STYLE_LAYERS",
     "STYLE_NAMES",
     "StyleTargets",
-    "load_style",
     "channel_moments",
+    "load_style",
     "mix_styles",
     "moment_loss",
     "noise_image",
@@ -66,7 +66,7 @@ __all__ = [
 
 #: :func:`style_transfer`'s default style weight and TV weight (with its relative losses).
 STYLE_WEIGHT = 10.0
-TV_WEIGHT = 0.003
+TV_WEIGHT = 0.001
 
 #: The four style images, in a fixed order (the multi-style network's style index follows it).
 STYLE_NAMES = ("starry_night", "hubble_deep_field", "immunohistochemistry", "retina")
