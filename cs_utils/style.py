@@ -232,8 +232,8 @@ def style_targets(model, style: torch.Tensor, layers=STYLE_LAYERS, *, mirror: bo
                          "blend several styles with mix_styles")
     image = model_input(model, style, "style")
     with torch.no_grad(), evaluating(model):
-        feats = extract_features(model, reflect_pad(image, 0, same_padding=mirror and has_same_padding(model)),
-                                 layers)
+        padded = reflect_pad(image, 0, same_padding=mirror and has_same_padding(model))
+        feats = extract_features(model, padded, layers)
         moments = (*(channel_moments(feats[name]) for name in layers), channel_moments(image))
     return StyleTargets(layers, tuple(gram_matrix(feats[name]) for name in layers), moments)
 

@@ -68,7 +68,8 @@ def _pixels(*colours):
 
 def test_brightness_and_contrast_by_hand():
     red = _pixels((1, 0, 0), (1, 0, 0))
-    steps = torch.cat([torch.full((1, 3, 2, 2), 0.2), torch.full((1, 3, 2, 2), 0.6)], dim=-1)   # half 0.2, half 0.6
+    # half the pixels at 0.2, half at 0.6
+    steps = torch.cat([torch.full((1, 3, 2, 2), 0.2), torch.full((1, 3, 2, 2), 0.6)], dim=-1)
     torch.testing.assert_close(brightness(torch.cat([red, red])), torch.tensor([0.299, 0.299]))
     assert brightness(steps).item() == pytest.approx(0.4)
     assert contrast(steps).item() == pytest.approx(0.2)          # population standard deviation
