@@ -37,7 +37,7 @@ from .fast_style_training import train_fast_style, training_photos
 from .feature_viz import layer_tour, mean_pairwise_cosine, multifaceted_visualization
 from .hooks import capture_activations, extract_features, layer_names
 from .image import load_image
-from .image_stats import class_ranks, clipped_share, high_frequency_share, photo_statistics
+from .image_stats import class_ranks, clipped_share, high_frequency_share, photo_statistics, tone_statistics
 from .labeled_images import load_labeled_images
 from .layer_maps import activation_maps, show_activation_maps, show_filter_channels, zero_channel_share
 from .losses import content_loss, gram_matrix, style_loss, tv_loss
@@ -61,6 +61,7 @@ from .small_cnn import SmallCNN, classifier_accuracy, filter_images, filter_smoo
 from .style import (
     load_style,
     mix_styles,
+    normalized_layer_weights,
     style_distance,
     style_images,
     style_targets,
@@ -104,7 +105,8 @@ __all__ = [
     # 05: texture synthesis and style transfer
     "content_loss", "gram_matrix", "style_loss", "tv_loss",
     "STYLE_LAYERS", "load_style", "style_images", "style_targets",
-    "mix_styles", "style_distance", "style_transfer", "synthesize_texture",
+    "mix_styles", "style_distance", "style_transfer", "synthesize_texture", "normalized_layer_weights",
+    "tone_statistics",
     "copy_fraction", "efros_leung", "load_texture",
     # 06: fast style transfer
     "HELD_OUT_PHOTOS", "ConditionalInstanceNorm", "TransformerNet", "instance_norm", "load_fast_style",

@@ -1,5 +1,8 @@
 """Numbers that say whether a generated image looks natural, and whether networks recognise it.
 
+* :func:`brightness`, :func:`contrast`, :func:`colorfulness` and :func:`saturation`: the
+  mean grey level, its standard deviation (RMS contrast), Hasler & Suesstrunk's (2003)
+  colourfulness and the mean HSV saturation of each image; :func:`tone_statistics` all four;
 * :func:`clipped_share`: the fraction of pixels with any channel within 1/255 of 0 or 1
   (blown-out white, black or primary colours);
 * :func:`high_frequency_share`: the fraction of the spectral energy of the grey image (mean
@@ -30,13 +33,18 @@ from .validation import model_input, validate_image
 __all__ = [
     "LUMA",
     "amplitude_spectrum",
+    "brightness",
     "class_ranks",
     "clipped_share",
+    "colorfulness",
+    "contrast",
     "gray",
     "high_frequency_share",
     "photo_amplitude_spectrum",
     "photo_statistics",
+    "saturation",
     "shifted_crop",
+    "tone_statistics",
 ]
 
 #: ITU-R BT.601 weights of R, G, B in the grey level.
@@ -59,6 +67,47 @@ def gray(images: torch.Tensor) -> torch.Tensor:
     validate_image(images, "images")
     weights = torch.tensor(LUMA, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
     return (images.detach() * weights).sum(dim=1)
+
+
+def brightness(images: torch.Tensor) -> torch.Tensor:
+    """The mean gray level (:func:`gray`) of each image: shape ``(N,)``, in [0, 1]."""
+    return gray(images).flatten(1).mean(dim=1).float().cpu()
+
+
+def contrast(images: torch.Tensor) -> torch.Tensor:
+    """The RMS contrast of each image, the standard deviation of its grey level over the pixels
+    (population, ``1/(HW)``): shape ``(N,)``, in [0, 0.5]."""
+    return gray(images).double().flatten(1).std(dim=1, correction=0).float().cpu()
+
+
+def colorfulness(images: torch.Tensor) -> torch.Tensor:
+    """Hasler & Suesstrunk's (2003) colourfulness of each image, on the [0, 1] scale (their
+    0-255 values divided by 255): ``sqrt(sd(rg)^2 + sd(yb)^2) + 0.3 sqrt(mean(rg)^2 + mean(yb)^2)``
+    with ``rg = R - G`` and ``yb = (R + G) / 2 - B`` over the pixels (population standard
+    deviations). 0 for a grey image; their "highly colourful" starts near 0.43 (109 / 255)."""
+    validate_image(images, "images")
+    x = images.detach().double()
+    rg = (x[:, 0] - x[:, 1]).flatten(1)
+    yb = (0.5 * (x[:, 0] + x[:, 1]) - x[:, 2]).flatten(1)
+    spread = torch.sqrt(rg.var(dim=1, correction=0) + yb.var(dim=1, correction=0))
+    offset = torch.sqrt(rg.mean(dim=1) ** 2 + yb.mean(dim=1) ** 2)
+    return (spread + 0.3 * offset).float().cpu()
+
+
+def saturation(images: torch.Tensor) -> torch.Tensor:
+    """The mean HSV saturation ``(max - min) / max`` of the pixels of each image (0 for black
+    pixels): shape ``(N,)``, in [0, 1]."""
+    validate_image(images, "images")
+    x = images.detach().double()
+    high, low = x.amax(dim=1), x.amin(dim=1)
+    sat = torch.where(high > 0, (high - low) / high.clamp_min(1e-12), torch.zeros_like(high))
+    return sat.flatten(1).mean(dim=1).float().cpu()
+
+
+def tone_statistics(images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``{"brightness", "contrast", "colorfulness", "saturation"}`` of each image, each of shape ``(N,)``."""
+    return {"brightness": brightness(images), "contrast": contrast(images),
+            "colorfulness": colorfulness(images), "saturation": saturation(images)}
 
 
 def _radial_frequency(h: int, w: int) -> torch.Tensor:

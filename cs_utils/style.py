@@ -3,9 +3,14 @@
 * :func:`synthesize_texture`: start from noise and match the Gram matrices
   ``G_l = F_l F_l^T / (C_l H_l W_l)`` of a texture at a few layers,
   ``L = sum_l w_l mean((G_l(x) - A_l)^2)`` (Gatys et al. 2015).
-* :func:`style_transfer`: ``L = style_weight * L_style + content_weight * L_content
-  + tv_weight * TV(x)`` with ``L_content = mean((F(x) - F(content))^2)`` at one deep
-  layer (Gatys et al. 2016).
+* :func:`style_transfer`: ``L = style_weight * (L_gram + moment_weight * L_moments)
+  + content_weight * L_content + tv_weight * TV(x)`` (Gatys et al. 2016). By default every
+  term is a relative error, so that each layer counts alike: layer ``l``'s Gram error is divided
+  by the mean square of its target, ``mean((G_l - A_l)^2) / mean(A_l^2)``
+  (:func:`normalized_layer_weights`), the content error by the target's,
+  ``||F(x) - F(c)||^2 / ||F(c)||^2``, and :func:`moment_loss` matches the mean and standard
+  deviation of every channel, at the style layers and of the pixels' colours: a Gram matrix
+  alone does not carry a style's brightness (Hubble's black sky came out grey without it).
 * :func:`style_targets` computes a style's Gram matrices once (no gradient);
   :func:`mix_styles` blends styles by a weighted sum of their Gram matrices.
 
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -45,15 +51,22 @@ from .validation import model_dtype, model_input, non_negative_int, validate_ima
 __all__ = [
     "STYLE_NAMES",
     "StyleTargets",
+    "channel_moments",
     "load_style",
     "mix_styles",
+    "moment_loss",
     "noise_image",
+    "normalized_layer_weights",
     "style_distance",
     "style_images",
     "style_targets",
     "style_transfer",
     "synthesize_texture",
 ]
+
+#: :func:`style_transfer`'s default style weight and TV weight (with its relative losses).
+STYLE_WEIGHT = 10.0
+TV_WEIGHT = 0.001
 
 #: The four style images, in a fixed order (the multi-style network's style index follows it).
 STYLE_NAMES = ("starry_night", "hubble_deep_field", "immunohistochemistry", "retina")
@@ -132,14 +145,75 @@ def _check_layers(model, layers, what="layers") -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class StyleTargets:
-    """The Gram matrices ``grams[i]`` (1, C_i, C_i) of a style at ``layers[i]``, computed once."""
+    """The Gram matrices ``grams[i]`` (1, C_i, C_i) of a style at ``layers[i]``, computed once.
+
+    ``moments`` (optional): ``(mean, std)`` of every channel at ``layers[i]`` (each (1, C_i)),
+    then the same for the image's three colour channels, ``len(layers) + 1`` pairs
+    (:func:`channel_moments`); what :func:`style_transfer`'s ``moment_weight`` matches.
+    """
 
     layers: tuple[str, ...]
     grams: tuple[torch.Tensor, ...]
+    moments: tuple[tuple[torch.Tensor, torch.Tensor], ...] | None = None
 
     def __post_init__(self):
         if len(self.layers) != len(self.grams):
             raise ValueError(f"{len(self.layers)} layers but {len(self.grams)} Gram matrices")
+        if self.moments is not None and len(self.moments) != len(self.layers) + 1:
+            raise ValueError(f"give one (mean, std) pair per layer and one for the colours: "
+                             f"{len(self.layers) + 1} pairs, got {len(self.moments)}")
+
+
+def channel_moments(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and standard deviation (over the positions, ``1/(HW)``) of every channel of
+    ``features`` (N, C, H, W): two (N, C) tensors. On an image, its colour channels' statistics."""
+    if not isinstance(features, torch.Tensor) or features.dim() != 4:
+        raise ValueError(f"features must be a tensor of shape (N, C, H, W), got "
+                         f"{getattr(features, 'shape', type(features).__name__)}")
+    flat = features.flatten(2)
+    mean = flat.mean(dim=2)
+    # sqrt of the variance with a floor: finite gradient where a channel is constant
+    std = (flat - mean[..., None]).pow(2).mean(dim=2).add(1e-8).sqrt()
+    return mean, std
+
+
+def moment_loss(features: Sequence[torch.Tensor], targets: Sequence[tuple[torch.Tensor, torch.Tensor]]
+                ) -> torch.Tensor:
+    """``sum_i (mean((mu_i - m_i)^2) + mean((s_i - t_i)^2)) / (mean(m_i^2) + mean(t_i^2))``: the
+    relative squared error of the channel means ``mu_i`` and standard deviations ``s_i`` of
+    ``features[i]`` (:func:`channel_moments`) against ``targets[i] = (m_i, t_i)``, (1, C_i) or
+    (N, C_i) each; the means run over the images and channels."""
+    features, targets = list(features), list(targets)
+    if not features or len(features) != len(targets):
+        raise ValueError(f"give one (mean, std) target per feature map: {len(features)} feature maps, "
+                         f"{len(targets)} targets")
+    loss = features[0].new_zeros(())
+    for i, (f, (m, t)) in enumerate(zip(features, targets)):
+        mu, s = channel_moments(f)
+        if m.shape[-1] != mu.shape[-1] or t.shape[-1] != s.shape[-1]:
+            raise ValueError(f"targets[{i}] has {m.shape[-1]} channels but features[{i}] has {mu.shape[-1]}")
+        scale = (m.pow(2).mean() + t.pow(2).mean()).clamp_min(1e-12)
+        loss = loss + ((mu - m).pow(2).mean() + (s - t).pow(2).mean()) / scale
+    return loss
+
+
+def normalized_layer_weights(targets: StyleTargets, layer_weights: float | Sequence[float] = 1.0
+                             ) -> list[float]:
+    """``layer_weights[l] / mean(A_l^2)`` for each target Gram matrix ``A_l``: with these weights
+    :func:`cs_utils.style_loss` sums each layer's Gram error relative to its target's size, so
+    every layer counts alike (unweighted, the layers with the largest Gram entries, the stem's
+    colours on EfficientNet-Lite, decide the result: a tint)."""
+    if not isinstance(targets, StyleTargets):
+        raise TypeError(f"targets must be StyleTargets from style_targets(...), got {type(targets).__name__}")
+    count = len(targets.grams)
+    weights = [float(layer_weights)] * count if isinstance(layer_weights, (int, float)) else \
+        [float(w) for w in layer_weights]
+    if len(weights) != count:
+        raise ValueError(f"{len(weights)} layer weights for {count} style layers")
+    scales = [float(a.detach().pow(2).mean()) for a in targets.grams]
+    if min(scales) <= 0:
+        raise ValueError("a target Gram matrix is all zeros (a black image?); it cannot be normalised")
+    return [w / scale for w, scale in zip(weights, scales)]
 
 
 def style_targets(model, style: torch.Tensor, layers=STYLE_LAYERS, *, mirror: bool = True) -> StyleTargets:
@@ -156,16 +230,19 @@ def style_targets(model, style: torch.Tensor, layers=STYLE_LAYERS, *, mirror: bo
     if style.shape[0] != 1:
         raise ValueError(f"style must be one image (1, 3, H, W), got a batch of {style.shape[0]}; "
                          "blend several styles with mix_styles")
+    image = model_input(model, style, "style")
     with torch.no_grad(), evaluating(model):
-        feats = extract_features(model, reflect_pad(model_input(model, style, "style"), 0,
-                                                    same_padding=mirror and has_same_padding(model)), layers)
-    return StyleTargets(layers, tuple(gram_matrix(feats[name]) for name in layers))
+        padded = reflect_pad(image, 0, same_padding=mirror and has_same_padding(model))
+        feats = extract_features(model, padded, layers)
+        moments = (*(channel_moments(feats[name]) for name in layers), channel_moments(image))
+    return StyleTargets(layers, tuple(gram_matrix(feats[name]) for name in layers), moments)
 
 
 def mix_styles(targets: Sequence[StyleTargets], weights: Sequence[float]) -> StyleTargets:
     """A blend of styles: ``sum_k weights[k] * targets[k].grams[l]`` at every layer ``l``.
 
     Weights summing to 1 keep the blend's Gram matrices on the scale of a single style's.
+    The channel means and standard deviations (``moments``) are blended with the same weights.
     """
     targets, weights = list(targets), [float(w) for w in weights]
     if not targets or len(targets) != len(weights):
@@ -179,7 +256,15 @@ def mix_styles(targets: Sequence[StyleTargets], weights: Sequence[float]) -> Sty
     ### BEGIN SOLUTION
     grams = tuple(sum(w * t.grams[i] for w, t in zip(weights, targets)) for i in range(len(layers)))
     ### END SOLUTION
-    return StyleTargets(layers, grams)
+    return StyleTargets(layers, grams, _mixed_moments(targets, weights))
+
+
+def _mixed_moments(targets, weights):
+    """The same blend of the channel means and standard deviations (None if a style has none)."""
+    if any(t.moments is None for t in targets):
+        return None
+    return tuple(tuple(sum(w * t.moments[i][k] for w, t in zip(weights, targets)) for k in (0, 1))
+                 for i in range(len(targets[0].moments)))
 
 
 def style_distance(model, image: torch.Tensor, targets: StyleTargets,
@@ -218,6 +303,20 @@ def _as_targets(model, style, layers) -> StyleTargets:
     return style_targets(model, style, STYLE_LAYERS if layers is None else layers)
 
 
+
+
+def _moment_term(net, targets: StyleTargets) -> objectives.Objective:
+    """:func:`moment_loss` at the style layers (one objective reading the network) plus that of the
+    image's colours (what the network sees, mirrored borders included), tracked as "moments"."""
+    if targets.moments is None:
+        raise ValueError("these style targets have no channel moments (StyleTargets built by hand?); "
+                         "compute them with style_targets(model, image) or pass moment_weight=0")
+    layers, feature_targets, colours = targets.layers, targets.moments[:-1], targets.moments[-1]
+    features = objectives.Objective(
+        lambda f: moment_loss([f[name] for name in layers], feature_targets), "channel moments",
+        model=net, layers=layers).track("moments")
+    pixels = objectives.Objective(lambda x: moment_loss([x], [colours]), "colour moments").track("moments")
+    return features + pixels
 
 
 class _Mirror:
@@ -295,16 +394,29 @@ def synthesize_texture(model, texture: torch.Tensor, layers=None, *, size=None, 
 
 
 def style_transfer(model, content: torch.Tensor, style, *, style_layers=None,
-                   content_layer: str = CONTENT_LAYER, style_weight: float = 100.0,
-                   content_weight: float = 1.0, tv_weight: float = 0.03,
-                   layer_weights: float | Sequence[float] = 1.0, steps: int = 200, optimizer="lbfgs",
+                   content_layer: str = CONTENT_LAYER, style_weight: float = STYLE_WEIGHT,
+                   content_weight: float = 1.0, tv_weight: float = TV_WEIGHT,
+                   layer_weights: float | Sequence[float] = 1.0, normalize: bool = True,
+                   moment_weight: float = 1.0, steps: int = 200, optimizer="lbfgs",
                    lr: float | None = None, init="content", pad: int = 0,
                    generator: torch.Generator | None = None, progress: bool = True, callback=None
                    ) -> tuple[torch.Tensor, History]:
     """Neural style transfer (Gatys et al. 2016): repaint ``content`` in the style of ``style``.
 
-    Minimises ``style_weight * sum_l w_l mean((G_l(x) - A_l)^2) + content_weight *
-    mean((F(x) - F(content))^2) + tv_weight * TV(x)``.
+    Minimises ``style_weight * (L_gram + moment_weight * L_moments) + content_weight * L_content
+    + tv_weight * TV(x)``, with, by default (``normalize=True``), relative errors:
+
+    * ``L_gram = sum_l w_l mean((G_l(x) - A_l)^2) / mean(A_l^2)`` (``w_l``: ``layer_weights``;
+      :func:`cs_utils.style_loss` with :func:`normalized_layer_weights`);
+    * ``L_moments``: :func:`moment_loss` of the channel means and standard deviations at the
+      style layers and of the pixels' colours (``moment_weight=0`` leaves it out);
+    * ``L_content = ||F(x) - F(content)||^2 / ||F(content)||^2`` at ``content_layer``;
+    * ``TV``: :func:`cs_utils.tv_loss`, summed over the pixels.
+
+    ``normalize=False`` is the unweighted first recipe, ``L_gram = sum_l w_l mean((G_l - A_l)^2)``
+    and ``L_content = mean((F(x) - F(content))^2)`` (no moments unless ``moment_weight`` is
+    given): the stem's large Gram entries then outweigh the deeper layers, and the photo takes
+    the painting's colours long before its strokes.
 
     ``content``: (N, 3, H, W) in [0, 1]. ``style``: a (1, 3, h, w) image of any size, or
     :class:`StyleTargets` (precomputed, or a :func:`mix_styles` blend), Gram matrices
@@ -318,11 +430,18 @@ def style_transfer(model, content: torch.Tensor, style, *, style_layers=None,
     free of dots; the default 0 adds nothing more. A wider mirror makes the borders busier,
     not cleaner: a mirrored pixel is seen twice and takes twice the step, and every mirrored
     pixel costs time at every evaluation (``benchmarks/README.md`` has the numbers).
-    Returns ``(image, history)``: ``history.extra`` has ``"style"`` and ``"content"`` per evaluation.
+    Returns ``(image, history)``: ``history.extra`` has ``"style"`` (``L_gram``), ``"content"``
+    (``L_content``) and, with moments, ``"moments"`` per evaluation.
     """
     validate_image(content, "content")
     pad = non_negative_int(pad, "pad")
     device = model_device(model)
+    for name, value in (("style_weight", style_weight), ("content_weight", content_weight),
+                        ("tv_weight", tv_weight), ("moment_weight", moment_weight)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0:
+            raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+    if not isinstance(normalize, bool):
+        raise TypeError(f"normalize must be True or False, got {normalize!r}")
     if not isinstance(content_layer, str):
         raise TypeError(f"content_layer must be one layer name such as {CONTENT_LAYER!r}, "
                         f"got {content_layer!r}")
@@ -345,11 +464,18 @@ def style_transfer(model, content: torch.Tensor, style, *, style_layers=None,
         if init.shape != content.shape:
             raise ValueError(f"init has shape {tuple(init.shape)} but content has {tuple(content.shape)}")
         init = model_input(model, init, "init")
-    # Both terms read one forward pass, stopped after the deepest of their layers.
+    # Every term reads one forward pass, stopped after the deepest of their layers.
+    if normalize:
+        layer_weights = normalized_layer_weights(targets, layer_weights)
+        content_scale = 1.0 / content_target.pow(2).sum().clamp_min(1e-12).item()
+    else:
+        content_scale = 1.0 / content_target.numel()
     style_term = objectives.gram_match(net, targets.layers, targets.grams, layer_weights).track("style")
     content_term = objectives.feature_match(net, content_layer, content_target,
-                                            weight=1.0 / content_target.numel()).track("content")
+                                            weight=content_scale).track("content")
     objective = style_weight * style_term + content_weight * content_term
+    if moment_weight:
+        objective = objective + (style_weight * moment_weight) * _moment_term(net, targets)
     image, history = _run(net, objective, init, pad=pad, steps=steps, optimizer=optimizer, lr=lr,
                           tv_weight=tv_weight, generator=generator, progress=progress,
                           desc="style transfer", callback=callback)

@@ -6,13 +6,18 @@ from models_by_hand import linear_model
 
 from cs_utils.image_stats import (
     amplitude_spectrum,
+    brightness,
     class_ranks,
     clipped_share,
+    colorfulness,
+    contrast,
     gray,
     high_frequency_share,
     photo_amplitude_spectrum,
     photo_statistics,
+    saturation,
     shifted_crop,
+    tone_statistics,
 )
 
 
@@ -54,6 +59,40 @@ def test_high_frequency_share_of_cosines():
     assert high_frequency_share(diagonal.expand(1, 3, size, size), cutoff=0.3).item() == pytest.approx(0.0)
     with pytest.raises(ValueError, match="cutoff"):
         high_frequency_share(low, cutoff=0.5)
+
+
+def _pixels(*colours):
+    """A 1 x len(colours) image with these (r, g, b) pixels."""
+    return torch.tensor(colours, dtype=torch.float32).T.reshape(1, 3, 1, len(colours))
+
+
+def test_brightness_and_contrast_by_hand():
+    red = _pixels((1, 0, 0), (1, 0, 0))
+    # half the pixels at 0.2, half at 0.6
+    steps = torch.cat([torch.full((1, 3, 2, 2), 0.2), torch.full((1, 3, 2, 2), 0.6)], dim=-1)
+    torch.testing.assert_close(brightness(torch.cat([red, red])), torch.tensor([0.299, 0.299]))
+    assert brightness(steps).item() == pytest.approx(0.4)
+    assert contrast(steps).item() == pytest.approx(0.2)          # population standard deviation
+    assert contrast(red).item() == 0.0
+
+
+def test_colorfulness_by_hand():
+    # red: rg = 1, yb = 0.5 everywhere: no spread, 0.3 * sqrt(1 + 0.25)
+    assert colorfulness(_pixels((1, 0, 0), (1, 0, 0))).item() == pytest.approx(0.3 * math.sqrt(1.25))
+    # red and green: rg = +1, -1 (sd 1, mean 0), yb = 0.5: 1 + 0.3 * 0.5
+    assert colorfulness(_pixels((1, 0, 0), (0, 1, 0))).item() == pytest.approx(1.15)
+    assert colorfulness(_pixels((0.3, 0.3, 0.3), (0.9, 0.9, 0.9))).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_saturation_by_hand():
+    # (max - min) / max: 1, 0 (grey), 0.75, and 0 for black
+    image = _pixels((1, 0, 0), (0.5, 0.5, 0.5), (0.8, 0.4, 0.2), (0, 0, 0))
+    assert saturation(image).item() == pytest.approx(0.4375)
+    stats = tone_statistics(torch.cat([image, image]))
+    assert set(stats) == {"brightness", "contrast", "colorfulness", "saturation"}
+    assert all(v.shape == (2,) for v in stats.values())
+    with pytest.raises(ValueError, match=r"values in \[0, 1\]"):
+        saturation(image * 2)
 
 
 def test_gray_uses_luma_weights():

@@ -9,9 +9,12 @@ from cs_utils.models import CONTENT_LAYER, STYLE_LAYERS
 from cs_utils.style import (
     STYLE_NAMES,
     StyleTargets,
+    channel_moments,
     load_style,
     mix_styles,
+    moment_loss,
     noise_image,
+    normalized_layer_weights,
     style_images,
     style_targets,
     style_transfer,
@@ -50,6 +53,14 @@ def test_style_targets_are_hand_computed_grams(tiny_cnn):
         torch.testing.assert_close(gram, expected)
         assert not gram.requires_grad
     assert targets.layers == ("conv", "relu")
+    # the channel means and standard deviations of each layer, then of the image's colours
+    for (mean, std), x in zip(targets.moments, [f, f.relu(), style]):
+        flat = x[0].reshape(x.shape[1], -1)
+        torch.testing.assert_close(mean, flat.mean(1)[None])
+        torch.testing.assert_close(std, flat.std(1, correction=0)[None], rtol=1e-4, atol=1e-6)
+        assert not mean.requires_grad and not std.requires_grad
+    with pytest.raises(ValueError, match="one \\(mean, std\\) pair per layer"):
+        StyleTargets(("conv",), targets.grams[:1], targets.moments)
 
 
 def test_mix_styles_is_the_weighted_sum_of_grams(tiny_cnn):
@@ -63,6 +74,12 @@ def test_mix_styles_is_the_weighted_sum_of_grams(tiny_cnn):
         gb = torch.einsum("chw,dhw->cd", fb[0], fb[0]) / fb[0].numel()
         torch.testing.assert_close(mixed.grams[i][0], 0.25 * ga + 0.75 * gb)
     torch.testing.assert_close(mix_styles([ta], [1.0]).grams[1], ta.grams[1])
+    # the channel means and standard deviations blend with the same weights (layers, then colours)
+    assert len(mixed.moments) == 3
+    for i in range(3):
+        for k in range(2):
+            torch.testing.assert_close(mixed.moments[i][k], 0.25 * ta.moments[i][k] + 0.75 * tb.moments[i][k])
+    assert mix_styles([StyleTargets(ta.layers, ta.grams), ta], [0.5, 0.5]).moments is None
     with pytest.raises(ValueError, match="one weight per style"):
         mix_styles([ta, tb], [1.0])
     with pytest.raises(ValueError, match="same layers"):
@@ -85,9 +102,11 @@ def test_style_transfer_lowers_its_loss_in_a_few_steps(tiny_cnn, optimizer, lr):
 
 
 def test_style_transfer_objective_is_the_documented_sum(tiny_cnn):
+    # the unweighted first recipe: normalize=False and no moments
     content, style = images(3)
     _, history = style_transfer(tiny_cnn, content, style, style_layers=["conv"], content_layer="relu",
                                 style_weight=7.0, content_weight=3.0, tv_weight=0.5, steps=1, pad=0,
+                                normalize=False, moment_weight=0.0,
                                 optimizer="adam", init="noise", generator=torch.Generator().manual_seed(0),
                                 progress=False)
     x = (0.5 + 0.1 * torch.randn(1, 3, 12, 12, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
@@ -99,6 +118,82 @@ def test_style_transfer_objective_is_the_documented_sum(tiny_cnn):
     assert history.loss[0] == pytest.approx(float(expected), rel=1e-5)
     assert history.extra["style"][0] == pytest.approx(float(style_part), rel=1e-5)
     assert history.extra["content"][0] == pytest.approx(float(content_part), rel=1e-5)
+
+
+def test_style_transfer_default_objective_is_the_documented_sum_of_relative_errors(tiny_cnn):
+    content, style = images(3)
+    _, history = style_transfer(tiny_cnn, content, style, style_layers=["conv", "relu"], content_layer="relu",
+                                style_weight=7.0, content_weight=3.0, tv_weight=0.5, moment_weight=0.25,
+                                layer_weights=[1.0, 2.0], steps=1, pad=0, optimizer="adam", init="noise",
+                                generator=torch.Generator().manual_seed(0), progress=False)
+    x = (0.5 + 0.1 * torch.randn(1, 3, 12, 12, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+
+    def moments(f):                     # channel means and standard deviations, written out
+        flat = f[0].reshape(f.shape[1], -1)
+        mean = flat.mean(1)
+        return mean, ((flat - mean[:, None]) ** 2).mean(1).add(1e-8).sqrt()
+
+    def relative(f, g):
+        (mu, s), (m, t) = moments(f), moments(g)
+        return (((mu - m) ** 2).mean() + ((s - t) ** 2).mean()) / ((m ** 2).mean() + (t ** 2).mean())
+
+    with torch.no_grad():
+        fx, fs, fc = tiny_cnn.conv(x), tiny_cnn.conv(style), tiny_cnn.conv(content)
+        gram = cs_utils.gram_matrix
+        gram_part = sum(w * (gram(a) - gram(b)).pow(2).mean() / gram(b).pow(2).mean()
+                        for w, a, b in [(1.0, fx, fs), (2.0, fx.relu(), fs.relu())])
+        moment_part = relative(fx, fs) + relative(fx.relu(), fs.relu()) + relative(x, style)
+        content_part = (fx.relu() - fc.relu()).pow(2).sum() / fc.relu().pow(2).sum()
+        expected = 7.0 * (gram_part + 0.25 * moment_part) + 3.0 * content_part + cs_utils.tv_loss(x, 0.5)
+    assert history.loss[0] == pytest.approx(float(expected), rel=1e-5)
+    assert history.extra["style"][0] == pytest.approx(float(gram_part), rel=1e-5)
+    assert history.extra["moments"][0] == pytest.approx(float(moment_part), rel=1e-5)
+    assert history.extra["content"][0] == pytest.approx(float(content_part), rel=1e-5)
+    # without moments the term is neither optimised nor recorded
+    _, plain = style_transfer(tiny_cnn, content, style, style_layers=["conv"], content_layer="relu",
+                              moment_weight=0, steps=1, progress=False)
+    assert "moments" not in plain.extra
+
+
+def test_channel_moments_by_hand():
+    f = torch.tensor([[1.0, 2.0], [3.0, 4.0], [2.0, 2.0], [2.0, 2.0]]).reshape(1, 2, 2, 2)
+    mean, std = channel_moments(f)
+    torch.testing.assert_close(mean, torch.tensor([[2.5, 2.0]]))
+    # population standard deviation sqrt(1.25); a constant channel gets the floor sqrt(1e-8)
+    torch.testing.assert_close(std, torch.tensor([[1.118034, 1e-4]]))
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        channel_moments(torch.ones(2, 3))
+
+
+def test_moment_loss_by_hand():
+    f = torch.tensor([[1.0, 2.0], [3.0, 4.0], [2.0, 2.0], [2.0, 2.0]]).reshape(1, 2, 2, 2)
+    target = (torch.tensor([[2.0, 1.0]]), torch.tensor([[1.0, 0.5]]))
+    # means (2.5, 2) against (2, 1): (0.25 + 1) / 2 = 0.625; standard deviations (1.118034, 1e-4)
+    # against (1, 0.5): (0.0139320 + 0.2499000) / 2 = 0.1319160; divided by (4 + 1) / 2 + (1 + 0.25) / 2
+    assert moment_loss([f], [target]).item() == pytest.approx((0.625 + 0.131916) / 3.125, rel=1e-5)
+    # two layers add; the same statistics give 0
+    same = channel_moments(f)
+    assert moment_loss([f, f], [target, same]).item() == pytest.approx(0.242213, rel=1e-5)
+    f.requires_grad_(True)
+    moment_loss([f], [target]).backward()
+    assert torch.isfinite(f.grad).all()       # also through the constant channel
+    with pytest.raises(ValueError, match="one \\(mean, std\\) target per feature map"):
+        moment_loss([f], [])
+    with pytest.raises(ValueError, match="channels"):
+        moment_loss([f], [(torch.zeros(1, 3), torch.ones(1, 3))])
+
+
+def test_normalized_layer_weights_by_hand():
+    grams = (torch.tensor([[[1.0, 2.0], [2.0, 4.0]]]), torch.tensor([[[3.0]]]))   # mean squares 6.25 and 9
+    targets = StyleTargets(("a", "b"), grams)
+    assert normalized_layer_weights(targets) == pytest.approx([0.16, 1 / 9])
+    assert normalized_layer_weights(targets, [2.0, 3.0]) == pytest.approx([0.32, 1 / 3])
+    with pytest.raises(ValueError, match="2 style layers"):
+        normalized_layer_weights(targets, [1.0])
+    with pytest.raises(ValueError, match="all zeros"):
+        normalized_layer_weights(StyleTargets(("a",), (torch.zeros(1, 2, 2),)))
+    with pytest.raises(TypeError, match="StyleTargets"):
+        normalized_layer_weights(list(grams))
 
 
 def test_synthesize_texture_lowers_the_gram_loss(tiny_cnn):
@@ -205,6 +300,15 @@ def test_bad_arguments_are_explained(tiny_cnn):
     targets = style_targets(tiny_cnn, style, ["conv"])
     with pytest.raises(ValueError, match="computed at"):
         style_transfer(tiny_cnn, content, targets, style_layers=["relu"], content_layer="relu")
+    for name in ("style_weight", "content_weight", "tv_weight", "moment_weight"):
+        with pytest.raises(ValueError, match=f"{name} must be a number >= 0"):
+            style_transfer(tiny_cnn, content, style, **{name: -1.0}, **kwargs)
+    with pytest.raises(TypeError, match="normalize must be True or False"):
+        style_transfer(tiny_cnn, content, style, normalize="yes", **kwargs)
+    by_hand = StyleTargets(("conv",), targets.grams)           # no moments
+    with pytest.raises(ValueError, match="no channel moments"):
+        style_transfer(tiny_cnn, content, by_hand, **kwargs)
+    style_transfer(tiny_cnn, content, by_hand, moment_weight=0, **kwargs)   # fine without them
 
 
 def test_precomputed_targets_give_the_same_result(tiny_cnn):
@@ -262,6 +366,7 @@ def test_padding_mirrors_the_borders_before_the_network(tiny_cnn):
     content, style = images(12)
     _, history = style_transfer(tiny_cnn, content, style, style_layers=["conv"], content_layer="relu",
                                 tv_weight=0.0, steps=1, pad=3, optimizer="adam", init="noise",
+                                normalize=False, moment_weight=0.0,   # the plain errors, written out below
                                 generator=torch.Generator().manual_seed(0), progress=False)
     x = (0.5 + 0.1 * torch.randn(1, 3, 12, 12, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
     mirror = torch.nn.ReflectionPad2d(3)
