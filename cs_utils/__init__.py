@@ -59,15 +59,14 @@ from .saliency import gradient_image, guided_backprop, occlusion_map, occlusion_
 from .segmentation import grabcut_from_saliency
 from .small_cnn import SmallCNN, classifier_accuracy, filter_images, filter_smoothness, train_classifier
 from .style import (
-    load_style,
     mix_styles,
     normalized_layer_weights,
     style_distance,
-    style_images,
     style_targets,
     style_transfer,
     synthesize_texture,
 )
+from .style_catalog import load_style, style_images
 from .style_strength import match_channel_statistics, relative_style_distance
 from .texture import copy_fraction, efros_leung, load_texture
 from .unet import load_unet, mask_iou, predict_masks, synthetic_shapes

@@ -301,7 +301,7 @@ def load_fast_style(name_or_path, *, device="cpu") -> TransformerNet:
 
     Committed: ``"starry_night"`` (instance norm), ``"starry_night_500"`` (the same run after half
     its steps), ``"starry_night_batchnorm"`` (its batch-norm twin, as many steps as the latter) and
-    ``"four_styles"`` (conditional instance norm over :data:`cs_utils.style.STYLE_NAMES`).
+    ``"four_styles"`` (conditional instance norm over :data:`cs_utils.style_catalog.STYLE_NAMES`).
     ``net.info`` holds the training record (steps, seconds, final losses, settings)."""
     return load_net(name_or_path, TransformerNet, what="fast-style", folder=FAST_STYLE_DIR,
                     retrain="make weights", device=device)

@@ -98,12 +98,12 @@ def named_styles(styles) -> dict[str, torch.Tensor]:
     elif isinstance(styles, str):
         styles = [styles]
     if isinstance(styles, (list, tuple)):
-        from .style import load_style
+        from .style_catalog import load_style
 
         styles = {name: load_style(name) for name in styles}
     if not isinstance(styles, dict) or not styles:
         raise TypeError("styles must be an image tensor, a style name, a list of names "
-                        "(cs_utils.style.STYLE_NAMES), or a dict {name: image}")
+                        "(cs_utils.style_catalog.STYLE_NAMES), or a dict {name: image}")
     for name, image in styles.items():
         validate_image(image, f"style {name!r}")
         if image.shape[0] != 1:

@@ -33,7 +33,7 @@ def load_texture(name: str, size: int = 64, *, scale: float = 0.25) -> torch.Ten
     corner is kept.
     """
     from .image import load_image
-    from .style import STYLE_NAMES, load_style
+    from .style_catalog import STYLE_NAMES, load_style
 
     if name not in TEXTURE_NAMES:
         raise KeyError(f"no texture called {name!r}; choose one of {TEXTURE_NAMES}, or pass any "

@@ -201,7 +201,7 @@ def test_committed_weights_are_small_and_recorded():
     files = sorted(FAST_STYLE_DIR.glob("*.pt"))
     assert sum(f.stat().st_size for f in files) < 5_000_000
     four = load_fast_style("four_styles")
-    assert four.style_names == cs_utils.style.STYLE_NAMES
+    assert four.style_names == cs_utils.style_catalog.STYLE_NAMES
     assert four.info["steps"] > 0 and four.info["final"]["loss"] > 0
 
 

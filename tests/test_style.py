@@ -7,19 +7,17 @@ from torch import nn
 import cs_utils
 from cs_utils.models import CONTENT_LAYER, STYLE_LAYERS
 from cs_utils.style import (
-    STYLE_NAMES,
     StyleTargets,
     channel_moments,
-    load_style,
     mix_styles,
     moment_loss,
     noise_image,
     normalized_layer_weights,
-    style_images,
     style_targets,
     style_transfer,
     synthesize_texture,
 )
+from cs_utils.style_catalog import STYLE_NAMES, load_style, style_images
 
 
 def images(seed=0, size=12):

@@ -28,7 +28,7 @@ __all__ = ["main"]
 
 
 def _parse(argv):
-    from ..style import STYLE_NAMES
+    from ..style_catalog import STYLE_NAMES
 
     parser = argparse.ArgumentParser(
         prog="python -m cs_utils.instructor.train_fast_style",
@@ -83,7 +83,7 @@ def _parse(argv):
 
 
 def _style_argument(names: list[str]) -> dict[str, torch.Tensor]:
-    from ..style import STYLE_NAMES, load_style
+    from ..style_catalog import STYLE_NAMES, load_style
 
     styles = {}
     for name in names:

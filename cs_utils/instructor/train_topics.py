@@ -25,7 +25,7 @@ from ..adversarial_style import save_stylizer, train_adversarial_stylizer
 from ..fast_style_training import training_photos
 from ..models import load_model
 from ..saved_nets import TOPICS_DIR
-from ..style import load_style
+from ..style_catalog import load_style
 from ..unet import mask_iou, predict_masks, save_unet, synthetic_shapes, train_unet
 from ..upsampling import DECODERS, save_decoder_net, train_decoder
 

@@ -20,7 +20,7 @@ import torch
 from ..fast_style import FAST_STYLE_DIR, load_fast_style, save_fast_style, stylize
 from ..fast_style_training import train_fast_style
 from ..models import load_model
-from ..style import STYLE_NAMES
+from ..style_catalog import STYLE_NAMES
 
 __all__ = ["main", "reference_input", "reference_outputs", "train"]
 
