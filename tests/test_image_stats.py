@@ -121,7 +121,7 @@ def test_amplitude_spectrum_of_a_cosine_and_a_colour_transform():
 def test_offline_photos_are_natural_by_these_numbers():
     stats = photo_statistics(224)
     assert 0.02 < stats["high_frequency_share"] < 0.06        # about 4%
-    assert 0.05 < stats["milky_share_max"] < 0.1              # 0.093: pale areas of photos are smooth in color
+    assert 0.05 < stats["milky_share_max"] < 0.1              # 0.093: pale areas of photos have smooth color
     assert 0.65 < stats["vivid_chroma_max"] < 0.73            # 0.71: no photo is neon
     spectrum = photo_amplitude_spectrum(64)
     assert spectrum.shape == (3, 64, 33)
@@ -155,7 +155,7 @@ def test_class_ranks_by_hand_and_checks():
 
 
 def _color_checkerboard(size, base, delta):
-    """A gray ``base`` image whose red channel alternates ``base +- delta`` pixel by pixel (a checkerboard)."""
+    """A gray ``base`` image whose red channel alternates ``base +- delta`` pixel by pixel (checkerboard)."""
     x = torch.full((1, 3, size, size), base, dtype=torch.float64)
     sign = (torch.arange(size)[:, None] + torch.arange(size)[None, :]) % 2 * 2 - 1
     x[0, 0] += delta * sign
@@ -163,9 +163,9 @@ def _color_checkerboard(size, base, delta):
 
 
 def _checkerboard_detail(delta):
-    """The speckle :func:`milky_share` measures on a red checkerboard of amplitude ``delta``: the blur (sigma 1,
-    radius 3) keeps ``g^2`` of the checkerboard, ``g = sum_k w_k (-1)^k``; the opponent channels are
-    ``R - G = +-delta`` and ``(R + G) / 2 - B = +-delta / 2``."""
+    """The speckle :func:`milky_share` measures on a red checkerboard of amplitude ``delta``: the blur
+    (sigma 1, radius 3) keeps ``g^2`` of the checkerboard, ``g = sum_k w_k (-1)^k``; the opponent
+    channels are ``R - G = +-delta`` and ``(R + G) / 2 - B = +-delta / 2``."""
     w = [math.exp(-k * k / 2) for k in range(-3, 4)]
     g = sum(wk * (-1) ** k for k, wk in zip(range(-3, 4), w)) / sum(w)
     return (1 - g * g) * delta * math.sqrt(1.25)
