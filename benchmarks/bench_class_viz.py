@@ -13,6 +13,12 @@ EfficientNet-Lite0) and each of ten classes, prints
 * clipped: share of pixels with a channel within 1/255 of 0 or 1 (goal: mean <= 3%);
 * HF: share of the grey image's spectral energy above half the Nyquist frequency (goal: at most
   twice the offline photos' median, printed first);
+* milky: ``cs_utils.image_stats.milky_share``, the share of pale pixels in fine colored speckle
+  (goal: at most the offline photos' largest, 0.093 at 224 px);
+* neon: ``cs_utils.image_stats.vivid_chroma``, the chroma of the most colorful 5% of the pixels
+  (goal: at most the offline photos' largest, 0.71 at 224 px);
+* brightness, contrast, colorfulness and saturation (``tone_statistics``; the offline photos'
+  5th-95th percentiles: 0.27-0.60, 0.11-0.30, 0.06-0.34, 0.16-0.77);
 * seconds per class (goal <= 40 s on 2 cores; the median over the classes).
 
 and a summary line per recipe. ``--save DIR`` writes each recipe's images as one PNG grid.
@@ -64,9 +70,11 @@ def main():
     lite0 = cs.load_model("efficientnet_lite0")
     lite2 = cs.load_model("efficientnet_lite2")
     photos = image_stats.photo_statistics(args.size)
+    milky_max, neon_max = photos["milky_share_max"], photos["vivid_chroma_max"]
     print(f"offline photos at {args.size} px: median high-frequency share "
           f"{photos['high_frequency_share']:.1%}, "
-          f"mean clipped share {photos['clipped_share']:.1%}; {torch.get_num_threads()} threads")
+          f"mean clipped share {photos['clipped_share']:.1%}, largest milky share {milky_max:.3f}, "
+          f"largest vivid chroma {neon_max:.2f}; {torch.get_num_threads()} threads")
     summary = []
     for recipe in args.recipes:
         images, seconds = run_recipe(lite0, recipe, classes, args.size)
@@ -74,25 +82,31 @@ def main():
         shifted_ranks = image_stats.class_ranks(lite0, image_stats.shifted_crop(images), targets)
         clipped = image_stats.clipped_share(images)
         high = image_stats.high_frequency_share(images)
+        milky, neon = image_stats.milky_share(images), image_stats.vivid_chroma(images)
+        tone = image_stats.tone_statistics(images)
         print(f"\n{recipe} ({RECIPE_STEPS[recipe]} steps)")
         print(f"{'class':12s} {'Lite2 rank':>10s} {'Lite0 shifted':>13s} {'clipped':>8s} {'HF':>6s} "
-              f"{'s':>6s}")
-        for row in zip(classes, lite2_ranks.tolist(), shifted_ranks.tolist(), clipped.tolist(), high.tolist(),
-                       seconds):
-            name, r2, r0, c, h, s = row
-            print(f"{name:12s} {r2 + 1:10d} {r0 + 1:13d} {c:8.1%} {h:6.1%} {s:6.1f}")
+              f"{'milky':>6s} {'neon':>5s} {'bright':>6s} {'contr':>6s} {'color':>6s} {'sat':>6s} {'s':>6s}")
+        for i, name in enumerate(classes):
+            r2, r0 = int(lite2_ranks[i]) + 1, int(shifted_ranks[i]) + 1
+            tones = " ".join(f"{tone[key][i]:6.2f}" for key in ("brightness", "contrast", "colorfulness",
+                                                               "saturation"))
+            print(f"{name:12s} {r2:10d} {r0:13d} {clipped[i]:8.1%} {high[i]:6.1%} {milky[i]:6.3f} "
+                  f"{neon[i]:5.2f} {tones} {seconds[i]:6.1f}")
         summary.append((recipe, int((lite2_ranks < 5).sum()), int((shifted_ranks < 5).sum()),
-                        float(clipped.mean()), float(high.mean()), statistics.median(seconds)))
+                        float(clipped.mean()), float(high.mean()), int((milky > milky_max).sum()),
+                        int((neon > neon_max).sum()), statistics.median(seconds)))
         if args.save is not None:
             args.save.mkdir(parents=True, exist_ok=True)
             rows = [torch.cat(list(images[i:i + 5]), dim=2) for i in range(0, len(images), 5)]
             save_image(torch.cat(rows, dim=1)[None], args.save / f"class_viz_{recipe}.png")
     n = len(classes)
     print(f"\n{'recipe':10s} {'Lite2 top-5':>11s} {'Lite0 shifted top-5':>19s} {'clipped':>8s} {'HF':>6s} "
-          f"{'HF / photos':>11s} {'s/class':>8s}")
-    for recipe, top5, shifted, clipped, high, seconds in summary:
+          f"{'HF / photos':>11s} {'milky':>6s} {'neon':>5s} {'s/class':>8s}")
+    # milky, neon: how many images score beyond every offline photo
+    for recipe, top5, shifted, clipped, high, milky, neon, seconds in summary:
         print(f"{recipe:10s} {top5:>8d}/{n} {shifted:>16d}/{n} {clipped:8.1%} {high:6.1%} "
-              f"{high / photos['high_frequency_share']:11.2f} {seconds:8.1f}")
+              f"{high / photos['high_frequency_share']:11.2f} {milky:>3d}/{n} {neon:>2d}/{n} {seconds:8.1f}")
 
 
 if __name__ == "__main__":

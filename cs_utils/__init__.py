@@ -37,7 +37,15 @@ from .fast_style_training import train_fast_style, training_photos
 from .feature_viz import layer_tour, mean_pairwise_cosine, multifaceted_visualization
 from .hooks import capture_activations, extract_features, layer_names
 from .image import load_image
-from .image_stats import class_ranks, clipped_share, high_frequency_share, photo_statistics, tone_statistics
+from .image_stats import (
+    class_ranks,
+    clipped_share,
+    high_frequency_share,
+    milky_share,
+    photo_statistics,
+    tone_statistics,
+    vivid_chroma,
+)
 from .labeled_images import load_labeled_images
 from .layer_maps import activation_maps, show_activation_maps, show_filter_channels, zero_channel_share
 from .losses import content_loss, gram_matrix, style_loss, tv_loss
@@ -96,7 +104,7 @@ __all__ = [
     "objectives",
     "class_visualization", "class_visualization_step", "class_ranks", "stretch_contrast",
     "optimize_image", "L2Penalty",
-    "clipped_share", "high_frequency_share", "photo_statistics",
+    "clipped_share", "high_frequency_share", "photo_statistics", "milky_share", "vivid_chroma",
     "multifaceted_visualization", "mean_pairwise_cosine", "layer_tour",
     "fooling_step", "fooling_image", "fgsm", "pgd", "difference_image", "reload_as_png",
     # 04: DeepDream and feature inversion

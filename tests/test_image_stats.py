@@ -13,11 +13,13 @@ from cs_utils.image_stats import (
     contrast,
     gray,
     high_frequency_share,
+    milky_share,
     photo_amplitude_spectrum,
     photo_statistics,
     saturation,
     shifted_crop,
     tone_statistics,
+    vivid_chroma,
 )
 
 
@@ -119,6 +121,8 @@ def test_amplitude_spectrum_of_a_cosine_and_a_colour_transform():
 def test_offline_photos_are_natural_by_these_numbers():
     stats = photo_statistics(224)
     assert 0.02 < stats["high_frequency_share"] < 0.06        # about 4%
+    assert 0.05 < stats["milky_share_max"] < 0.1              # 0.093: pale areas of photos have smooth color
+    assert 0.65 < stats["vivid_chroma_max"] < 0.73            # 0.71: no photo is neon
     spectrum = photo_amplitude_spectrum(64)
     assert spectrum.shape == (3, 64, 33)
     # natural images: the amplitude falls with frequency, roughly as 1 / f
@@ -148,3 +152,64 @@ def test_class_ranks_by_hand_and_checks():
     assert class_ranks(model, x.repeat(2, 1, 1, 1), [2, 1], size=2).tolist() == [2, 1]
     with pytest.raises(IndexError, match="out of range"):
         class_ranks(model, x, 3, size=2)
+
+
+def _color_checkerboard(size, base, delta):
+    """A gray ``base`` image whose red channel alternates ``base +- delta`` pixel by pixel (checkerboard)."""
+    x = torch.full((1, 3, size, size), base, dtype=torch.float64)
+    sign = (torch.arange(size)[:, None] + torch.arange(size)[None, :]) % 2 * 2 - 1
+    x[0, 0] += delta * sign
+    return x.float()
+
+
+def _checkerboard_detail(delta):
+    """The speckle :func:`milky_share` measures on a red checkerboard of amplitude ``delta``: the blur
+    (sigma 1, radius 3) keeps ``g^2`` of the checkerboard, ``g = sum_k w_k (-1)^k``; the opponent
+    channels are ``R - G = +-delta`` and ``(R + G) / 2 - B = +-delta / 2``."""
+    w = [math.exp(-k * k / 2) for k in range(-3, 4)]
+    g = sum(wk * (-1) ** k for k, wk in zip(range(-3, 4), w)) / sum(w)
+    return (1 - g * g) * delta * math.sqrt(1.25)
+
+
+def test_milky_share_counts_pale_pixels_in_color_speckle():
+    # pale (every channel above 0.5) and speckled in color: every pixel
+    assert milky_share(_color_checkerboard(16, 0.8, 0.1)).tolist() == [1.0]
+    # the same speckle on a dark image, or pale with the detail in brightness only: none
+    assert milky_share(_color_checkerboard(16, 0.3, 0.1)).tolist() == [0.0]
+    gray_board = _color_checkerboard(16, 0.8, 0.1)[:, :1].expand(1, 3, 16, 16)
+    assert milky_share(gray_board).tolist() == [0.0]
+    # flat white is pale but not speckled
+    assert milky_share(torch.ones(1, 3, 16, 16)).tolist() == [0.0]
+    # the threshold, by hand: just above 0.02 of detail every pixel counts, just below none does
+    delta = 0.02 / _checkerboard_detail(1.0)
+    assert milky_share(_color_checkerboard(16, 0.8, 1.02 * delta)).tolist() == [1.0]
+    assert milky_share(_color_checkerboard(16, 0.8, 0.98 * delta)).tolist() == [0.0]
+    assert milky_share(_color_checkerboard(16, 0.8, 0.98 * delta), speckle=0.019).tolist() == [1.0]
+
+
+def test_milky_share_of_half_a_milky_image():
+    x = torch.ones(2, 3, 32, 32)
+    x[0, :, :, :16] = _color_checkerboard(32, 0.8, 0.1)[0, :, :, :16]   # left half speckled, right half white
+    x[1, :, :, :16] = _color_checkerboard(32, 0.3, 0.1)[0, :, :, :16]   # left half dark, right half white
+    share = milky_share(x)
+    # the left half, and the local mean (sigma 2) carries the speckle at most 6 pixels into the white
+    assert 16 / 32 <= share[0] <= 22 / 32
+    assert share[1] <= 6 / 32
+    with pytest.raises(ValueError, match="7x7"):
+        milky_share(torch.ones(1, 3, 6, 6))
+    with pytest.raises(ValueError, match="pale"):
+        milky_share(x, pale=1.5)
+
+
+def test_vivid_chroma_is_a_quantile_of_max_minus_min():
+    chroma = torch.arange(100, dtype=torch.float64) / 100           # 0, 0.01, ..., 0.99
+    x = torch.stack([0.5 + chroma / 2, 0.5 - chroma / 2, 0.5 + chroma / 4]).view(1, 3, 10, 10)
+    # linear interpolation between the 95th and 96th of 100 sorted values: 0.94 + 0.05 * 0.01
+    assert vivid_chroma(x.float()).item() == pytest.approx(0.9405, abs=1e-6)
+    assert vivid_chroma(x.float(), quantile=0.5).item() == pytest.approx(0.495, abs=1e-6)
+    assert vivid_chroma(torch.full((2, 3, 4, 4), 0.7)).tolist() == [0.0, 0.0]
+    red = torch.zeros(1, 3, 4, 4)
+    red[0, 0] = 1.0
+    assert vivid_chroma(red).tolist() == [1.0]
+    with pytest.raises(ValueError, match="quantile"):
+        vivid_chroma(red, quantile=95)
