@@ -20,8 +20,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ANSWER_PROMPT", "QUESTIONS", "Question", "answer_text", "get_question", "notebook_answers",
-           "question_ids", "question_markdown", "read_answers", "unanswered"]
+__all__ = ["ANSWER_PROMPT", "QUESTIONS", "Question", "answer_text", "cell_answer", "cell_question",
+           "notebook_answers", "question_markdown", "read_answers", "unanswered"]
 
 #: The answer cell's text in the release; what a student leaves of it is not an answer.
 ANSWER_PROMPT = "*Your answer (double-click this cell, replace this line, then save the notebook):*"
@@ -112,20 +112,6 @@ _ask("q06_checkerboard", "06_fast_style_transfer", 2, "the transposed convolutio
      resize-then-convolve not?""")
 
 
-def question_ids() -> list[str]:
-    return list(QUESTIONS)
-
-
-def get_question(id: str) -> Question:
-    if id not in QUESTIONS:
-        import difflib
-
-        close = difflib.get_close_matches(str(id), QUESTIONS, n=3)
-        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise KeyError(f"no written question {id!r}; the questions are {', '.join(QUESTIONS)}.{hint}")
-    return QUESTIONS[id]
-
-
 def question_markdown(question: Question) -> str:
     """The question cell's Markdown."""
     unit = "point" if question.points == 1 else "points"
@@ -141,7 +127,17 @@ def _tag(cell: dict, key: str) -> str | None:
     meta = cell.get("metadata")
     value = meta.get("cs_utils") if isinstance(meta, dict) else None
     found = value.get(key) if isinstance(value, dict) else None
-    return found if isinstance(found, str) else None
+    return found if isinstance(found, str) and found in QUESTIONS else None
+
+
+def cell_question(cell: dict) -> str | None:
+    """The id of the registered question a cell asks (its metadata says so), else None."""
+    return _tag(cell, "question")
+
+
+def cell_answer(cell: dict) -> str | None:
+    """The id of the registered question a cell answers (its metadata says so), else None."""
+    return _tag(cell, "answer")
 
 
 def answer_text(cell_source: str) -> str:
@@ -161,15 +157,15 @@ def notebook_answers(notebook: dict) -> dict[str, str]:
     answers: dict[str, list[str]] = {}
     asked: list[tuple[int, str]] = []
     for k, cell in enumerate(cells):
-        if (qid := _tag(cell, "answer")) in QUESTIONS:
+        if qid := cell_answer(cell):
             answers.setdefault(qid, []).append(answer_text(_text(cell)))
-        elif (qid := _tag(cell, "question")) in QUESTIONS:
+        elif qid := cell_question(cell):
             asked.append((k, qid))
     for k, qid in asked:
         if qid not in answers:
             after = cells[k + 1] if k + 1 < len(cells) else None
             answerable = (after is not None and after.get("cell_type") == "markdown"
-                          and not _tag(after, "question"))
+                          and not cell_question(after))
             answers[qid] = [answer_text(_text(after))] if answerable else [""]
     return {qid: "\n\n".join(a for a in parts if a)[:MAX_ANSWER_CHARS] for qid, parts in answers.items()}
 

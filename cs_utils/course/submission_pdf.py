@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .questions import QUESTIONS
+from .questions import QUESTIONS, cell_answer, cell_question
 
 __all__ = ["PAGE_MAP", "SUBMISSION_PDF", "ChromiumMissing", "chromium_path", "notebook_sections",
            "write_submission_pdf"]
@@ -56,20 +56,6 @@ def chromium_path() -> str:
                           "(Debian/Ubuntu: sudo apt-get install chromium) or set CHROMIUM=/path/to/chromium")
 
 
-def _question_of(cell) -> str | None:
-    meta = cell.get("metadata") or {}
-    tags = meta.get("cs_utils") if isinstance(meta, dict) else None
-    qid = tags.get("question") if isinstance(tags, dict) else None
-    return qid if qid in QUESTIONS else None
-
-
-def _answer_of(cell) -> str | None:
-    meta = cell.get("metadata") or {}
-    tags = meta.get("cs_utils") if isinstance(meta, dict) else None
-    qid = tags.get("answer") if isinstance(tags, dict) else None
-    return qid if qid in QUESTIONS else None
-
-
 def notebook_sections(notebook: dict) -> list[tuple[str | None, list[dict]]]:
     """The notebook's cells cut into ``(question id or None, cells)``: a question's section holds
     its question cell and the answer cells right after it (or the markdown cell after it, when a
@@ -79,7 +65,7 @@ def notebook_sections(notebook: dict) -> list[tuple[str | None, list[dict]]]:
     k = 0
     while k < len(cells):
         cell = cells[k]
-        qid = _question_of(cell)
+        qid = cell_question(cell)
         if qid is None:
             if sections[-1][0] is not None:
                 sections.append((None, []))
@@ -88,11 +74,11 @@ def notebook_sections(notebook: dict) -> list[tuple[str | None, list[dict]]]:
             continue
         block = [cell]
         k += 1
-        while k < len(cells) and _answer_of(cells[k]) == qid:
+        while k < len(cells) and cell_answer(cells[k]) == qid:
             block.append(cells[k])
             k += 1
         if len(block) == 1 and k < len(cells) and cells[k].get("cell_type") == "markdown" \
-                and _question_of(cells[k]) is None and _answer_of(cells[k]) is None:
+                and cell_question(cells[k]) is None and cell_answer(cells[k]) is None:
             block.append(cells[k])
             k += 1
         sections.append((qid, block))

@@ -65,6 +65,7 @@ from .written import (
     student_written,
     submission_answers,
     update_scores_sheet,
+    write_atomic,
     write_question_pages,
 )
 
@@ -110,12 +111,6 @@ def _finished(path: Path, settings: dict) -> dict | None:
     if report.get("settings") != settings or report.get("infrastructure_error"):
         return None
     return report
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def safe_cell(value):
@@ -182,7 +177,7 @@ def _class_seed(out: Path, seed: int | None) -> int:
             seed = int(json.loads(path.read_text())["seed"])
         except (OSError, ValueError, KeyError, TypeError):
             seed = draw_seed()
-    _write_atomic(path, json.dumps({"seed": int(seed)}) + "\n")
+    write_atomic(path, json.dumps({"seed": int(seed)}) + "\n")
     return int(seed)
 
 
@@ -240,8 +235,7 @@ def grade_class(
                 report = zero_report(path, reason, names, mode, seed)
                 report["infrastructure_error"] = True
             report["student"], report["settings"] = student, settings
-            _write_atomic(out / "feedback" / f"{student}.md", feedback_markdown(report, student))
-            _write_atomic(out / "reports" / f"{student}.json", json.dumps(report, indent=1) + "\n")
+            write_atomic(out / "reports" / f"{student}.json", json.dumps(report, indent=1) + "\n")
             return student, report
 
         bar = None
@@ -269,7 +263,7 @@ def grade_class(
     scores = grade_written(graded, out, progress=progress)
     for student, _ in graded:
         feedback = feedback_markdown(done[student], student, student_written(scores.get(student, {})))
-        _write_atomic(out / "feedback" / f"{student}.md", feedback)
+        write_atomic(out / "feedback" / f"{student}.md", feedback)
     rows = [(s, done[s], _timestamp(p)) for s, p in graded]
     write_grades_csv(out / "grades.csv", rows, names, scores)
     return [done[s] for s, _ in students if s in done]
@@ -293,7 +287,7 @@ def grade_written(students: list[tuple[str, Path]], out: Path, *, progress: bool
     listed = out / "written_problems.txt"
     if problems:
         text = "".join(f"{p}\n" for p in problems)
-        _write_atomic(listed, f"{len(problems)} rows of written_scores.csv were not merged:\n{text}")
+        write_atomic(listed, f"{len(problems)} rows of written_scores.csv were not merged:\n{text}")
         if progress:
             print(f"written_scores.csv: {len(problems)} rows not merged (see {listed}):\n{text}", end="")
     else:

@@ -27,7 +27,7 @@ from ..course.questions import MAX_NOTEBOOK_BYTES, QUESTIONS, notebook_answers
 from .isolation import read_regular
 
 __all__ = ["RUBRICS", "SCORE_COLUMNS", "Rubric", "ScoreProblem", "read_scores", "student_written",
-           "submission_answers", "update_scores_sheet", "write_question_pages"]
+           "submission_answers", "update_scores_sheet", "write_atomic", "write_question_pages"]
 
 SCORE_COLUMNS = ["student", "question", "points", "comment"]
 
@@ -305,18 +305,20 @@ def write_question_pages(out_dir: Path, answers: dict[str, dict[str, str]]) -> l
     pages = []
     for qid in QUESTIONS:
         path = out_dir / f"{qid}.html"
-        _write_atomic(path, _page(qid, {student: found.get(qid, "") for student, found in answers.items()}))
+        write_atomic(path, _page(qid, {student: found.get(qid, "") for student, found in answers.items()}))
         pages.append(path)
     rows = "".join(f"<li><a href='{html.escape(q.id)}.html'>{html.escape(q.id)}</a> ({q.points:g} points): "
                    f"{html.escape(q.title)}</li>" for q in QUESTIONS.values())
-    _write_atomic(out_dir / "index.html", f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Written "
+    write_atomic(out_dir / "index.html", f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Written "
                   f"questions</title><style>{_STYLE}</style></head><body><h1>Written questions</h1>"
                   f"<p>Score them in <code>written_scores.csv</code>, then run the class grader again.</p>"
                   f"<ul>{rows}</ul></body></html>\n")
     return pages
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename: readers see the old or the new
+    file, never half of one."""
     tmp = path.with_name(path.name + ".part")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
