@@ -30,10 +30,34 @@ Functions:
 
 With only the 32 offline photos the scores move in steps of about 1/30, and one reference
 photo stands for a whole class: read them as a sanity check, not a measurement.
+
+Measured on EfficientNet-Lite0 (default layers, 224 px; class visualizations of 96 steps, seed 0),
+against the labelled photo of the class:
+
+==============  =======  =======  ==========================================================
+class           natural  fourier  per layer (natural)
+==============  =======  =======  ==========================================================
+strawberry      0.52     0.46     0.42 0.26 0.42 0.29 0.32 0.48 | 1.0 1.0
+spoonbill       0.58     0.42     1.0 0.97 0.55 0.10 0.00 0.03 | 1.0 1.0
+Dalmatian       0.80     0.67     0.94 0.77 0.87 0.74 0.55 0.52 | 1.0 1.0
+==============  =======  =======  ==========================================================
+
+Every visualization is closer to the class than every other photo at the last block and the
+pooled features, and like a typical other photo (or less) in the middle of the network: the
+paper's finding. :func:`path_similarity_controls` for strawberry (references: the network's
+top-3 other photos): held-out strawberry photo 0.54, noise 0.35, a photo after a targeted PGD
+attack 0.26 (0.0-0.07 up to ``blocks.10``, then 0.93 and 1.0; 0.07 before the attack).
+
+Two choices were measured: centering the vectors on the photos' mean makes noise score like a
+typical photo (0.50), so the raw spatial means are compared; and the "dataset examples" of a
+class without a labelled photo can be other things the network likes (for strawberry: a pink
+flower, a horse chestnut, the Hubble deep field), against which the strawberry visualization
+scores 0.95 and noise 1.0 at ``blocks.15``: check ``result.how`` and the references' images.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -41,6 +65,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import validation
+from .data import imagenet_label, sample_images
 from .hooks import evaluating, extract_features
 from .models import STYLE_LAYERS
 from .validation import model_input, positive_int
@@ -193,10 +218,15 @@ def path_similarity(model: nn.Module, images: torch.Tensor, references: torch.Te
 
 # --------------------------------------------------------------------------- offline photos
 
-def _photos(size: int):
-    from .data import sample_images
-    from .image_stats import _photo_batch
+@functools.lru_cache(maxsize=2)
+def _photo_batch(size: int) -> torch.Tensor:
+    from .image import load_image
 
+    return torch.cat([load_image(s.path, size) for s in sample_images("photo")])
+
+
+def _photos(size: int):
+    """The offline photos and their batch at ``size`` x ``size`` (cached: index it, never change it)."""
     return list(sample_images("photo")), _photo_batch(size)
 
 
@@ -233,8 +263,6 @@ def reference_photos(model: nn.Module, target, *, k: int = 3, exclude=(), size: 
     samples, batch = _photos(size)
     names = [s.name for s in samples]
     exclude = _exclude(exclude, names)
-    from .data import imagenet_label
-
     label = imagenet_label(target) if validation.num_classes(model) == 1000 else str(target)
     labelled = [s.name for s in samples if s.label == target and s.name not in exclude]
     if labelled:

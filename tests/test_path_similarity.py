@@ -168,3 +168,35 @@ def test_offline_references_are_the_labelled_photos_or_the_top_scoring_ones(lite
     assert len(others) == 28
     with pytest.raises(KeyError, match="not offline photos"):
         reference_photos(lite0, strawberry, exclude=["strawberry.jpg"])
+
+
+def test_controls_of_lite0_mean_high_for_the_class_path_and_low_off_it(lite0, caller_state, hook_count):
+    strawberry = cs_utils.imagenet_index("strawberry")
+    viz = torch.full((1, 3, 224, 224), 0.5)
+    state = caller_state(lite0, viz)
+    results = path_similarity_controls(lite0, strawberry, images={"grey": viz},
+                                       generator=torch.Generator().manual_seed(0))
+    state.assert_unchanged()
+    assert list(results) == ["held-out photo", "noise", "attacked photo", "adversarial", "grey"]
+    assert all(isinstance(r, PathSimilarity) and r.per_layer.shape == (1, 8) for r in results.values())
+    first = results["held-out photo"]
+    # strawberry has one labelled photo: it is held out, the references are the top-scoring other photos
+    assert "held out: imagenet_04" in first.how and len(first.references) == 3
+    assert all(r.references == first.references and r.others == first.others for r in results.values())
+    assert "imagenet_04" not in first.others and len(first.others) == 27
+    held, noise, source, adversarial = (results[k].per_layer[0] for k in
+                                        ("held-out photo", "noise", "attacked photo", "adversarial"))
+    # measured: held-out 0.54, noise 0.35, attacked photo 0.07, after the attack 0.26 (about 0.03 up to
+    # blocks.10, then 0.93 and 1.0): the attack reaches the class only at the last layers
+    assert held.mean() > noise.mean() > source.mean()
+    assert adversarial[-1] >= 0.9 and adversarial[:6].max() <= 0.2 and source[-1] <= 0.3
+    assert noise[2:6].max() <= 0.15
+    with pytest.raises(ValueError, match="name of a control"):
+        path_similarity_controls(lite0, strawberry, images={"noise": viz})
+    with pytest.raises(TypeError, match="dict"):
+        path_similarity_controls(lite0, strawberry, images=viz)
+    with pytest.raises(ValueError, match="attack_steps"):
+        path_similarity_controls(lite0, strawberry, attack_steps=0)
+    fig = plot_path_similarity(results)
+    assert len(fig.axes[0].lines) == 6                  # five results and the dashed 0.5
+    assert hook_count(lite0) == 0
