@@ -24,7 +24,7 @@ from .history import History
 from .hooks import evaluating, get_layer
 from .image import load_image
 from .models import STYLE_LAYERS
-from .perceptual import perceptual_terms, random_photo_crops, style_gram_targets
+from .perceptual import perceptual_terms, random_photo_crops, style_gram_targets, style_moment_targets
 from .runtime import model_device
 from .validation import validate_image
 
@@ -118,6 +118,7 @@ def train_fast_style(model: nn.Module, styles, photos: Sequence[torch.Tensor] | 
                      lr: float = 2e-3, style_layers: Sequence[str] = STYLE_LAYERS,
                      content_layer: str = "blocks.4", style_weight: float = 250.0,
                      content_weight: float = 1.0, tv_weight: float = 10.0,
+                     normalize: bool = False, moment_weight: float = 0.0,
                      checkpoint=None, checkpoint_every: int = 100, resume: bool = True,
                      generator: torch.Generator | None = None, progress: bool = True,
                      desc: str | None = None) -> tuple[TransformerNet, FastStyleHistory]:
@@ -137,7 +138,11 @@ def train_fast_style(model: nn.Module, styles, photos: Sequence[torch.Tensor] | 
     with ``phi`` the features at ``content_layer`` and ``style_layers`` (Gram targets ``A_l``
     of the style image resized to ``style_size`` on its shorter side, computed once). Every
     term is a mean, so the weights do not depend on the crop size or batch size. The forward
-    pass of ``model`` stops after the deepest layer needed.
+    pass of ``model`` stops after the deepest layer needed. ``normalize=True`` makes every error
+    relative, as :func:`cs_utils.style_transfer` does (each layer's Gram error over its target's
+    mean square, the content error over the content's), and ``moment_weight`` adds the channel
+    mean and standard deviation term that carries a style's brightness
+    (:func:`cs_utils.perceptual.perceptual_terms`); the committed networks use both.
 
     ``checkpoint``: a file path; every ``checkpoint_every`` steps (and at the end) the network,
     optimiser, history and random state are saved there. With ``resume`` (default) an existing
@@ -172,6 +177,8 @@ def train_fast_style(model: nn.Module, styles, photos: Sequence[torch.Tensor] | 
               "batch_size": batch_size, "crop_size": crop_size, "style_size": style_size, "lr": lr,
               "style_layers": style_layers, "content_layer": content_layer, "style_weight": style_weight,
               "content_weight": content_weight, "tv_weight": tv_weight, "styles": list(names)}
+    if normalize:  # recorded only when used, so older checkpoints still resume
+        config.update(normalize=True, moment_weight=moment_weight)
     layers = list(dict.fromkeys(style_layers + [content_layer]))
     for layer in layers:  # an unknown name fails here, listing close names, before any work
         get_layer(model, layer)
@@ -220,6 +227,8 @@ def train_fast_style(model: nn.Module, styles, photos: Sequence[torch.Tensor] | 
 
     with evaluating(model):
         targets = style_gram_targets(model, style_dict, style_layers, style_size, device)
+        moments = style_moment_targets(model, style_dict, style_layers, style_size, device) \
+            if moment_weight else None
 
     start = time.perf_counter()
     seconds_before = history.seconds
@@ -234,7 +243,8 @@ def train_fast_style(model: nn.Module, styles, photos: Sequence[torch.Tensor] | 
                 y = net(x, style=style)
                 content_term, style_term, tv_term = perceptual_terms(
                     model, x, y, targets, style_index, style_layers=style_layers, content_layer=content_layer,
-                    style_weight=style_weight, content_weight=content_weight, tv_weight=tv_weight)
+                    style_weight=style_weight, content_weight=content_weight, tv_weight=tv_weight,
+                    normalize=normalize, moments=moments, moment_weight=moment_weight)
                 loss = content_term + style_term + tv_term
                 grads = torch.autograd.grad(loss, params)
                 for p, g in zip(params, grads):

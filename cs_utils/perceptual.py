@@ -16,9 +16,10 @@ from torch import nn
 
 from .hooks import extract_features
 from .losses import content_loss, gram_matrix, style_loss, tv_loss
+from .style import channel_moments, moment_loss
 
 __all__ = ["perceptual_terms", "random_photo_crops", "random_square_crop", "resize_short_side",
-           "style_gram_targets"]
+           "style_gram_targets", "style_moment_targets"]
 
 
 def random_square_crop(photo: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
@@ -70,22 +71,65 @@ def style_gram_targets(model: nn.Module, styles: dict[str, torch.Tensor], style_
         return [torch.cat([gram_matrix(grams[name][layer]) for name in styles]) for layer in style_layers]
 
 
+def style_moment_targets(model: nn.Module, styles: dict[str, torch.Tensor], style_layers: Sequence[str],
+                         style_size: int, device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per style layer, then for the pixels' colours, the channel means and standard deviations
+    (:func:`cs_utils.style.channel_moments`) of every style image, stacked: ``(mean, std)``, each
+    (num_styles, C). The images are resized as in :func:`style_gram_targets`; no graph is built."""
+    with torch.no_grad():
+        resized = {name: resize_short_side(image.to(device), style_size) for name, image in styles.items()}
+        feats = {name: extract_features(model, image, style_layers) for name, image in resized.items()}
+        per_style = [[channel_moments(feats[name][layer]) for layer in style_layers]
+                     + [channel_moments(resized[name])] for name in styles]
+        return [(torch.cat([moments[i][0] for moments in per_style]),
+                 torch.cat([moments[i][1] for moments in per_style])) for i in range(len(style_layers) + 1)]
+
+
 def perceptual_terms(model: nn.Module, x: torch.Tensor, y: torch.Tensor, targets: Sequence[torch.Tensor],
                      style_index: torch.Tensor, *, style_layers: Sequence[str], content_layer: str,
-                     style_weight: float, content_weight: float, tv_weight: float):
+                     style_weight: float, content_weight: float, tv_weight: float,
+                     normalize: bool = False, moments: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
+                     moment_weight: float = 0.0):
     """The weighted ``(content, style, tv)`` terms for crops ``x`` and the network's output ``y``.
 
-    content: ``content_weight * mean((phi_c(y) - phi_c(x))^2)``; style: ``style_weight * sum_l
-    mean((G_l(y) - A_l)^2)`` with ``A_l = targets[l][style_index]``; tv: ``tv_weight * mean of the
-    squared variation``. Every term is a mean over the batch, so a batch split over processes
-    whose gradients are averaged gives the gradient of the whole batch."""
+    With ``normalize=False`` (Johnson et al.'s loss): content ``content_weight *
+    mean((phi_c(y) - phi_c(x))^2)``; style ``style_weight * sum_l mean((G_l(y) - A_l)^2)`` with
+    ``A_l = targets[l][style_index]``. With ``normalize=True`` every error is relative, as in
+    :func:`cs_utils.style_transfer`: content ``content_weight * mean_n ||phi_c(y_n) -
+    phi_c(x_n)||^2 / ||phi_c(x_n)||^2``; style ``style_weight * (sum_l mean_n mean((G_l(y_n) -
+    A_l)^2) / mean(A_l^2) + moment_weight * L_moments)``, where ``L_moments`` is
+    :func:`cs_utils.style.moment_loss` of the channel means and standard deviations at the style
+    layers and of ``y``'s colours against ``moments`` (:func:`style_moment_targets`). tv:
+    ``tv_weight * mean of the squared variation``. Every term is a mean over the batch, so a
+    batch split over processes whose gradients are averaged gives the gradient of the whole
+    batch."""
     layers = list(dict.fromkeys(list(style_layers) + [content_layer]))
     with torch.no_grad():
         content_target = extract_features(model, x, [content_layer])[content_layer]
     feats = extract_features(model, y, layers)
-    content_term = content_loss(feats[content_layer], content_target,
-                                weight=content_weight / content_target.numel())
-    style_term = style_loss([feats[layer] for layer in style_layers],
-                            [target[style_index] for target in targets], weights=style_weight)
     tv_term = tv_loss(y, weight=tv_weight / y.numel())
-    return content_term, style_term, tv_term
+    if not normalize:
+        if moment_weight:
+            raise ValueError("moment_weight needs normalize=True (the moment loss is a relative error)")
+        content_term = content_loss(feats[content_layer], content_target,
+                                    weight=content_weight / content_target.numel())
+        style_term = style_loss([feats[layer] for layer in style_layers],
+                                [target[style_index] for target in targets], weights=style_weight)
+        return content_term, style_term, tv_term
+    dims = tuple(range(1, content_target.dim()))
+    content_term = content_weight * ((feats[content_layer] - content_target).pow(2).sum(dims)
+                                     / content_target.pow(2).sum(dims).clamp_min(1e-12)).mean()
+    gram_term = y.new_zeros(())
+    for layer, target in zip(style_layers, targets):
+        scale = target.pow(2).mean(dim=(1, 2)).clamp_min(1e-12)[style_index]
+        gram_term = gram_term + ((gram_matrix(feats[layer]) - target[style_index]).pow(2).mean(dim=(1, 2))
+                                 / scale).mean()
+    style_term = gram_term
+    if moment_weight:
+        if moments is None or len(moments) != len(style_layers) + 1:
+            raise ValueError("moment_weight needs moments from style_moment_targets(...): one (mean, std) "
+                             "pair per style layer and one for the colours")
+        chosen = [(m[style_index], s[style_index]) for m, s in moments]
+        style_term = style_term + moment_weight * moment_loss([feats[layer] for layer in style_layers] + [y],
+                                                              chosen)
+    return content_term, style_weight * style_term, tv_term

@@ -27,7 +27,7 @@ __all__ = ["main", "reference_input", "reference_outputs", "train"]
 #: Shared perceptual-loss and network settings (the lecture's single- and multi-style networks).
 SETTINGS = dict(channels=(12, 24, 48), num_residual=3, outer_kernel=9, batch_size=4, crop_size=128,
                 style_size=256, lr=2e-3, content_layer="blocks.4", content_weight=1.0,
-                style_weight=250.0, tv_weight=10.0)
+                style_weight=0.6, tv_weight=1.0, normalize=True, moment_weight=1.0)
 
 #: name -> (styles, norm, steps, seed, run). Networks of the same ``run`` share one checkpoint:
 #: ``starry_night_500`` is ``starry_night`` after 500 of its 1000 steps (a resumed run equals an
