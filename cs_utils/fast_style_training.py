@@ -116,9 +116,9 @@ def train_fast_style(model: nn.Module, styles, photos: Sequence[torch.Tensor] | 
                      num_residual: int = 3, outer_kernel: int = 9,
                      steps: int = 1000, batch_size: int = 4, crop_size: int = 128, style_size: int = 256,
                      lr: float = 2e-3, style_layers: Sequence[str] = STYLE_LAYERS,
-                     content_layer: str = "blocks.4", style_weight: float = 250.0,
-                     content_weight: float = 1.0, tv_weight: float = 10.0,
-                     normalize: bool = False, moment_weight: float = 0.0,
+                     content_layer: str = "blocks.4", style_weight: float = 0.6,
+                     content_weight: float = 1.0, tv_weight: float = 1.0,
+                     normalize: bool = True, moment_weight: float = 1.0,
                      checkpoint=None, checkpoint_every: int = 100, resume: bool = True,
                      generator: torch.Generator | None = None, progress: bool = True,
                      desc: str | None = None) -> tuple[TransformerNet, FastStyleHistory]:
@@ -130,19 +130,23 @@ def train_fast_style(model: nn.Module, styles, photos: Sequence[torch.Tensor] | 
     (Dumoulin et al. 2017) where each image of a batch gets a random style. ``photos``: the
     content images to crop from (default: :func:`training_photos`, every offline photo but
     :data:`HELD_OUT_PHOTOS`). Each step draws ``batch_size`` random crops (random scale,
-    position and horizontal flip, resized to ``crop_size``) and minimises
+    position and horizontal flip, resized to ``crop_size``) and minimises, by
+    default (``normalize=True``) with relative errors as :func:`cs_utils.style_transfer` does,
 
-        content_weight * mean((phi_c(y) - phi_c(x))^2)
-        + style_weight * sum_l mean((G_l(y) - A_l)^2)  +  tv_weight * mean(squared variation)
+        content_weight * mean_n ||phi_c(y_n) - phi_c(x_n)||^2 / ||phi_c(x_n)||^2
+        + style_weight * (sum_l mean((G_l(y) - A_l)^2) / mean(A_l^2) + moment_weight * L_moments)
+        + tv_weight * mean(squared variation)
 
     with ``phi`` the features at ``content_layer`` and ``style_layers`` (Gram targets ``A_l``
-    of the style image resized to ``style_size`` on its shorter side, computed once). Every
-    term is a mean, so the weights do not depend on the crop size or batch size. The forward
-    pass of ``model`` stops after the deepest layer needed. ``normalize=True`` makes every error
-    relative, as :func:`cs_utils.style_transfer` does (each layer's Gram error over its target's
-    mean square, the content error over the content's), and ``moment_weight`` adds the channel
-    mean and standard deviation term that carries a style's brightness
-    (:func:`cs_utils.perceptual.perceptual_terms`); the committed networks use both.
+    of the style image resized to ``style_size`` on its shorter side, computed once) and
+    ``L_moments`` the relative error of the channel means and standard deviations at the style
+    layers and in the colours (it carries a style's brightness, which Gram matrices do not:
+    without it a black Hubble sky comes out pale). ``normalize=False, moment_weight=0,
+    style_weight=250, tv_weight=10`` is Johnson et al.'s absolute loss
+    (:func:`cs_utils.perceptual.perceptual_terms`), where the largest Gram entries (the stem's
+    colours) decide the result: a tint. Every term is a mean over the batch, so the weights do
+    not depend on the crop size or batch size. The forward pass of ``model`` stops after the
+    deepest layer needed.
 
     ``checkpoint``: a file path; every ``checkpoint_every`` steps (and at the end) the network,
     optimiser, history and random state are saved there. With ``resume`` (default) an existing

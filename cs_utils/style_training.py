@@ -40,7 +40,7 @@ from .fast_style_training import FastStyleHistory, named_styles, training_photos
 from .hooks import evaluating, get_layer
 from .image import load_image
 from .models import STYLE_LAYERS
-from .perceptual import perceptual_terms, random_square_crop, style_gram_targets
+from .perceptual import perceptual_terms, random_square_crop, style_gram_targets, style_moment_targets
 from .validation import validate_image
 
 __all__ = [
@@ -211,9 +211,11 @@ def train_on_folder(
     lr: float = 2e-3,
     style_layers: Sequence[str] = STYLE_LAYERS,
     content_layer: str = "blocks.4",
-    style_weight: float = 250.0,
+    style_weight: float = 0.6,
     content_weight: float = 1.0,
-    tv_weight: float = 10.0,
+    tv_weight: float = 1.0,
+    normalize: bool = True,
+    moment_weight: float = 1.0,
     checkpoint=None,
     checkpoint_every: int = 100,
     resume: bool = True,
@@ -270,6 +272,8 @@ def train_on_folder(
         "style_weight": style_weight,
         "content_weight": content_weight,
         "tv_weight": tv_weight,
+        "normalize": normalize,
+        "moment_weight": moment_weight,
         "styles": list(names),
         "seed": seed,
         "photos": len(data),
@@ -352,6 +356,7 @@ def train_on_folder(
     )
     with evaluating(model):
         targets = style_gram_targets(model, style_dict, style_layers, style_size, device)
+        moments = style_moment_targets(model, style_dict, style_layers, style_size, device) if moment_weight else None
         start, seconds_before, first_step = time.perf_counter(), history.seconds, history.steps
         while history.steps < steps:
             sampler.set_epoch(epoch)
@@ -370,6 +375,9 @@ def train_on_folder(
                     style_weight=style_weight,
                     content_weight=content_weight,
                     tv_weight=tv_weight,
+                    normalize=normalize,
+                    moments=moments,
+                    moment_weight=moment_weight,
                 )
                 optimizer.zero_grad(set_to_none=True)
                 sum(terms).backward()  # DistributedDataParallel averages the gradients of the processes

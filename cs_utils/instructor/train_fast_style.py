@@ -65,9 +65,14 @@ def _parse(argv):
     )
     parser.add_argument("--norm", choices=NORMS, default=None)
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--style-weight", type=float, default=250.0)
+    parser.add_argument("--style-weight", type=float, default=0.6)
     parser.add_argument("--content-weight", type=float, default=1.0)
-    parser.add_argument("--tv-weight", type=float, default=10.0)
+    parser.add_argument("--tv-weight", type=float, default=1.0)
+    parser.add_argument("--moment-weight", type=float, default=1.0,
+                        help="weight of the channel mean and standard deviation term (0: none)")
+    parser.add_argument("--absolute", action="store_true",
+                        help="Johnson et al.'s absolute errors instead of relative ones (with "
+                             "--style-weight 250 --tv-weight 10 --moment-weight 0)")
     parser.add_argument("--checkpoint-every", type=int, default=100)
     parser.add_argument("--log-every", type=int, default=10)
     parser.add_argument(
@@ -126,6 +131,8 @@ def main(argv=None) -> int:
             style_weight=args.style_weight,
             content_weight=args.content_weight,
             tv_weight=args.tv_weight,
+            normalize=not args.absolute,
+            moment_weight=args.moment_weight,
             checkpoint=checkpoint,
             checkpoint_every=args.checkpoint_every,
             resume=not args.no_resume,
