@@ -103,6 +103,7 @@ bench: setup
 		|| echo "captum could not be installed: bench_attribution.py runs without the Captum rows"
 	$(PY) benchmarks/bench_saliency.py
 	$(PY) benchmarks/bench_style.py
+	$(PY) benchmarks/bench_folded_techniques.py
 	$(PY) benchmarks/bench_attribution.py
 	$(PY) benchmarks/bench_class_viz.py
 

@@ -11,6 +11,10 @@
 Sizes are in pixel units of images in [0, 1] (``epsilon=8/255`` is 8 grey levels).
 Every result is clamped to valid pixels [0, 1]. The caller's model and tensors are
 never changed: gradients are taken with ``torch.autograd.grad`` on a copy of the image.
+:func:`fooling_image`, :func:`fgsm` and :func:`pgd` run on
+:func:`cs_utils.engine.folding.gradient_network` of the model, the same function with its batch
+norm folded into the convolutions, made once per model and kept for the next call (a model with
+hooks is used as it is; the times and differences are in ``benchmarks/README.md``).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import objectives
+from .engine.folding import gradient_network
 from .history import History
 from .hooks import evaluating
 from .optimize import NormalizedGradient, optimize_image
@@ -172,11 +177,12 @@ def fooling_image(model: nn.Module, x: torch.Tensor, target, *, max_steps: int =
                             confidence=final_conf)
     bar = progress_bar(total=max_steps, desc="fooling", enabled=progress)
     start = time.perf_counter()
-    with evaluating(model):
+    net = gradient_network(model)   # the same function with batch norm folded in
+    with evaluating(net):
         for step in range(max_steps + 1):
             shown = quantize_8bit(current) if quantize else current
             with torch.no_grad():
-                scores = model(shown)
+                scores = net(shown)
             target_scores = scores.gather(1, targets[:, None])[:, 0]
             conf = scores.softmax(1).gather(1, targets[:, None])[:, 0]
             fooled = (scores.argmax(1) == targets) & (conf >= confidence)
@@ -188,7 +194,7 @@ def fooling_image(model: nn.Module, x: torch.Tensor, target, *, max_steps: int =
             if done.all() or step == max_steps:
                 break
             active = (~done).nonzero()[:, 0].to(device)
-            moved = fooling_step(model, current[active], targets[active], step_size=step_size)
+            moved = fooling_step(net, current[active], targets[active], step_size=step_size)
             current[active] = _project(moved, x0[active], epsilon)
             steps[~done] += 1
             bar.update(1)
@@ -212,8 +218,9 @@ def fgsm(model: nn.Module, x: torch.Tensor, labels, *, epsilon: float = 8 / 255,
     x0 = model_input(model, x)
     epsilon = pixel_size(epsilon)
     labels = class_indices(labels, x.shape[0], classes=num_classes(model), what="labels").to(x0.device)
-    with evaluating(model):
-        grad = _loss_gradient(model, x0, labels, targeted)
+    net = gradient_network(model)   # the same function with batch norm folded in
+    with evaluating(net):
+        grad = _loss_gradient(net, x0, labels, targeted)
     return (x0 + epsilon * grad.sign()).clamp(0, 1).to(x.device, x.dtype)
 
 
@@ -247,10 +254,12 @@ def pgd(model: nn.Module, x: torch.Tensor, labels, *, epsilon: float = 8 / 255, 
     history = AttackHistory(steps=torch.full((n,), int(steps)), success=torch.zeros(n, dtype=torch.bool),
                             linf=torch.zeros(n), l2=torch.zeros(n), confidence=torch.zeros(n))
     final = {}
+    began = time.perf_counter()
+    net = gradient_network(model)   # the same function with batch norm folded in
 
     def record(image):
         with torch.no_grad():
-            scores = model(image)
+            scores = net(image)
         success = scores.argmax(1) == labels
         final["success"] = success if targeted else ~success
         final["confidence"] = scores.softmax(1).gather(1, labels[:, None])[:, 0]
@@ -258,9 +267,8 @@ def pgd(model: nn.Module, x: torch.Tensor, labels, *, epsilon: float = 8 / 255, 
         history.trace["confidence"].append(final["confidence"].mean().item())
         history.trace["success_rate"].append(final["success"].float().mean().item())
 
-    loss = objectives.cross_entropy(model, labels)
-    began = time.perf_counter()
-    with evaluating(model):
+    loss = objectives.cross_entropy(net, labels)
+    with evaluating(net):
         record(start)
         current, _ = optimize_image(loss if targeted else -loss, start, steps=int(steps),
                                     optimizer=NormalizedGradient(step_size, "sign"), clamp=None,

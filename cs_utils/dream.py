@@ -14,6 +14,11 @@ with :func:`cs_utils.extract_features`, so the forward pass stops at that layer.
   from its features: it minimises ``||phi(x*) - phi(x)||^2 / ||phi(x)||^2`` plus a
   total-variation prior; :func:`relative_feature_error` measures how close the
   features came.
+
+Both run on :func:`cs_utils.engine.folding.gradient_network` of the model, the same function with
+its batch norm folded into the convolutions (and channels-last weights on the CPU), made once per
+model and kept for the next call: fewer layers to run backward through at every step. A model
+with hooks is used as it is (the times and differences are in ``benchmarks/README.md``).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import objectives
+from .engine.folding import gradient_network
 from .history import History
 from .hooks import evaluating, extract_features
 from .optimize import NormalizedGradient, optimize_image
@@ -162,7 +168,8 @@ def deepdream(model: nn.Module, x: torch.Tensor, layer: str, *, octaves: int = 3
     positive_int(steps_per_octave, "steps_per_octave")
     sizes = octave_sizes(x.shape[2], x.shape[3], octaves, octave_scale)
     history = History()
-    objective = objectives.layer_l2(model, layer)
+    net = gradient_network(model, keep=(layer,))   # batch norm folded in; layer's output as it was
+    objective = objectives.layer_l2(net, layer)
 
     def dream_octave(init, k):
         size = "x".join(str(s) for s in init.shape[-2:])
@@ -178,8 +185,8 @@ def deepdream(model: nn.Module, x: torch.Tensor, layer: str, *, octaves: int = 3
         history.seconds += octave.seconds
         return image
 
-    with evaluating(model):
-        dreamed = dream_octaves(model_input(model, x), sizes, dream_octave)
+    with evaluating(net):
+        dreamed = dream_octaves(model_input(net, x), sizes, dream_octave)
     return dreamed.detach().to(x.device, x.dtype), history
 
 
@@ -213,10 +220,11 @@ def invert_features(model: nn.Module, x: torch.Tensor, layer: str, *, steps: int
         raise ValueError(f"tv_weight must be >= 0, got {tv_weight}")
     device = model_device(model)
     n, _, h, w = x.shape
-    with evaluating(model):
+    net = gradient_network(model, keep=(layer,))   # batch norm folded in; layer's output as it was
+    with evaluating(net):
         with torch.no_grad():
-            target = extract_features(model, model_input(model, x), [layer])[layer].detach()
-        objective = objectives.feature_match(model, layer, target)   # ||phi(x*) - phi(x)||^2 / ||phi(x)||^2
+            target = extract_features(net, model_input(net, x), [layer])[layer].detach()
+        objective = objectives.feature_match(net, layer, target)   # ||phi(x*) - phi(x)||^2 / ||phi(x)||^2
         noise = torch.randn(x.shape, generator=generator, dtype=model_dtype(model)) * init_noise
         init = (0.5 + noise).clamp(0.0, 1.0).to(device)
         regularizers = [TVPenalty(tv_weight / (n * h * w), beta=tv_beta)] if tv_weight > 0 else []
@@ -225,7 +233,7 @@ def invert_features(model: nn.Module, x: torch.Tensor, layer: str, *, steps: int
         image, history = optimize_image(objective, init, steps=steps, lr=lr, optimizer=optimizer,
                                         transforms=transforms, regularizers=regularizers, clamp=(0.0, 1.0),
                                         generator=generator, progress=progress, desc=f"invert {layer}")
-    error = relative_feature_error(model, image, x, layer)
+    error = relative_feature_error(net, image, x, layer)
     history.extra["relative_feature_error"] = error.tolist()
     return image.to(x.device, x.dtype), history
 

@@ -1,6 +1,10 @@
+"""Fooling images, FGSM and PGD: hand-checked steps on linear models, the pretrained model fooled,
+the same images on the network with its batch norm folded in, and the caller's state left as it
+was (also after an exception)."""
+
 import pytest
 import torch
-from models_by_hand import linear_model
+from models_by_hand import batch_norm_cnn, linear_model, unfolded
 from torch import nn
 
 import cs_utils
@@ -13,6 +17,7 @@ from cs_utils.adversarial import (
     quantize_8bit,
     reload_as_png,
 )
+from cs_utils.engine.folding import gradient_network
 
 
 @pytest.fixture
@@ -185,3 +190,41 @@ def test_difference_image_is_grey_where_unchanged():
     assert diff[0, 0, 0, 0].item() == pytest.approx(0.6)
     assert diff[0, 1, 1, 1].item() == 0.0  # 0.5 - 2.0, clamped
     assert (diff[0, 2] == 0.5).all()
+
+
+# --------------------------------------------------------------------------- folded batch norm
+
+def attack_runs(model, x):
+    return {"fooling_image": lambda: fooling_image(model, x, [1, 3], max_steps=6, step_size=0.5, confidence=0.6,
+                                                   epsilon=None, quantize=False)[0],
+            "fgsm": lambda: fgsm(model, x, [0, 2], epsilon=4 / 255),
+            "pgd": lambda: pgd(model, x, [0, 2], epsilon=8 / 255, steps=5,
+                               generator=torch.Generator().manual_seed(1))[0]}
+
+
+@pytest.mark.parametrize("attack", ["fooling_image", "fgsm", "pgd"])
+def test_attacks_on_the_folded_network_give_the_image_of_the_model_as_it_is(attack, caller_state):
+    model = batch_norm_cnn()
+    x = 0.2 + 0.6 * torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in gradient_network(model).modules())   # it folds
+    state = caller_state(model, x)
+    run = attack_runs(model, x)[attack]
+    folded = run()
+    state.assert_unchanged()
+    with unfolded(model):
+        plain = run()
+    state.assert_unchanged()
+    assert (folded - plain).abs().max() < 1e-5      # float rounding; no sign step flipped here
+    assert not torch.equal(plain, x)
+
+
+@pytest.mark.parametrize("attack, fails_on_call", [("fooling_image", 2), ("fgsm", 1), ("pgd", 3)])
+def test_the_model_is_left_as_it_was_when_the_folded_network_raises(attack, fails_on_call, caller_state):
+    model = batch_norm_cnn(fails_on_call=fails_on_call)
+    assert gradient_network(model) is not model
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    state = caller_state(model, x)
+    with pytest.raises(RuntimeError, match="middle of the optimisation"):
+        attack_runs(model, x)[attack]()
+    state.assert_unchanged()
+    assert not model.block1[0].bias.requires_grad and model.training

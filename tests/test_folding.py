@@ -147,6 +147,7 @@ def test_gradient_network_is_made_once_and_remade_when_the_weights_change():
     first = gradient_network(net)
     assert first is not net and gradient_network(net) is first          # cached
     assert gradient_network(net, keep=["stem.0"]) is not first          # another keep, another copy
+    assert gradient_network(net, keep=["block", "stem.1", "fc"]) is first   # none of them a folded conv
     x = torch.rand(1, 3, 8, 8, generator=seeded(6))
     with torch.no_grad():
         net.block[0].weight.mul_(2.0)                                    # an in-place change

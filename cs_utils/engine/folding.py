@@ -3,8 +3,8 @@
 In eval mode a batch norm is an affine map per channel, ``y * scale + shift``, so a convolution
 followed by one is a single convolution with weights ``w * scale`` and bias ``b * scale + shift``:
 the same function, one layer fewer. PyTorch computes each batch norm's backward as a layer of
-its own, and optimising an image (style transfer, texture synthesis) runs a forward and a
-backward pass at every evaluation, so one layer fewer per batch norm saves time at every
+its own, and optimising an image (style transfer, texture synthesis, DeepDream, feature
+inversion, adversarial attacks) runs a forward and a backward pass at every evaluation, so one layer fewer per batch norm saves time at every
 evaluation (the times are in ``benchmarks/README.md``). The folding itself is torch's
 ``torch.nn.utils.fusion.fuse_conv_bn_weights``, in float64.
 
@@ -76,6 +76,20 @@ def _layout_safe(model: nn.Module) -> bool:
     return all(type(m).__module__.startswith(_LAYOUT_SAFE_PACKAGES) for m in model.modules())
 
 
+def _foldable_pairs(model: nn.Module) -> list[tuple[str, str]]:
+    """The names ``(conv, bn)`` of every convolution followed, in an ``nn.Sequential``, by a batch
+    norm it can absorb (:func:`_foldable`)."""
+    pairs = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Sequential):
+            children = list(module.named_children())
+            for (conv_name, conv), (bn_name, bn) in zip(children, children[1:]):
+                if _foldable(conv, bn):
+                    pairs.append((f"{name}.{conv_name}" if name else conv_name,
+                                  f"{name}.{bn_name}" if name else bn_name))
+    return pairs
+
+
 def folded_copy(model: nn.Module, *, keep=()) -> nn.Module:
     """A copy of ``model`` in eval mode for optimising images through: every foldable
     convolution + batch norm pair (see the module's docstring) folded into one convolution, its
@@ -88,14 +102,7 @@ def folded_copy(model: nn.Module, *, keep=()) -> nn.Module:
     call copies of the hooks, whose state the caller would not see), or when it cannot be copied.
     """
     keep = {keep} if isinstance(keep, str) else set(keep)
-    pairs = []
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Sequential):
-            children = list(module.named_children())
-            for (conv_name, conv), (bn_name, bn) in zip(children, children[1:]):
-                full = f"{name}.{conv_name}" if name else conv_name
-                if full not in keep and _foldable(conv, bn):
-                    pairs.append((full, f"{name}.{bn_name}" if name else bn_name))
+    pairs = [(conv, bn) for conv, bn in _foldable_pairs(model) if conv not in keep]
     if not pairs or any(_hooked(m) for m in model.modules()):
         return model   # nothing to gain, or hooks whose state a copy would not share
     params = list(model.parameters())
@@ -131,12 +138,16 @@ def gradient_network(model: nn.Module, *, keep=()) -> nn.Module:
     parameters and buffers stay the same (a technique that takes one gradient, such as a saliency
     map, would otherwise spend more on the copy than it saves). ``model`` itself when it has a
     hook, when nothing folds or when it cannot be fingerprinted. At most four copies per model
-    (one per ``keep``) are kept, and none outlives its model."""
+    (one per set of kept convolutions that would otherwise fold) are kept, and none outlives its
+    model."""
     keep = frozenset({keep} if isinstance(keep, str) else keep)
     if any(_hooked(m) for m in model.modules()):
         return model
     try:
         fingerprint = _fingerprint(model)
+        # only a kept convolution that would be folded changes the copy: layers such as blocks.10
+        # share one copy (DeepDream and feature inversion over several layers)
+        keep = keep & {conv for conv, _ in _foldable_pairs(model)}
         entries = _NETWORKS.setdefault(model, {})
     except (RuntimeError, TypeError, NotImplementedError):   # meta or inference tensors, no weak reference
         return model
