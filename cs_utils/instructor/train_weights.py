@@ -72,7 +72,8 @@ def train(name: str, *, out_dir: Path, checkpoint_dir: Path, steps: int | None =
     save_fast_style(net, out_dir / f"{name}.pt", history=history, info=info)
     first = {key: sum(getattr(history, key)[:50]) / len(getattr(history, key)[:50])
              for key in ("loss", "content", "style", "tv")}
-    return {"steps": history.steps, "minutes": round(history.seconds / 60, 1),
+    return {"steps": history.steps, "minutes": round(history.seconds / 60, 1), "settings": info["settings"],
+            "torch_threads": info["torch_threads"],
             "mean_of_first_50_steps": {k: round(v, 3) for k, v in first.items()},
             "mean_of_last_50_steps": {k: round(v, 3) for k, v in history.final_terms().items()}}
 
