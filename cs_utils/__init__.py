@@ -60,6 +60,7 @@ from .neighbours import (
     random_crops,
 )
 from .optimize import optimize_image
+from .path_similarity import class_path_similarity, path_similarity_controls, plot_path_similarity
 from .receptive_fields import receptive_field
 from .regularizers import L2Penalty
 from .runtime import budget, get_device, seed_everything
@@ -105,6 +106,7 @@ __all__ = [
     "class_visualization", "class_visualization_step", "class_ranks", "stretch_contrast",
     "optimize_image", "L2Penalty",
     "clipped_share", "high_frequency_share", "photo_statistics", "milky_share", "vivid_chroma",
+    "class_path_similarity", "path_similarity_controls", "plot_path_similarity",
     "multifaceted_visualization", "mean_pairwise_cosine", "layer_tour",
     "fooling_step", "fooling_image", "fgsm", "pgd", "difference_image", "reload_as_png",
     # 04: DeepDream and feature inversion

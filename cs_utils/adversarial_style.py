@@ -29,7 +29,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .history import History
-from .losses import tv_loss
 from .perceptual import random_photo_crops
 from .saved_nets import load_net, save_net
 from .validation import validate_image
@@ -183,7 +182,7 @@ def style_crops(style: torch.Tensor, n: int, size: int, generator: torch.Generat
 def train_adversarial_stylizer(style: torch.Tensor, photos, *, steps: int = 600, batch_size: int = 4,
                                crop_size: int = 96, lr: float = 2e-4, adversarial_weight: float = 1.0,
                                content_weight: float = 100.0, transformed_weight: float = 100.0,
-                               pool: int = 10, tv_weight: float = 0.0, seed: int = 0, progress: bool = True
+                               pool: int = 10, seed: int = 0, progress: bool = True
                                ) -> tuple[Stylizer, PatchDiscriminator, AdversarialHistory]:
     """Train a :class:`Stylizer` against a :class:`PatchDiscriminator` (Adam, betas (0.5, 0.999)).
 
@@ -191,10 +190,8 @@ def train_adversarial_stylizer(style: torch.Tensor, photos, *, steps: int = 600,
     discriminator takes a step on painting crops (real) versus stylized photos and the photos
     themselves (fake), then the stylizer takes a step on
     ``adversarial_weight * generator_adversarial_loss + content_weight * style_aware_content_loss
-    + transformed_weight * transformed_image_loss`` (``T``: ``pool`` x ``pool`` average pooling)
-    ``+ tv_weight * mean squared variation`` (:func:`cs_utils.tv_loss` per pixel; the paper has
-    none, and trains 300k steps: in a few hundred steps the stylizer fools the discriminator
-    with coloured pixel speckle, which this term removes). Seeded by ``seed``. Returns ``(stylizer, discriminator, history)``, both nets in eval mode.
+    + transformed_weight * transformed_image_loss`` (``T``: ``pool`` x ``pool`` average pooling).
+    Seeded by ``seed``. Returns ``(stylizer, discriminator, history)``, both nets in eval mode.
     """
     from tqdm.auto import tqdm
 
@@ -231,8 +228,6 @@ def train_adversarial_stylizer(style: torch.Tensor, photos, *, steps: int = 600,
         content = content_weight * style_aware_content_loss(code, stylizer.encode(y))
         transformed = transformed_weight * transformed_image_loss(x, y, pool)
         g_loss = adversarial + content + transformed
-        if tv_weight:
-            g_loss = g_loss + tv_loss(y, weight=tv_weight / y.numel())
         opt_g.zero_grad(set_to_none=True)
         opt_d.zero_grad(set_to_none=True)
         g_loss.backward()

@@ -88,7 +88,8 @@ def style_moment_targets(model: nn.Module, styles: dict[str, torch.Tensor], styl
 def perceptual_terms(model: nn.Module, x: torch.Tensor, y: torch.Tensor, targets: Sequence[torch.Tensor],
                      style_index: torch.Tensor, *, style_layers: Sequence[str], content_layer: str,
                      style_weight: float, content_weight: float, tv_weight: float,
-                     normalize: bool = False, moments: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
+                     normalize: bool = False,
+                     moments: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
                      moment_weight: float = 0.0):
     """The weighted ``(content, style, tv)`` terms for crops ``x`` and the network's output ``y``.
 

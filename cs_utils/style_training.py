@@ -356,7 +356,8 @@ def train_on_folder(
     )
     with evaluating(model):
         targets = style_gram_targets(model, style_dict, style_layers, style_size, device)
-        moments = style_moment_targets(model, style_dict, style_layers, style_size, device) if moment_weight else None
+        moments = (style_moment_targets(model, style_dict, style_layers, style_size, device)
+                   if moment_weight else None)
         start, seconds_before, first_step = time.perf_counter(), history.seconds, history.steps
         while history.steps < steps:
             sampler.set_epoch(epoch)

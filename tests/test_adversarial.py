@@ -195,7 +195,8 @@ def test_difference_image_is_grey_where_unchanged():
 # --------------------------------------------------------------------------- folded batch norm
 
 def attack_runs(model, x):
-    return {"fooling_image": lambda: fooling_image(model, x, [1, 3], max_steps=6, step_size=0.5, confidence=0.6,
+    return {"fooling_image": lambda: fooling_image(model, x, [1, 3], max_steps=6, step_size=0.5,
+                                                   confidence=0.6,
                                                    epsilon=None, quantize=False)[0],
             "fgsm": lambda: fgsm(model, x, [0, 2], epsilon=4 / 255),
             "pgd": lambda: pgd(model, x, [0, 2], epsilon=8 / 255, steps=5,

@@ -274,8 +274,9 @@ def test_no_hooks_left_after_an_exception_inside(caller_state, technique, batch_
 
 def dream_runs(model, x, layer):
     return {
-        "deepdream": lambda: cs_utils.deepdream(model, x, layer, octaves=2, octave_scale=1.5, steps_per_octave=4,
-                                                step_size=0.02, jitter=3, progress=False, generator=seeded(1))[0],
+        "deepdream": lambda: cs_utils.deepdream(model, x, layer, octaves=2, octave_scale=1.5,
+                                                steps_per_octave=4, step_size=0.02, jitter=3, progress=False,
+                                                generator=seeded(1))[0],
         "invert_adam": lambda: cs_utils.invert_features(model, x, layer, steps=10, optimizer="adam", lr=0.02,
                                                         jitter=2, tv_weight=1.0, progress=False,
                                                         generator=seeded(2))[0],

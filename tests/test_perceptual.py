@@ -17,7 +17,8 @@ def net():
     torch.manual_seed(0)
     model = nn.Sequential()
     model.add_module("stem", nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()))
-    model.add_module("blocks", nn.Sequential(nn.Sequential(nn.Conv2d(4, 5, 3, stride=2, padding=1), nn.ReLU())))
+    block = nn.Sequential(nn.Conv2d(4, 5, 3, stride=2, padding=1), nn.ReLU())
+    model.add_module("blocks", nn.Sequential(block))
     for p in model.parameters():
         p.requires_grad_(False)
     return model.eval()

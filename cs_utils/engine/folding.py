@@ -4,9 +4,10 @@ In eval mode a batch norm is an affine map per channel, ``y * scale + shift``, s
 followed by one is a single convolution with weights ``w * scale`` and bias ``b * scale + shift``:
 the same function, one layer fewer. PyTorch computes each batch norm's backward as a layer of
 its own, and optimising an image (style transfer, texture synthesis, DeepDream, feature
-inversion, adversarial attacks) runs a forward and a backward pass at every evaluation, so one layer fewer per batch norm saves time at every
-evaluation (the times are in ``benchmarks/README.md``). The folding itself is torch's
-``torch.nn.utils.fusion.fuse_conv_bn_weights``, in float64.
+inversion, adversarial attacks) runs a forward and a backward pass at every evaluation, so one
+layer fewer per batch norm saves time at every evaluation (the times are in
+``benchmarks/README.md``). The folding itself is torch's ``torch.nn.utils.fusion.fuse_conv_bn_weights``,
+in float64.
 
 :func:`folded_copy` returns such a copy and leaves the caller's model as it was: its modules,
 hooks, modes and ``requires_grad`` are not touched. Only what is certainly the same function is
