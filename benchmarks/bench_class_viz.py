@@ -101,7 +101,8 @@ def main():
             r2, r0, s2 = int(lite2_ranks[i]) + 1, int(shifted_ranks[i]) + 1, int(shifted2_ranks[i]) + 1
             tones = " ".join(f"{tone[key][i]:6.2f}" for key in ("brightness", "contrast", "colorfulness",
                                                                "saturation"))
-            print(f"{name[:12]:12s} {r2:10d} {r0:13d} {s2:13d} {clipped[i]:8.1%} {high[i]:6.1%} {milky[i]:6.3f} "
+            print(f"{name[:12]:12s} {r2:10d} {r0:13d} {s2:13d} {clipped[i]:8.1%} {high[i]:6.1%} "
+                  f"{milky[i]:6.3f} "
                   f"{neon[i]:5.2f} {tones} {seconds[i]:6.1f}")
         summary.append((recipe, int((lite2_ranks < 5).sum()), int((shifted_ranks < 5).sum()),
                         float(clipped.mean()), float(high.mean()), int((milky > milky_max).sum()),

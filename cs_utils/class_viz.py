@@ -124,8 +124,8 @@ def _natural(shape, generator, device, *, lr=0.05, decay=1.5, contrast=3.5, pad=
 
 
 def _smooth_color(shape, generator, device, *, lr=0.05, decay=(1.5, 2.0, 2.0), contrast=3.0,
-                  color=0.7, pad=16, jitter=32, scales=(0.8, 0.9, 1.0, 1.1, 1.2), degrees=tuple(range(-10, 11)),
-                  final_jitter=4):
+                  color=0.7, pad=16, jitter=32, scales=(0.8, 0.9, 1.0, 1.1, 1.2),
+                  degrees=tuple(range(-10, 11)), final_jitter=4):
     """The natural recipe with brightness and colour set apart, as in photos: each decorrelated channel
     is standardised on its own, the two colour channels to ``color`` times the luminance's standard
     deviation, and their spectrum decays faster (``decay``: luminance, colour, colour), so colour is
@@ -173,9 +173,10 @@ def class_visualization(model: nn.Module, target, *, steps: int | None = None, r
     ``steps`` defaults to the recipe's own (:data:`RECIPE_STEPS`). ``settings`` override the
     recipe's settings (e.g. ``l2=0``, ``blur_sigma=0``, ``jitter=0``, ``lr=...`` for "cs231n";
     ``decay``, ``scale``, ``scales``, ``degrees`` for "fourier"; ``contrast``, ``jitter`` for
-    "natural"; ``decay``, ``contrast``, ``color`` for "smooth_color") or are passed to :func:`optimize_image` (``transforms``, ``regularizers``,
-    ``callback``, ...). ``image_size`` defaults to the model's native size. Returns
-    ``(image, History)``; the image (``(batch, 3, H, W)`` in [0, 1]) is on the model's device.
+    "natural"; ``decay``, ``contrast``, ``color`` for "smooth_color") or are passed to
+    :func:`optimize_image` (``transforms``, ``regularizers``, ``callback``, ...). ``image_size``
+    defaults to the model's native size. Returns ``(image, History)``; the image
+    (``(batch, 3, H, W)`` in [0, 1]) is on the model's device.
     """
     if recipe not in RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")

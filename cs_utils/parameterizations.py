@@ -115,7 +115,8 @@ def _three(value, name: str) -> tuple[float, float, float]:
     """``value`` (one number, or one per decorrelated channel) as three floats."""
     values = (value,) * 3 if isinstance(value, (int, float)) else tuple(value)
     if len(values) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        raise ValueError(f"{name} must be a number or three numbers (luminance, colour, colour), got {value!r}")
+        raise ValueError(f"{name} must be a number or three numbers (luminance, colour, colour), "
+                         f"got {value!r}")
     return tuple(float(v) for v in values)
 
 

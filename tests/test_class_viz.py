@@ -5,7 +5,13 @@ from torch import nn
 
 import cs_utils
 from cs_utils import objectives
-from cs_utils.class_viz import DEFAULT_RECIPE, RECIPES, class_visualization, class_visualization_step, stretch_contrast
+from cs_utils.class_viz import (
+    DEFAULT_RECIPE,
+    RECIPES,
+    class_visualization,
+    class_visualization_step,
+    stretch_contrast,
+)
 from cs_utils.image_stats import class_ranks
 from cs_utils.objectives import Objective
 from cs_utils.optimize import optimize_image
