@@ -4,7 +4,7 @@ from torch import nn
 
 from cs_utils import objectives
 from cs_utils.class_viz import DEFAULT_RECIPE, RECIPE_STEPS, class_visualization
-from cs_utils.feature_viz import layer_tour, mean_pairwise_cosine, multifaceted_visualization
+from cs_utils.feature_viz import TOUR_RECIPE, layer_tour, mean_pairwise_cosine, multifaceted_visualization
 from cs_utils.optimize import optimize_image
 from cs_utils.parameterizations import FourierImage, SpectralPhaseImage
 from cs_utils.regularizers import CenterBias
@@ -206,3 +206,14 @@ def test_layer_tour_shapes_and_contract(tiny_cnn, caller_state, hook_count):
     assert (tour.activations["conv"][:, :-1] >= tour.activations["conv"][:, 1:]).all()
     with pytest.raises(ValueError, match="no channels"):
         layer_tour(tiny_cnn, {"conv": []}, photos)
+
+
+def test_layer_tour_uses_its_own_recipe(tiny_cnn):
+    photos = torch.rand(3, 3, 12, 12, generator=torch.Generator().manual_seed(0))
+    settings = dict(k=2, steps=3, image_size=12, pad=2, jitter=2, progress=False)
+    default = layer_tour(tiny_cnn, {"conv": [1]}, photos, generator=torch.Generator().manual_seed(0),
+                         **settings)
+    natural = layer_tour(tiny_cnn, {"conv": [1]}, photos, recipe=TOUR_RECIPE,
+                         generator=torch.Generator().manual_seed(0), **settings)
+    assert TOUR_RECIPE == "natural"
+    assert torch.equal(default.visualizations["conv"], natural.visualizations["conv"])
