@@ -51,44 +51,82 @@ class FourierImage:
     steps change low frequencies more than high ones (the high-frequency noise
     that raw-pixel ascent produces is damped); colours go through the square
     root of ImageNet's colour correlation and a sigmoid keeps pixels in (0, 1).
-    ``scale`` multiplies the decorrelated image before the sigmoid (more
-    contrast). With ``normalize`` the decorrelated image is first standardised per image (mean 0,
-    standard deviation 1), so ``scale`` alone sets the contrast and the optimiser cannot blow the
-    image out to pure white, black or primary colours. Random initial coefficients come from
-    ``generator``.
+    ``decay`` is one power for all three decorrelated channels or one per channel
+    (luminance first, then the two colour-opponent channels: a larger power there gives
+    smoother colour over sharper brightness, as in photos). ``scale`` multiplies the
+    decorrelated image before the sigmoid (more contrast). ``normalize``:
+
+    * ``False``: as Olah et al. (free contrast);
+    * ``True``: the decorrelated image is standardised per image over all its values (mean 0,
+      standard deviation 1), so ``scale`` alone sets the contrast and the optimiser cannot blow the
+      image out to pure white, black or primary colours;
+    * ``"channels"``: each decorrelated channel of each image is standardised on its own and
+      multiplied by ``channel_std`` (luminance, colour, colour): the optimiser can change neither the
+      contrast nor how colourful the image is, only where the brightness and colour go.
+
+    Random initial coefficients come from ``generator``.
     """
 
-    def __init__(self, shape: Sequence[int], *, decay: float = 1.0, scale: float = 1.0, std: float = 0.01,
-                 normalize: bool = False, generator: torch.Generator | None = None, device=None):
+    def __init__(self, shape: Sequence[int], *, decay: float | Sequence[float] = 1.0, scale: float = 1.0,
+                 std: float = 0.01, normalize: bool | str = False,
+                 channel_std: Sequence[float] = (1.0, 1.0, 1.0), generator: torch.Generator | None = None,
+                 device=None):
         if len(shape) != 4 or shape[1] != 3:
             raise ValueError(f"shape must be (N, 3, H, W), got {tuple(shape)}")
+        if normalize not in (False, True, "channels"):
+            raise ValueError(f"normalize must be False, True or 'channels', got {normalize!r}")
+        decays = _three(decay, "decay")
+        channel_std = _three(channel_std, "channel_std")
+        if min(channel_std) < 0:
+            raise ValueError(f"channel_std must be >= 0, got {channel_std}")
         n, c, h, w = (int(s) for s in shape)
         self.size = (h, w)
         fy = torch.fft.fftfreq(h)[:, None]
         fx = torch.fft.rfftfreq(w)[None, :]
-        freqs = torch.sqrt(fx ** 2 + fy ** 2)
-        self.spectrum_scale = (1.0 / freqs.clamp(min=1.0 / max(h, w)) ** decay * math.sqrt(h * w)).to(device)
+        freqs = torch.sqrt(fx ** 2 + fy ** 2).clamp(min=1.0 / max(h, w))
+        scales = torch.stack([1.0 / freqs ** d for d in decays])[None]   # (1, 3, h, w // 2 + 1)
+        self.spectrum_scale = (scales * math.sqrt(h * w)).to(device)
         noise = torch.randn(n, c, h, w // 2 + 1, 2, generator=generator) * std
         self.coefficients = noise.to(device).requires_grad_(True)
-        self.scale, self.normalize = scale, bool(normalize)
+        self.scale, self.normalize = scale, normalize
+        self.channel_std = torch.tensor(channel_std).view(1, 3, 1, 1).to(device)
         self.color = color_basis().to(device)
 
     def parameters(self) -> list[torch.Tensor]:
         return [self.coefficients]
 
-    def image(self) -> torch.Tensor:
+    def decorrelated(self) -> torch.Tensor:
+        """The image in decorrelated colour (luminance, two colour-opponent channels) before ``scale``
+        and the sigmoid, standardised as ``normalize`` says: ``(N, 3, H, W)``."""
         spectrum = torch.view_as_complex(self.coefficients) * self.spectrum_scale
         decorrelated = torch.fft.irfft2(spectrum, s=self.size, norm="backward") / 4.0
+        if self.normalize == "channels":
+            return _standardized(decorrelated, per_channel=True) * self.channel_std
         if self.normalize:
-            decorrelated = _standardized(decorrelated)
-        rgb = torch.einsum("nchw,dc->ndhw", decorrelated, self.color)
+            return _standardized(decorrelated)
+        return decorrelated
+
+    def image(self) -> torch.Tensor:
+        rgb = torch.einsum("nchw,dc->ndhw", self.decorrelated(), self.color)
         return torch.sigmoid(self.scale * rgb)
 
 
-def _standardized(x: torch.Tensor) -> torch.Tensor:
-    """Each image of ``x`` (N, C, H, W) with mean 0 and standard deviation 1 over all its values."""
-    flat = x.flatten(1)
-    return (x - flat.mean(1).view(-1, 1, 1, 1)) / (flat.std(1).view(-1, 1, 1, 1) + 1e-8)
+def _three(value, name: str) -> tuple[float, float, float]:
+    """``value`` (one number, or one per decorrelated channel) as three floats."""
+    values = (value,) * 3 if isinstance(value, (int, float)) else tuple(value)
+    if len(values) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        raise ValueError(f"{name} must be a number or three numbers (luminance, colour, colour), "
+                         f"got {value!r}")
+    return tuple(float(v) for v in values)
+
+
+def _standardized(x: torch.Tensor, *, per_channel: bool = False) -> torch.Tensor:
+    """Each image of ``x`` (N, C, H, W) with mean 0 and standard deviation 1 over all its values, or
+    over each channel's values with ``per_channel``."""
+    flat = x.flatten(2) if per_channel else x.flatten(1)
+    shape = (x.shape[0], x.shape[1] if per_channel else 1, 1, 1)
+    mean, std = flat.mean(-1).view(shape), flat.std(-1).view(shape)
+    return (x - mean) / (std + 1e-8)
 
 
 def color_basis() -> torch.Tensor:

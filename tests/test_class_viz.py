@@ -5,13 +5,21 @@ from torch import nn
 
 import cs_utils
 from cs_utils import objectives
-from cs_utils.class_viz import class_visualization, class_visualization_step, stretch_contrast
+from cs_utils.class_viz import (
+    DEFAULT_RECIPE,
+    RECIPES,
+    class_visualization,
+    class_visualization_step,
+    stretch_contrast,
+)
 from cs_utils.image_stats import class_ranks
 from cs_utils.objectives import Objective
 from cs_utils.optimize import optimize_image
+from cs_utils.parameterizations import FourierImage, color_basis
 from cs_utils.regularizers import L2Penalty
 
 SMALL_FOURIER = dict(recipe="fourier", pad=2, jitter=1, final_jitter=1, degrees=(-5, 0, 5))
+SMALL_SMOOTH = dict(SMALL_FOURIER, recipe="smooth_color")
 
 
 @pytest.mark.parametrize("recipe", [dict(recipe="cs231n", lr=100.0, l2=1e-4, jitter=2),
@@ -41,7 +49,7 @@ def test_same_seed_same_image(tiny_cnn):
     def run(seed, recipe):
         return class_visualization(tiny_cnn, 1, steps=3, image_size=10, progress=False,
                                    generator=torch.Generator().manual_seed(seed), **recipe)[0]
-    for recipe in (dict(recipe="cs231n"), SMALL_FOURIER):
+    for recipe in (dict(recipe="cs231n"), SMALL_FOURIER, SMALL_SMOOTH):
         assert torch.equal(run(0, recipe), run(0, recipe))
         assert not torch.equal(run(0, recipe), run(1, recipe))
 
@@ -155,3 +163,38 @@ def test_stretch_contrast_by_hand():
     out = stretch_contrast(x, percentile=100)
     assert out[0, 0, 0, 0].item() == pytest.approx(1.0) and out[0, 1, 0, 0].item() == pytest.approx(0.25)
     assert (out[0, 2] == 0.5).all()
+
+
+def test_fourier_image_with_its_channels_standardised_by_hand():
+    param = FourierImage((2, 3, 16, 16), decay=(1.0, 2.0, 2.0), scale=3.0, std=5.0, normalize="channels",
+                         channel_std=(1.0, 0.5, 0.25), generator=torch.Generator().manual_seed(0))
+    # one power per channel: at the frequency 1/16 the luminance is scaled by 16, the colour by 16^2
+    column = param.spectrum_scale[0, :, 0, 1] / param.spectrum_scale[0, :, 0, 2]      # f = 1/16 over 2/16
+    torch.testing.assert_close(column, torch.tensor([2.0, 4.0, 4.0]))
+    torch.testing.assert_close(param.spectrum_scale[0, 0, 0, 1] / param.spectrum_scale[0, 1, 0, 1],
+                               torch.tensor(1 / 16))
+    d = param.decorrelated().detach()
+    # each channel of each image: mean 0 and standard deviation 1, 0.5, 0.25, however large the coefficients
+    torch.testing.assert_close(d.mean(dim=(2, 3)), torch.zeros(2, 3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(d.flatten(2).std(dim=2), torch.tensor([[1.0, 0.5, 0.25]] * 2))
+    expected = torch.sigmoid(3.0 * torch.einsum("nchw,dc->ndhw", d, color_basis()))
+    torch.testing.assert_close(param.image().detach(), expected)
+    with pytest.raises(ValueError, match="normalize must be False, True or 'channels'"):
+        FourierImage((1, 3, 8, 8), normalize="luminance")
+    with pytest.raises(ValueError, match="decay must be a number or three numbers"):
+        FourierImage((1, 3, 8, 8), decay=(1.5, 2.0))
+    with pytest.raises(ValueError, match="channel_std must be >= 0"):
+        FourierImage((1, 3, 8, 8), normalize="channels", channel_std=(1.0, -0.5, 0.5))
+
+
+def test_smooth_color_recipe_keeps_its_colour_spread(tiny_cnn):
+    assert DEFAULT_RECIPE == "natural" and {"smooth_color", "fourier", "maco", "cs231n"} <= set(RECIPES)
+    image, history = class_visualization(tiny_cnn, 2, steps=40, image_size=16, lr=0.2, progress=False,
+                                         generator=torch.Generator().manual_seed(0), **{
+                                             k: v for k, v in SMALL_SMOOTH.items() if k != "recipe"})
+    assert tiny_cnn(image)[0].argmax() == 2 and history.objective[-1] < history.objective[0]
+    # back to the decorrelated channels: the colour's spread stays 0.7 of the luminance's
+    rgb = torch.logit(image.clamp(1e-6, 1 - 1e-6)) / 3.0
+    d = torch.einsum("dc,nchw->ndhw", torch.linalg.inv(color_basis()), rgb)
+    spread = d.flatten(2).std(dim=2)[0]
+    torch.testing.assert_close(spread, torch.tensor([1.0, 0.7, 0.7]), rtol=1e-3, atol=1e-3)

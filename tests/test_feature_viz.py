@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from cs_utils import objectives
-from cs_utils.class_viz import RECIPE_STEPS, class_visualization
+from cs_utils.class_viz import DEFAULT_RECIPE, RECIPE_STEPS, class_visualization
 from cs_utils.feature_viz import layer_tour, mean_pairwise_cosine, multifaceted_visualization
 from cs_utils.optimize import optimize_image
 from cs_utils.parameterizations import FourierImage, SpectralPhaseImage
@@ -117,9 +117,9 @@ def test_normalized_fourier_image_has_fixed_contrast():
 def test_default_recipe_and_steps(tiny_cnn):
     image, history = class_visualization(tiny_cnn, 2, image_size=16, progress=False,
                                          generator=torch.Generator().manual_seed(0), pad=2, jitter=4)
-    assert history.steps == RECIPE_STEPS["natural"]
+    assert history.steps == RECIPE_STEPS[DEFAULT_RECIPE]
     assert image.shape == (1, 3, 16, 16) and tiny_cnn(image)[0].argmax() == 2
-    for recipe in ("maco", "natural"):
+    for recipe in ("maco", "natural", "smooth_color"):
         a, _ = class_visualization(tiny_cnn, 1, steps=3, image_size=16, recipe=recipe, progress=False,
                                    generator=torch.Generator().manual_seed(3))
         b, _ = class_visualization(tiny_cnn, 1, steps=3, image_size=16, recipe=recipe, progress=False,
@@ -206,3 +206,4 @@ def test_layer_tour_shapes_and_contract(tiny_cnn, caller_state, hook_count):
     assert (tour.activations["conv"][:, :-1] >= tour.activations["conv"][:, 1:]).all()
     with pytest.raises(ValueError, match="no channels"):
         layer_tour(tiny_cnn, {"conv": []}, photos)
+
