@@ -190,8 +190,7 @@ def test_fourier_image_with_its_channels_standardised_by_hand():
 def test_smooth_color_recipe_keeps_its_colour_spread(tiny_cnn):
     assert DEFAULT_RECIPE == "natural" and {"smooth_color", "fourier", "maco", "cs231n"} <= set(RECIPES)
     image, history = class_visualization(tiny_cnn, 2, steps=40, image_size=16, lr=0.2, progress=False,
-                                         generator=torch.Generator().manual_seed(0), **{
-                                             k: v for k, v in SMALL_SMOOTH.items() if k != "recipe"})
+                                         generator=torch.Generator().manual_seed(0), **SMALL_SMOOTH)
     assert tiny_cnn(image)[0].argmax() == 2 and history.objective[-1] < history.objective[0]
     # back to the decorrelated channels: the colour's spread stays 0.7 of the luminance's
     rgb = torch.logit(image.clamp(1e-6, 1 - 1e-6)) / 3.0
