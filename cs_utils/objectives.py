@@ -126,6 +126,20 @@ class Objective:
             tracked[self.key] = value if self.key not in tracked else tracked[self.key] + value
         return value
 
+    def on_networks(self, networks: dict[int, torch.nn.Module]) -> Objective:
+        """This objective with every term that reads a model ``m`` reading ``networks[id(m)]``
+        instead (a network computing the same layers, e.g. its batch norm folded in); terms
+        of other models are shared as they are. The objective itself is not changed."""
+        if self.model is None or id(self.model) not in networks:
+            return self
+        moved = copy.copy(self)
+        moved.model = networks[id(self.model)]
+        return moved
+
+    def models(self) -> dict[int, tuple[torch.nn.Module, tuple[str, ...]]]:
+        """``{id(model): (model, layers)}``: every model the objective reads, with all layers read."""
+        return {key: (model, tuple(names)) for key, (model, names) in _grouped(self._reads()).items()}
+
     def track(self, key: str) -> Objective:
         """This objective, with its value recorded as ``history.extra[key]`` by the optimisation loop."""
         if not isinstance(key, str) or not key:
@@ -186,6 +200,14 @@ class _Sum(Objective):
     def _reads(self):
         return self.left._reads() + self.right._reads()
 
+    def on_networks(self, networks):
+        left, right = self.left.on_networks(networks), self.right.on_networks(networks)
+        if left is self.left and right is self.right:
+            return self
+        moved = copy.copy(self)
+        moved.left, moved.right = left, right
+        return moved
+
     def _own_value(self, x, features, tracked):
         a = self.left._value(x, features, tracked)
         b = self.right._value(x, features, tracked)
@@ -203,17 +225,30 @@ class _Scaled(Objective):
     def _reads(self):
         return self.term._reads()
 
+    def on_networks(self, networks):
+        term = self.term.on_networks(networks)
+        if term is self.term:
+            return self
+        moved = copy.copy(self)
+        moved.term = term
+        return moved
+
     def _own_value(self, x, features, tracked):
         return self.factor * self.term._value(x, features, tracked)
 
 
-def _forward(reads, x: torch.Tensor) -> dict[int, dict[str, torch.Tensor]]:
-    """``{id(model): {layer: activation}}``: one forward pass of each model for every layer read."""
+def _grouped(reads) -> dict[int, tuple[torch.nn.Module, list[str]]]:
+    """``{id(model): (model, [every layer read, in order])}``."""
     groups: dict[int, tuple[torch.nn.Module, list[str]]] = {}
     for model, layers in reads:
         names = groups.setdefault(id(model), (model, []))[1]
         names.extend(name for name in layers if name not in names)
-    return {key: _features(model, x, names) for key, (model, names) in groups.items()}
+    return groups
+
+
+def _forward(reads, x: torch.Tensor) -> dict[int, dict[str, torch.Tensor]]:
+    """``{id(model): {layer: activation}}``: one forward pass of each model for every layer read."""
+    return {key: _features(model, x, names) for key, (model, names) in _grouped(reads).items()}
 
 
 def _features(model: torch.nn.Module, x: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:

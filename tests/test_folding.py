@@ -178,3 +178,52 @@ def test_saliency_and_integrated_gradients_on_the_folded_network_match_the_model
     # float32 rounding flips a few ReLU6 gates, so single pixels differ; on the mean the maps agree
     assert float((folded - plain).abs().mean() / plain.abs().mean()) < 1e-3
     assert float((folded_ig - plain_ig).abs().mean() / plain_ig.abs().mean()) < 1e-3
+
+
+def test_class_visualization_on_the_folded_network_gives_the_image_of_the_model_as_it_is(caller_state,
+                                                                                         monkeypatch):
+    from models_by_hand import batch_norm_cnn, unfolded
+
+    from cs_utils import class_viz
+    from cs_utils.engine.folding import gradient_network
+
+    used = []
+
+    def recorded(net, keep):
+        used.append((gradient_network(net, keep=keep), keep))
+        return used[-1][0]
+
+    monkeypatch.setattr(class_viz, "gradient_network", recorded)
+    model = batch_norm_cnn()
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in gradient_network(model, keep=["block1.0"]).block2)
+    o = cs_utils.objectives
+    objective = (o.class_score(model, 2) + 0.5 * o.channel(model, "block1.0", 1)
+                 - 0.1 * o.diversity(model, "block2"))
+    runs = {recipe: (lambda recipe=recipe: cs_utils.class_visualization(
+        model, objective, recipe=recipe, steps=6, image_size=32, batch=2, generator=seeded(5),
+        progress=False)[0]) for recipe in ("natural", "cs231n")}
+    state = caller_state(model)
+    for recipe, run in runs.items():
+        folded = run()
+        state.assert_unchanged()
+        net, keep = used[-1]                # one folded network, keeping the convolution read
+        assert net is not model and set(keep) == {"", "block1.0", "block2"}
+        with unfolded(model):
+            plain = run()
+        state.assert_unchanged()
+        assert used[-1][0] is model         # hooked: run as it is
+        # the same function up to float rounding, carried through 6 Adam / SGD steps
+        assert (folded - plain).abs().max() < 1e-4, recipe
+        assert (plain - plain.mean()).abs().max() > 1e-3, recipe
+
+
+def test_class_visualization_leaves_the_model_as_it_was_when_the_folded_network_raises(caller_state):
+    import pytest
+    from models_by_hand import batch_norm_cnn
+
+    model = batch_norm_cnn(fails_on_call=3)
+    state = caller_state(model)
+    with pytest.raises(RuntimeError, match="middle of the optimisation"):
+        cs_utils.class_visualization(model, 1, steps=5, image_size=32, progress=False)
+    state.assert_unchanged()
+    assert not model.block1[0].bias.requires_grad and model.training

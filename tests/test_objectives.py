@@ -197,6 +197,32 @@ def test_a_sum_of_feature_objectives_runs_the_model_once():
     head.handle.remove()
 
 
+def test_on_networks_moves_only_the_named_models_terms_and_keeps_the_objective():
+    model, other = deeper_model(), deeper_model()
+    total = 2.0 * channel(model, "act1", 1) - layer_l2(model, "conv2") + class_score(other, 0)
+    assert {k: layers for k, (_, layers) in total.models().items()} == {
+        id(model): ("act1", "conv2"), id(other): (MODEL_OUTPUT,)}
+    twice = deeper_model()
+    with torch.no_grad():                        # the same layer names, other weights
+        twice.conv1.weight.mul_(2.0)
+        twice.conv2.bias.add_(0.5)
+    x = torch.rand(1, 3, 8, 8, generator=seeded(4))
+    moved = total.on_networks({id(model): twice})
+    assert moved is not total and moved.models().keys() == {id(twice), id(other)}
+    assert total.models().keys() == {id(model), id(other)}               # the original is unchanged
+    with torch.no_grad():
+        a1 = torch.tanh(twice.conv1(x))
+        expected = (-2.0 * a1[:, 1].mean() + 0.5 * twice.conv2(a1).pow(2).sum() - other(x)[0, 0])
+    torch.testing.assert_close(moved(x), expected)
+    passes = CountCalls(twice)
+    moved(x)
+    assert passes.calls == 1                                             # still one pass per model
+    passes.handle.remove()
+    assert total.on_networks({}) is total and total.on_networks({id(twice): model}) is total
+    plain = total_variation(1.0)
+    assert plain.on_networks({id(model): twice}) is plain and plain.models() == {}
+
+
 def test_style_transfer_reads_style_and_content_in_one_pass(tiny_cnn):
     content = torch.rand(1, 3, 12, 12, generator=seeded(0))
     style = torch.rand(1, 3, 12, 12, generator=seeded(1))
