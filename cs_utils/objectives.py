@@ -127,13 +127,13 @@ class Objective:
         return value
 
     def on_networks(self, networks: dict[int, torch.nn.Module]) -> Objective:
-        """This objective with every term that reads a model ``m`` reading ``networks[id(m)]``
-        instead (a network computing the same layers, e.g. its batch norm folded in); terms
-        of other models are shared as they are. The objective itself is not changed."""
-        if self.model is None or id(self.model) not in networks:
-            return self
+        """A copy whose terms read ``networks[id(m)]`` (the same layers, e.g. batch norm folded) for ``m``."""
         moved = copy.copy(self)
-        moved.model = networks[id(self.model)]
+        if self.model is not None:
+            moved.model = networks.get(id(self.model), self.model)
+        for part in ("left", "right", "term"):          # the terms of a sum or a scaled objective
+            if hasattr(self, part):
+                setattr(moved, part, getattr(self, part).on_networks(networks))
         return moved
 
     def models(self) -> dict[int, tuple[torch.nn.Module, tuple[str, ...]]]:
@@ -200,14 +200,6 @@ class _Sum(Objective):
     def _reads(self):
         return self.left._reads() + self.right._reads()
 
-    def on_networks(self, networks):
-        left, right = self.left.on_networks(networks), self.right.on_networks(networks)
-        if left is self.left and right is self.right:
-            return self
-        moved = copy.copy(self)
-        moved.left, moved.right = left, right
-        return moved
-
     def _own_value(self, x, features, tracked):
         a = self.left._value(x, features, tracked)
         b = self.right._value(x, features, tracked)
@@ -224,14 +216,6 @@ class _Scaled(Objective):
 
     def _reads(self):
         return self.term._reads()
-
-    def on_networks(self, networks):
-        term = self.term.on_networks(networks)
-        if term is self.term:
-            return self
-        moved = copy.copy(self)
-        moved.term = term
-        return moved
 
     def _own_value(self, x, features, tracked):
         return self.factor * self.term._value(x, features, tracked)
