@@ -100,6 +100,29 @@ def test_deletion_curve_is_batch_size_invariant_and_validates(tiny_cnn):
         cs_utils.deletion_curve(tiny_cnn, x, 2, saliency, cell=9)
 
 
+@pytest.mark.parametrize("measure", ["deletion", "insertion"])
+def test_curves_on_the_folded_network_are_those_of_the_model_as_it_is(measure, caller_state):
+    from models_by_hand import batch_norm_cnn, unfolded
+
+    from cs_utils.engine.folding import gradient_network
+
+    model = batch_norm_cnn()
+    with torch.no_grad():
+        model.fc.weight.mul_(30.0)                                       # confident enough to move
+    assert gradient_network(model) is not model                         # its batch norms fold
+    x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    saliency = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(3))
+    curve = {"deletion": cs_utils.deletion_curve, "insertion": E.insertion_curve}[measure]
+    state = caller_state(model, x, saliency)
+    folded = curve(model, x, 2, saliency, steps=6, cell=2, batch_size=5).probabilities
+    state.assert_unchanged()
+    with unfolded(model):
+        plain = curve(model, x, 2, saliency, steps=6, cell=2, batch_size=5).probabilities
+    state.assert_unchanged()
+    torch.testing.assert_close(folded, plain, rtol=1e-5, atol=1e-6)
+    assert (plain[:, 0] - plain[:, -1]).abs().max() > 0.01            # the curves do move
+
+
 # --------------------------------------------------------------------------- blur and insertion
 
 def test_gaussian_blur_by_hand():
