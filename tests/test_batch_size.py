@@ -7,6 +7,7 @@ import weakref
 
 import pytest
 import torch
+from torch import nn
 
 from cs_utils.engine import batch_size as B
 from cs_utils.engine.batch_size import fastest_batch_size, measured_batch_size
@@ -72,3 +73,29 @@ def test_measured_once_per_network_and_kind_of_pass_and_kept_with_the_network(ti
     del model
     gc.collect()
     assert ref() is None and len(B._measured) == kept - 1                 # the entry went with the network
+
+
+def test_a_copy_with_other_weights_finds_the_measurement_and_another_architecture_does_not(tiny_cnn):
+    import copy
+
+    model = Counting(copy.deepcopy(tiny_cnn))
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    chosen = measured_batch_size(model, x, [1, 2, 4, 8], gradient=True)
+    assert model.calls >= 4
+    other_weights = copy.deepcopy(model)
+    other_weights.calls = 0
+    with torch.no_grad():
+        for p in other_weights.parameters():
+            p.normal_()                            # a randomized copy, as a sanity check makes
+    assert measured_batch_size(other_weights, x, [1, 2, 4, 8], gradient=True) == chosen
+    assert other_weights.calls == 0                # not measured again
+    assert measured_batch_size(other_weights, x, [1, 2, 4, 8]) in (1, 2, 4, 8) and other_weights.calls > 0
+    wider = Counting(copy.deepcopy(tiny_cnn))      # another architecture: 6 channels, not 4
+    wider.net.conv = nn.Conv2d(3, 6, 3, padding=1)
+    wider.net.fc = nn.Linear(6, 5)
+    measured_batch_size(wider, x, [1, 2, 4, 8], gradient=True)
+    assert wider.calls > 0
+    stride = Counting(copy.deepcopy(tiny_cnn))     # the same shapes, another stride
+    stride.net.conv.stride = (2, 2)
+    measured_batch_size(stride, x, [1, 2, 4, 8], gradient=True)
+    assert stride.calls > 0

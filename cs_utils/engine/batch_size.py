@@ -59,6 +59,20 @@ def fastest_batch_size(run: Callable[[int], object], sizes: Iterable[int] = (1, 
 # network -> {(passes, device, dtype, image shape, torch threads, sizes): batch size}; the entries go with
 # the network
 _measured: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# (architecture, the key above) -> batch size: what a network's copy with other weights finds (the
+# randomized copies of a sanity check, a folded copy made again after a weight changed)
+_by_architecture: dict[tuple, int] = {}
+_ARCHITECTURES_KEPT = 256
+
+
+def _architecture(model: nn.Module) -> tuple:
+    """What the time of a pass depends on but the weights' values do not: every module's type and
+    settings, every parameter's and buffer's shape, dtype and memory layout."""
+    modules = tuple((name, type(m).__module__, type(m).__qualname__, m.extra_repr())
+                    for name, m in model.named_modules())
+    tensors = tuple((name, tuple(t.shape), t.dtype, t.device.type, t.is_contiguous())
+                    for name, t in (*model.named_parameters(), *model.named_buffers()))
+    return modules, tensors
 
 
 def measured_batch_size(model: nn.Module, images: torch.Tensor, sizes: Iterable[int], *,
@@ -67,7 +81,8 @@ def measured_batch_size(model: nn.Module, images: torch.Tensor, sizes: Iterable[
     ``images[0]`` (on their device, in their dtype): plain forward passes without a graph, or with
     ``gradient=True`` a forward and a backward pass to the images. Measured once
     (:func:`fastest_batch_size`, ``repeats`` times per size) per model, device, dtype, image
-    shape, torch thread count and ``sizes`` in this process, in eval mode, then kept with the model.
+    shape, torch thread count and ``sizes`` in this process, in eval mode, then kept with the model;
+    a network of the same architecture with other weights (a randomized or folded copy) finds it too.
     """
     sizes = tuple(sorted({int(b) for b in sizes}))
     key = ("gradient" if gradient else "forward", images.device, images.dtype, tuple(images.shape[1:]),
@@ -76,6 +91,9 @@ def measured_batch_size(model: nn.Module, images: torch.Tensor, sizes: Iterable[
         kept = _measured.setdefault(model, {})
     except TypeError:          # no weak reference to it: measure, keep nothing
         kept = {}
+    same = (_architecture(model), key)
+    if key not in kept and same in _by_architecture:
+        kept[key] = _by_architecture[same]
     if key not in kept:
         batch = images[:1].detach().expand(sizes[-1], *images.shape[1:]).contiguous()
         if gradient:
@@ -88,4 +106,7 @@ def measured_batch_size(model: nn.Module, images: torch.Tensor, sizes: Iterable[
         else:
             with evaluating(model), torch.inference_mode():
                 kept[key] = fastest_batch_size(lambda b: model(batch[:b]), sizes, repeats=repeats)
+        if len(_by_architecture) >= _ARCHITECTURES_KEPT:
+            _by_architecture.pop(next(iter(_by_architecture)))
+        _by_architecture[same] = kept[key]
     return kept[key]
