@@ -18,8 +18,9 @@ Both optimisations are :func:`cs_utils.optimize_image` with an objective built f
 :mod:`cs_utils.objectives` (``gram_match``, plus ``feature_match`` for the content); the
 terms share one forward pass that stops after the deepest layer used
 (:func:`cs_utils.extract_features`), so nothing after it is ever computed. They run on
-:func:`cs_utils.engine.folding.folded_copy` of the model (batch norm folded into the convolutions,
-channels-last weights: the same function with fewer layers to run backward through),
+:func:`cs_utils.engine.folding.gradient_network` of the model (batch norm folded into the convolutions,
+channels-last weights: the same function with fewer layers to run backward through; made once per
+model and reused while its weights stay the same),
 and the Gram terms use :func:`cs_utils.engine.gram.gram_losses` (a written-out backward).
 
 The style images live in :mod:`cs_utils.style_catalog`.
@@ -34,7 +35,7 @@ from dataclasses import dataclass
 import torch
 
 from . import objectives
-from .engine.folding import folded_copy
+from .engine.folding import gradient_network
 from .history import History
 from .hooks import evaluating, extract_features, get_layer
 from .losses import gram_matrix, style_loss
@@ -315,7 +316,7 @@ def synthesize_texture(model, texture: torch.Tensor, layers=None, *, size=None, 
         validate_image(init, "init")
         out_device = init.device
         margin = 0
-    net = folded_copy(model, keep=targets.layers)
+    net = gradient_network(model, keep=targets.layers)
     objective = objectives.gram_match(net, targets.layers, targets.grams, layer_weights).track("style")
     image, history = _run(net, objective, init.to(device, model_dtype(model)),
                           pad=non_negative_int(pad, "pad"), steps=steps, optimizer=optimizer, lr=lr,
@@ -382,7 +383,7 @@ def style_transfer(model, content: torch.Tensor, style, *, style_layers=None,
     validate_layer(model, content_layer)
     targets = _as_targets(model, style, style_layers)
     content_dev = model_input(model, content, "content")
-    net = folded_copy(model, keep=(*targets.layers, content_layer))
+    net = gradient_network(model, keep=(*targets.layers, content_layer))
     with torch.no_grad(), evaluating(net):
         padded = reflect_pad(content_dev, pad, same_padding=has_same_padding(net))
         content_target = extract_features(net, padded, [content_layer])[content_layer]
