@@ -12,8 +12,14 @@ the photos themselves). Two losses keep the content:
   transformation ``T`` (an average pooling), ``mean((T(x) - T(G(x)))^2)``: the large-scale
   layout must stay, the fine texture is free to change.
 
+The discriminator is a :class:`PatchDiscriminator` or a :class:`MultiScaleDiscriminator` (the same
+design at full and reduced resolution), optionally low-passed before its strides; :func:`style_crops`
+can show it the painting at a chosen scale. A plain stride-2 discriminator fed crops of the full
+painting shrunk to the crop size teaches the stylizer a fine pattern of colored stripes
+(:func:`cs_utils.image_stats.chroma_high_frequency_share` measures it).
+
 :func:`discriminator_loss`, :func:`generator_adversarial_loss` and
-:func:`discriminator_accuracy` work on the discriminator's patch logits;
+:func:`discriminator_accuracy` work on the discriminator's patch logits (a list of them per scale);
 :func:`train_adversarial_stylizer` trains both networks (seeded) and returns an
 :class:`AdversarialHistory`; :func:`save_stylizer` / :func:`load_stylizer` keep float16 weights.
 """
