@@ -38,6 +38,7 @@ from .feature_viz import layer_tour, mean_pairwise_cosine, multifaceted_visualiz
 from .hooks import capture_activations, extract_features, layer_names
 from .image import load_image
 from .image_stats import (
+    chroma_high_frequency_share,
     class_ranks,
     clipped_share,
     high_frequency_share,
@@ -105,7 +106,8 @@ __all__ = [
     "objectives",
     "class_visualization", "class_visualization_step", "class_ranks", "stretch_contrast",
     "optimize_image", "L2Penalty",
-    "clipped_share", "high_frequency_share", "photo_statistics", "milky_share", "vivid_chroma",
+    "chroma_high_frequency_share", "clipped_share", "high_frequency_share", "photo_statistics", "milky_share",
+    "vivid_chroma",
     "class_path_similarity", "path_similarity_controls", "plot_path_similarity",
     "multifaceted_visualization", "mean_pairwise_cosine", "layer_tour",
     "fooling_step", "fooling_image", "fgsm", "pgd", "difference_image", "reload_as_png",

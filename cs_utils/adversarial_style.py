@@ -12,8 +12,14 @@ the photos themselves). Two losses keep the content:
   transformation ``T`` (an average pooling), ``mean((T(x) - T(G(x)))^2)``: the large-scale
   layout must stay, the fine texture is free to change.
 
+The discriminator is a :class:`PatchDiscriminator` or a :class:`MultiScaleDiscriminator` (the same
+design at full and reduced resolution), optionally low-passed before its strides; :func:`style_crops`
+can show it the painting at a chosen scale. A plain stride-2 discriminator fed crops of the full
+painting shrunk to the crop size teaches the stylizer a fine pattern of colored stripes
+(:func:`cs_utils.image_stats.chroma_high_frequency_share` measures it).
+
 :func:`discriminator_loss`, :func:`generator_adversarial_loss` and
-:func:`discriminator_accuracy` work on the discriminator's patch logits;
+:func:`discriminator_accuracy` work on the discriminator's patch logits (a list of them per scale);
 :func:`train_adversarial_stylizer` trains both networks (seeded) and returns an
 :class:`AdversarialHistory`; :func:`save_stylizer` / :func:`load_stylizer` keep float16 weights.
 """
@@ -29,12 +35,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .history import History
-from .perceptual import random_photo_crops
+from .perceptual import random_photo_crops, random_square_crop, resize_short_side
 from .saved_nets import load_net, save_net
 from .validation import validate_image
 
 __all__ = [
     "AdversarialHistory",
+    "MultiScaleDiscriminator",
     "PatchDiscriminator",
     "Stylizer",
     "discriminator_accuracy",
@@ -76,22 +83,35 @@ def transformed_image_loss(photo: torch.Tensor, stylized: torch.Tensor, kernel: 
     return ((F.avg_pool2d(photo, kernel, 1) - F.avg_pool2d(stylized, kernel, 1)) ** 2).mean()
 
 
-def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+def _per_scale(logits) -> list[torch.Tensor]:
+    """The logits of each scale: a tensor is one scale, a list or tuple (from a
+    :class:`MultiScaleDiscriminator`) one tensor per scale."""
+    return list(logits) if isinstance(logits, (list, tuple)) else [logits]
+
+
+def discriminator_loss(real_logits, fake_logits) -> torch.Tensor:
     """Binary cross-entropy of the discriminator: real paintings' patches should score 1, the
-    rest 0 (each term the mean over its patches, the two added)."""
-    return (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
-            + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+    rest 0 (each term the mean over its patches, the two added). Lists of logits (one tensor per
+    scale of a :class:`MultiScaleDiscriminator`): the mean of the scales' losses."""
+    pairs = list(zip(_per_scale(real_logits), _per_scale(fake_logits), strict=True))
+    return sum(F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
+               + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))
+               for real, fake in pairs) / len(pairs)
 
 
-def generator_adversarial_loss(fake_logits: torch.Tensor) -> torch.Tensor:
-    """The stylizer's adversarial loss: binary cross-entropy of its patches against 1 ("real")."""
-    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+def generator_adversarial_loss(fake_logits) -> torch.Tensor:
+    """The stylizer's adversarial loss: binary cross-entropy of its patches against 1 ("real");
+    for a list of logits (one per scale) the mean of the scales' losses."""
+    scales = _per_scale(fake_logits)
+    return sum(F.binary_cross_entropy_with_logits(f, torch.ones_like(f)) for f in scales) / len(scales)
 
 
-def discriminator_accuracy(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> float:
-    """The share of patches the discriminator gets right (real > 0, fake <= 0), over both sets."""
-    right = (real_logits > 0).sum() + (fake_logits <= 0).sum()
-    return right.item() / (real_logits.numel() + fake_logits.numel())
+def discriminator_accuracy(real_logits, fake_logits) -> float:
+    """The share of patches the discriminator gets right (real > 0, fake <= 0), over both sets;
+    for lists of logits (one per scale) the mean of the scales' shares."""
+    pairs = list(zip(_per_scale(real_logits), _per_scale(fake_logits), strict=True))
+    return sum(((real > 0).sum() + (fake <= 0).sum()).item() / (real.numel() + fake.numel())
+               for real, fake in pairs) / len(pairs)
 
 
 # --------------------------------------------------------------------------- networks
@@ -134,25 +154,73 @@ class Stylizer(nn.Module):
         return self.decode(self.encode(x))
 
 
+class _Blur(nn.Module):
+    """A fixed separable [1, 2, 1] / 4 blur of each channel (reflected edges), then every ``stride``-th
+    pixel: a low-pass before (or with) a subsampling."""
+
+    def __init__(self, channels: int, stride: int = 1):
+        super().__init__()
+        k = torch.tensor([1.0, 2.0, 1.0])
+        self.stride = stride
+        self.register_buffer("kernel", (k[:, None] * k[None, :] / 16).expand(channels, 1, 3, 3).clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), self.kernel, stride=self.stride,
+                        groups=x.shape[1])
+
+
 class PatchDiscriminator(nn.Module):
     """Four stride-2 convolutions with leaky ReLUs and a 3x3 conv to one logit per patch:
-    (N, 3, H, W) -> (N, 1, H/16, W/16), each logit judging a window of about 60 pixels."""
+    (N, 3, H, W) -> (N, 1, H/16, W/16), each logit judging a window of about 60 pixels.
+    ``antialias``: ``False`` (the strided convolutions alone), ``True`` or ``"blur"`` (a [1, 2, 1] / 4
+    blur in each direction before each stride-2 convolution), ``"input"`` (that blur of the image
+    only, before the first) or ``"blurpool"`` (Zhang 2019: each
+    stage a stride-1 3x3 convolution and leaky ReLU, then the blur with stride 2)."""
 
-    def __init__(self, width: int = 16):
+    def __init__(self, width: int = 16, antialias: bool | str = False):
         super().__init__()
+        if antialias not in (False, True, "blur", "input", "blurpool"):
+            raise ValueError(f"antialias must be False, True, 'blur', 'input' or 'blurpool', "
+                             f"got {antialias!r}")
+        self.antialias = "blur" if antialias is True else antialias
         layers, cin = [], 3
         for i in range(4):
             cout = width * 2 ** i
-            layers += [nn.Conv2d(cin, cout, 4, 2, 1)]
+            if self.antialias == "blur" or (self.antialias == "input" and i == 0):
+                layers += [_Blur(cin)]
+            layers += [nn.Conv2d(cin, cout, 3, 1, 1) if self.antialias == "blurpool"
+                       else nn.Conv2d(cin, cout, 4, 2, 1)]
             if i:
                 layers += [nn.InstanceNorm2d(cout, affine=True)]
             layers += [nn.LeakyReLU(0.2)]
+            if self.antialias == "blurpool":
+                layers += [_Blur(cout, stride=2)]
             cin = cout
         layers += [nn.Conv2d(cin, 1, 3, 1, 1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(2 * x - 1)
+
+
+class MultiScaleDiscriminator(nn.Module):
+    """``scales`` :class:`PatchDiscriminator` s, the k-th judging the image average-pooled by ``2^k``
+    (k = 0: full resolution): a list of logits, (N, 1, H/16, W/16), (N, 1, H/32, W/32), ...; the
+    losses take the mean over the scales. H and W must be multiples of ``2^(scales - 1) * 16``."""
+
+    def __init__(self, width: int = 16, scales: int = 2, antialias: bool | str = False):
+        super().__init__()
+        if scales < 1:
+            raise ValueError(f"scales must be at least 1, got {scales}")
+        self.nets = nn.ModuleList([PatchDiscriminator(width, antialias) for _ in range(scales)])
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        logits = []
+        for i, net in enumerate(self.nets):
+            if i:
+                x = F.avg_pool2d(x, 2)
+            logits.append(net(x))
+        return logits
 
 
 # --------------------------------------------------------------------------- training
@@ -172,18 +240,34 @@ class AdversarialHistory(History):
     default_series = ("loss", "adversarial", "content", "transformed", "disc")
 
 
-def style_crops(style: torch.Tensor, n: int, size: int, generator: torch.Generator) -> torch.Tensor:
+def style_crops(style: torch.Tensor, n: int, size: int, generator: torch.Generator, *,
+                style_side: int | None = None, style_scale: float | None = None) -> torch.Tensor:
     """``n`` random crops of the painting ``style`` (1, 3, H, W) resized to ``size``: its style
-    collection (random scale between ``size`` and the shorter side, position, flip)."""
+    collection (random scale between ``size`` and the shorter side, position, flip).
+    ``style_side``: first resize the painting so that its shorter side is ``style_side`` pixels, which
+    sets the scale of its strokes in the crops (``None``: as given). ``style_scale``: the crops' side
+    at most ``style_scale * size`` before resizing (1: windows of the painting at its own scale;
+    ``None``: up to the shorter side)."""
     validate_image(style, "style")
-    return random_photo_crops([style], n, size, generator)
+    if style_side is not None:
+        if style_side < size:
+            raise ValueError(f"style_side must be at least the crop size {size}, got {style_side}")
+        style = resize_short_side(style, style_side)
+    if style_scale is None:
+        return random_photo_crops([style], n, size, generator)
+    if style_scale < 1:
+        raise ValueError(f"style_scale must be at least 1, got {style_scale}")
+    return torch.cat([random_square_crop(style, size, generator, max_side=int(size * style_scale))
+                      for _ in range(n)])
 
 
 def train_adversarial_stylizer(style: torch.Tensor, photos, *, steps: int = 600, batch_size: int = 4,
                                crop_size: int = 96, lr: float = 2e-4, adversarial_weight: float = 1.0,
                                content_weight: float = 100.0, transformed_weight: float = 100.0,
-                               pool: int = 10, seed: int = 0, progress: bool = True
-                               ) -> tuple[Stylizer, PatchDiscriminator, AdversarialHistory]:
+                               pool: int = 10, style_side: int | None = None,
+                               style_scale: float | None = None, disc_scales: int = 1,
+                               disc_antialias: bool | str = False, seed: int = 0, progress: bool = True
+                               ) -> tuple[Stylizer, nn.Module, AdversarialHistory]:
     """Train a :class:`Stylizer` against a :class:`PatchDiscriminator` (Adam, betas (0.5, 0.999)).
 
     Each step draws ``batch_size`` crops of the photos and of the painting ``style``; the
@@ -191,18 +275,28 @@ def train_adversarial_stylizer(style: torch.Tensor, photos, *, steps: int = 600,
     themselves (fake), then the stylizer takes a step on
     ``adversarial_weight * generator_adversarial_loss + content_weight * style_aware_content_loss
     + transformed_weight * transformed_image_loss`` (``T``: ``pool`` x ``pool`` average pooling).
+    ``style_side``: the painting's shorter side before cropping (:func:`style_crops`; ``None``: as
+    given) and ``style_scale`` (the crops' largest side over ``crop_size``). ``disc_scales`` > 1: a
+    :class:`MultiScaleDiscriminator` with that many scales instead of one :class:`PatchDiscriminator`;
+    ``disc_antialias``: its low-pass before the strides (see :class:`PatchDiscriminator`).
     Seeded by ``seed``. Returns ``(stylizer, discriminator, history)``, both nets in eval mode.
     """
     from tqdm.auto import tqdm
 
     validate_image(style, "style")
     photos = list(photos)
-    if not photos or steps < 0 or batch_size < 1 or crop_size % 16:
-        raise ValueError(f"need photos, steps >= 0, batch_size >= 1 and crop_size a multiple of 16; got "
-                         f"{len(photos)} photos, {steps}, {batch_size}, {crop_size}")
+    multiple = 16 * 2 ** (max(disc_scales, 1) - 1)
+    if not photos or steps < 0 or batch_size < 1 or disc_scales < 1 or crop_size % multiple:
+        raise ValueError(f"need photos, steps >= 0, batch_size >= 1, disc_scales >= 1 and crop_size a "
+                         f"multiple of {multiple}; got {len(photos)} photos, {steps}, {batch_size}, "
+                         f"{disc_scales}, {crop_size}")
+    if style_side is not None:
+        style = resize_short_side(style, style_side)      # once, not at every step
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        stylizer, disc = Stylizer(), PatchDiscriminator()
+        stylizer = Stylizer()
+        disc = (PatchDiscriminator(antialias=disc_antialias) if disc_scales == 1
+                else MultiScaleDiscriminator(scales=disc_scales, antialias=disc_antialias))
     rng = torch.Generator().manual_seed(seed)
     opt_g = torch.optim.Adam(stylizer.parameters(), lr=lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), lr=lr, betas=(0.5, 0.999))
@@ -212,7 +306,7 @@ def train_adversarial_stylizer(style: torch.Tensor, photos, *, steps: int = 600,
     start = time.perf_counter()
     for _ in tqdm(range(steps), disable=not progress, desc="adversarial stylizer"):
         x = random_photo_crops(photos, batch_size, crop_size, rng)
-        real = style_crops(style, batch_size, crop_size, rng)
+        real = style_crops(style, batch_size, crop_size, rng, style_scale=style_scale)
         with torch.no_grad():
             fake = stylizer(x)
         real_logits, fake_logits = disc(real), disc(torch.cat([fake, x]))

@@ -22,12 +22,13 @@ __all__ = ["perceptual_terms", "random_photo_crops", "random_square_crop", "resi
            "style_gram_targets", "style_moment_targets"]
 
 
-def random_square_crop(photo: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+def random_square_crop(photo: torch.Tensor, size: int, generator: torch.Generator, *,
+                       max_side: int | None = None) -> torch.Tensor:
     """A random square crop of ``photo`` (1, 3, H, W) resized to ``size``: a random side between
-    ``size`` (or the shorter side, if smaller) and the shorter side, a random position, a random
-    horizontal flip. Returns (1, 3, size, size)."""
+    ``size`` (or the shorter side, if smaller) and the shorter side (or ``max_side``, if smaller), a
+    random position, a random horizontal flip. Returns (1, 3, size, size)."""
     h, w = photo.shape[-2:]
-    short = min(h, w)
+    short = min(h, w) if max_side is None else max(min(h, w, max_side), 1)
     low = min(size, short)
     side = low + int(torch.randint(short - low + 1, (1,), generator=generator))
     top = int(torch.randint(h - side + 1, (1,), generator=generator))

@@ -87,3 +87,77 @@ def test_training_is_seeded_and_recorded(tmp_path):
     assert (loaded(x) - g1(x)).abs().max() < 5e-3 and loaded.info == {"steps": 2}
     with pytest.raises(ValueError, match="multiple of 16"):
         adv.train_adversarial_stylizer(style, photos, **dict(kwargs, crop_size=30))
+
+
+def test_multi_scale_discriminator_shapes_and_losses():
+    disc = adv.MultiScaleDiscriminator(width=4, scales=2)
+    x = torch.rand(2, 3, 64, 96)
+    logits = disc(x)
+    assert [tuple(t.shape) for t in logits] == [(2, 1, 4, 6), (2, 1, 2, 3)]
+    # the second scale judges the image average-pooled by 2
+    torch.testing.assert_close(logits[1], disc.nets[1](torch.nn.functional.avg_pool2d(x, 2)))
+    # lists of logits: the mean of the scales' losses and accuracies
+    real, fake = [torch.full((4,), 2.0), torch.zeros(2)], [torch.full((4,), -2.0), torch.ones(2)]
+    expected = (adv.discriminator_loss(real[0], fake[0]) + adv.discriminator_loss(real[1], fake[1])) / 2
+    assert adv.discriminator_loss(real, fake).item() == pytest.approx(expected.item())
+    assert adv.generator_adversarial_loss(fake).item() == pytest.approx(
+        (adv.generator_adversarial_loss(fake[0]) + adv.generator_adversarial_loss(fake[1])).item() / 2)
+    assert adv.discriminator_accuracy(real, fake) == pytest.approx((1.0 + 0.0) / 2)
+    with pytest.raises(ValueError, match="scales"):
+        adv.MultiScaleDiscriminator(scales=0)
+
+
+def test_antialiased_discriminator_blurs_before_each_stride():
+    disc = adv.PatchDiscriminator(width=4, antialias=True)
+    assert disc(torch.rand(1, 3, 32, 48)).shape == (1, 1, 2, 3)
+    blur = disc.net[0]
+    # a checkerboard at the Nyquist frequency blurs to its mean away from the edges
+    checker = (torch.arange(8)[:, None] + torch.arange(8)[None, :]) % 2
+    out = blur(checker.float().expand(1, 3, 8, 8))
+    torch.testing.assert_close(out[..., 1:-1, 1:-1], torch.full((1, 3, 6, 6), 0.5))
+    # the input blur alone, and blur-pooling (stride-1 convolutions, then the blur with stride 2)
+    only_input = adv.PatchDiscriminator(width=4, antialias="input")
+    assert sum(isinstance(m, type(blur)) for m in only_input.net) == 1
+    pooled = adv.PatchDiscriminator(width=4, antialias="blurpool")
+    assert pooled(torch.rand(1, 3, 32, 48)).shape == (1, 1, 2, 3)
+    assert all(m.stride == (1, 1) for m in pooled.net if isinstance(m, torch.nn.Conv2d))
+    with pytest.raises(ValueError, match="antialias"):
+        adv.PatchDiscriminator(antialias="median")
+
+
+def test_style_crops_at_the_scale_of_style_side():
+    gen = torch.Generator().manual_seed(0)
+    style = torch.rand(1, 3, 200, 300, generator=gen)
+    # the painting resized to a shorter side of 32: every 32-px crop is a window of it, unscaled
+    small = adv.resize_short_side(style, 32)
+    crops = adv.style_crops(style, 3, 32, gen, style_side=32)
+    assert crops.shape == (3, 3, 32, 32)
+    windows = [small[0, :, :, i:i + 32] for i in range(small.shape[-1] - 31)]
+    for crop in crops:
+        assert any(torch.allclose(crop, w) or torch.allclose(crop, w.flip(-1)) for w in windows)
+    with pytest.raises(ValueError, match="style_side"):
+        adv.style_crops(style, 1, 32, gen, style_side=16)
+    # style_scale 1: windows of the painting at its own scale, whatever its size
+    small = style[..., :40, :48]
+    crops = adv.style_crops(small, 3, 32, gen, style_scale=1)
+    assert crops.shape == (3, 3, 32, 32)
+    windows = small[0].unfold(1, 32, 1).unfold(2, 32, 1).permute(1, 2, 0, 3, 4).flatten(0, 1)
+    for crop in crops:
+        assert any(torch.allclose(crop, w) or torch.allclose(crop, w.flip(-1)) for w in windows)
+    with pytest.raises(ValueError, match="style_scale"):
+        adv.style_crops(style, 1, 32, gen, style_scale=0.5)
+
+
+def test_training_with_a_multi_scale_discriminator_and_style_side():
+    style = torch.rand(1, 3, 64, 80, generator=torch.Generator().manual_seed(0))
+    photos = [torch.rand(1, 3, 64, 72, generator=torch.Generator().manual_seed(1))]
+    kwargs = dict(steps=1, batch_size=1, crop_size=64, pool=4, style_side=64, progress=False)
+    _, disc, history = adv.train_adversarial_stylizer(style, photos, disc_scales=2, disc_antialias=True,
+                                                      **kwargs)
+    assert isinstance(disc, adv.MultiScaleDiscriminator) and len(disc.nets) == 2
+    assert all(net.antialias for net in disc.nets) and history.steps == 1
+    _, disc, _ = adv.train_adversarial_stylizer(style, photos, **kwargs)
+    assert isinstance(disc, adv.PatchDiscriminator) and not disc.antialias
+    with pytest.raises(ValueError, match="multiple of 32"):
+        adv.train_adversarial_stylizer(style, photos, disc_scales=2,
+                                       **dict(kwargs, crop_size=48, style_side=None))

@@ -7,6 +7,7 @@ from models_by_hand import linear_model
 from cs_utils.image_stats import (
     amplitude_spectrum,
     brightness,
+    chroma_high_frequency_share,
     class_ranks,
     clipped_share,
     colorfulness,
@@ -61,6 +62,43 @@ def test_high_frequency_share_of_cosines():
     assert high_frequency_share(diagonal.expand(1, 3, size, size), cutoff=0.3).item() == pytest.approx(0.0)
     with pytest.raises(ValueError, match="cutoff"):
         high_frequency_share(low, cutoff=0.5)
+
+
+def _ycbcr_image(luma, cb, cr):
+    """RGB of BT.601 luma and chroma planes (H, W) each: (1, 3, H, W)."""
+    r = luma + cr / 0.713
+    b = luma + cb / 0.564
+    g = (luma - 0.299 * r - 0.114 * b) / 0.587
+    return torch.stack([r, g, b])[None].float()
+
+
+def test_chroma_high_frequency_share_by_hand():
+    size = 64
+    x = torch.arange(size, dtype=torch.float64)
+    rows = torch.ones(size, 1, dtype=torch.float64)
+    luma = torch.full((size, size), 0.5, dtype=torch.float64)
+    stripes = torch.cos(math.pi * x).expand(size, size)          # +1, -1, ...: 0.5 cycles/px
+    slow = torch.cos(2 * math.pi * x / size) * rows              # one cycle over the image
+    # colored stripes at constant luminance: all the chroma energy at 0.5 cycles/px
+    colored = _ycbcr_image(luma, 0.1 * stripes, -0.1 * stripes)
+    # stripes in the luminance only, over a slow color gradient
+    grey_stripes = _ycbcr_image(luma + 0.2 * stripes, 0.1 * slow, 0.05 * slow)
+    # the two chroma channels' energies add: Cb a slow cosine (mean square 0.1^2 / 2), Cr the
+    # stripes (0.05^2: a cosine at 0.5 cycles/px is +-1 on the pixels) -> 0.0025 / 0.0075
+    mixed = _ycbcr_image(luma, 0.1 * slow, 0.05 * stripes)
+    flat = torch.full((1, 3, size, size), 0.3)
+    shares = chroma_high_frequency_share(torch.cat([colored, grey_stripes, mixed, flat]))
+    torch.testing.assert_close(shares, torch.tensor([1.0, 0.0, 1 / 3, 0.0]), atol=1e-5, rtol=0)
+    # a grey image with stripes has no chroma at all: 0, while its luminance share is 1
+    grey = _cosine_image(size, [(0.2, 0.375)])
+    assert chroma_high_frequency_share(grey).item() == pytest.approx(0.0, abs=1e-6)
+    assert high_frequency_share(grey).item() == pytest.approx(1.0)
+    # below the cutoff: colored stripes at 0.125 cycles/px
+    slower = _ycbcr_image(luma, 0.1 * torch.cos(2 * math.pi * 0.125 * x).expand(size, size), 0 * luma)
+    assert chroma_high_frequency_share(slower).item() == pytest.approx(0.0, abs=1e-6)
+    assert chroma_high_frequency_share(slower, cutoff=0.1).item() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="cutoff"):
+        chroma_high_frequency_share(colored, cutoff=0.0)
 
 
 def _pixels(*colours):
