@@ -251,3 +251,11 @@ def test_milk_penalty_charges_only_pale_speckle():
     assert MilkPenalty(3.0).penalty(speckled).item() == pytest.approx(3 * penalty.penalty(speckled).item())
     with pytest.raises(ValueError, match="weight must be >= 0"):
         MilkPenalty(-1.0)
+
+
+def test_milk_penalty_blur_is_the_packages_gaussian_blur():
+    from cs_utils.blur import gaussian_blur
+    from cs_utils.class_viz import _separable_blur
+    x = torch.rand(2, 2, 20, 24, generator=torch.Generator().manual_seed(0))
+    for sigma in (1.0, 2.0):
+        torch.testing.assert_close(_separable_blur(x, sigma), gaussian_blur(x, sigma), atol=1e-6, rtol=0)
