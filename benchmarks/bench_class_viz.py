@@ -1,7 +1,7 @@
 """Which class-visualization recipe gives natural images that a second network recognises.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_class_viz.py
-        [--recipes smooth_color natural fourier cs231n] [--classes 10 | --classes goldfish zebra ...]
+        [--recipes clear smooth_color natural fourier cs231n] [--classes 10 | --classes goldfish zebra ...]
         [--threads 2] [--size 224] [--save DIR]
 
 For each recipe of ``cs_utils.class_viz.RECIPES`` (at its own default steps, 224 px, seed 0,
@@ -61,8 +61,8 @@ def run_recipe(model, recipe: str, classes, size: int):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--recipes", nargs="+", default=["smooth_color", "natural", "fourier", "cs231n"],
-                        choices=list(RECIPES))
+    parser.add_argument("--recipes", nargs="+", choices=list(RECIPES),
+                        default=["clear", "smooth_color", "natural", "fourier", "cs231n"])
     parser.add_argument("--classes", nargs="+", default=[str(len(CLASSES))],
                         help="how many of the ten classes, or ImageNet class names")
     parser.add_argument("--threads", type=int, default=2)

@@ -5,7 +5,8 @@ class ``c`` over the image ``I``; Yosinski et al. (2015) add blur, jitter and cl
 Olah et al. (2017) change the parameterisation (a decorrelated Fourier basis) and add
 random transforms, which gives far more natural images; Fel et al. (2023, MACO) fix the
 spectrum's magnitude to that of photos and optimise only its phase. The default recipe here,
-``"natural"``, keeps Olah et al.'s parameterisation but fixes the contrast.
+``"natural"``, keeps Olah et al.'s parameterisation but fixes the contrast; ``"clear"`` adds a
+penalty on its milky veil (pale areas covered in fine coloured speckle, :class:`MilkPenalty`).
 
 Everything here is a thin layer over :func:`cs_utils.optimize.optimize_image`:
 
@@ -20,7 +21,10 @@ Everything here is a thin layer over :func:`cs_utils.optimize.optimize_image`:
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import inspect
+import math
 
 import torch
 from torch import nn
@@ -32,13 +36,15 @@ from .image_stats import photo_amplitude_spectrum
 from .objectives import Objective
 from .optimize import optimize_image
 from .parameterizations import FourierImage, SpectralPhaseImage, color_basis
-from .regularizers import GaussianBlur, L2Penalty
+from .redirected_relu import redirected_relu_gradients
+from .regularizers import GaussianBlur, L2Penalty, Regularizer
 from .runtime import model_device
-from .transforms import Compose, Jitter, Pad, RandomCrops, RandomRotate, RandomScale
+from .transforms import Compose, Jitter, Pad, RandomCrops, RandomRotate, RandomScale, Views
 from .validation import model_input, validate_image
 
 __all__ = [
     "DEFAULT_RECIPE",
+    "MilkPenalty",
     "RECIPES",
     "RECIPE_STEPS",
     "class_visualization",
@@ -115,12 +121,23 @@ def _maco(shape, generator, device, *, lr=0.05, contrast=2.0, crops=2, crop_scal
 
 
 def _natural(shape, generator, device, *, lr=0.05, decay=1.5, contrast=3.5, pad=16, jitter=32,
-             scales=(0.8, 0.9, 1.0, 1.1, 1.2), degrees=tuple(range(-10, 11)), final_jitter=4):
+             scales=(0.8, 0.9, 1.0, 1.1, 1.2), degrees=tuple(range(-10, 11)), final_jitter=4, views=1,
+             redirect=0.0):
     """The Fourier recipe with the contrast fixed: the decorrelated image is standardised per image and
     squashed by ``sigmoid(contrast * .)``, so nothing is clamped and large areas cannot blow out; the
-    jitter (32 px) is at least the network's total stride, so no pattern can lock onto the stride grid."""
-    return _fourier(shape, generator, device, lr=lr, decay=decay, scale=contrast, pad=pad, jitter=jitter,
-                    scales=scales, degrees=degrees, final_jitter=final_jitter, normalize=True)
+    jitter (32 px) is at least the network's total stride, so no pattern can lock onto the stride grid.
+
+    ``views``: independently transformed copies per step, the objective averaged over them
+    (:class:`cs_utils.transforms.Views`); ``redirect``: the share of the first steps with redirected
+    ReLU gradients (:mod:`cs_utils.redirected_relu`). Neither is on by default: measured on
+    EfficientNet-Lite0, redirecting every unit for the first fifth of the steps gave every class the
+    same image, and 4 views did not remove the milky veil; nor did adding Lite2's class score to the
+    objective (``benchmarks/README.md``)."""
+    kwargs = _fourier(shape, generator, device, lr=lr, decay=decay, scale=contrast, pad=pad, jitter=jitter,
+                      scales=scales, degrees=degrees, final_jitter=final_jitter, normalize=True)
+    if views != 1:
+        kwargs["transforms"] = [Views(views, *kwargs["transforms"])]
+    return dict(kwargs, redirect=redirect)
 
 
 def _smooth_color(shape, generator, device, *, lr=0.05, decay=(1.5, 2.0, 2.0), contrast=3.0,
@@ -139,15 +156,80 @@ def _smooth_color(shape, generator, device, *, lr=0.05, decay=(1.5, 2.0, 2.0), c
                 transforms=transforms)
 
 
-RECIPES = {"cs231n": _cs231n, "fourier": _fourier, "maco": _maco, "natural": _natural,
+@functools.lru_cache(maxsize=16)
+def _blur_matrix(n: int, sigma: float) -> torch.Tensor:
+    """``(n, n)`` matrix ``M`` with ``x @ M`` = ``x`` blurred along its last axis by a Gaussian of ``sigma``
+    pixels (``2 * ceil(3 * sigma) + 1`` taps, mirrored borders); float64 on the CPU."""
+    radius = min(math.ceil(3 * sigma), n - 1)
+    taps = torch.arange(-radius, radius + 1)
+    kernel = torch.exp(-taps.double() ** 2 / (2 * sigma ** 2))
+    kernel = kernel / kernel.sum()
+    source = torch.arange(n)[:, None] + taps[None, :]                  # (output, tap)
+    source = torch.where(source < 0, -source, source)
+    source = torch.where(source > n - 1, 2 * (n - 1) - source, source)
+    matrix = torch.zeros(n, n, dtype=torch.float64)
+    output = torch.arange(n)[:, None].expand_as(source)
+    matrix.index_put_((source, output), kernel.expand_as(source), accumulate=True)
+    return matrix
+
+
+def _separable_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Each channel of ``x`` (N, C, H, W) blurred by a Gaussian of ``sigma`` pixels (mirrored borders) as
+    two matrix products, one per axis: on a CPU several times faster, with its gradient, than a
+    convolution of one channel, which matters at every step of an optimisation."""
+    h, w = x.shape[-2:]
+    if min(h, w) < 2:
+        return x
+    rows = _blur_matrix(h, float(sigma)).to(dtype=x.dtype, device=x.device)
+    columns = rows if w == h else _blur_matrix(w, float(sigma)).to(dtype=x.dtype, device=x.device)
+    return rows.T @ (x @ columns)
+
+
+class MilkPenalty(Regularizer):
+    """``weight * mean(paleness * speckle)`` over each image's pixels, summed over the batch: the milky
+    veil of :func:`cs_utils.image_stats.milky_share` made smooth. ``paleness`` is
+    ``relu(min(r, g, b) - threshold)``; ``speckle`` the colour's fine detail (the opponent channels
+    ``r - g`` and ``(r + g) / 2 - b`` minus their Gaussian blur of sigma 1 pixel, its length per
+    pixel), averaged locally (Gaussian, sigma 2). Clean white (a daisy's petals, a zebra's stripes)
+    and coloured detail in darker areas cost nothing; only pale areas covered in coloured speckle do."""
+
+    def __init__(self, weight: float, threshold: float = 0.5):
+        if not weight >= 0:
+            raise ValueError(f"weight must be >= 0, got {weight!r}")
+        self.weight, self.threshold = float(weight), float(threshold)
+
+    def penalty(self, x):
+        rg = x[:, 0] - x[:, 1]
+        yb = 0.5 * (x[:, 0] + x[:, 1]) - x[:, 2]
+        opponent = torch.stack([rg, yb], dim=1)
+        detail = (opponent - _separable_blur(opponent, 1.0)).pow(2).sum(dim=1, keepdim=True).add(1e-12).sqrt()
+        speckle = _separable_blur(detail, 2.0)[:, 0]
+        paleness = torch.relu(x.amin(dim=1) - self.threshold)
+        return self.weight * (paleness * speckle).mean(dim=(-2, -1)).sum()
+
+
+def _clear(shape, generator, device, *, milk=2000.0, views=1, lr=0.05, decay=1.5, contrast=3.5, pad=16,
+           jitter=32, scales=(0.8, 0.9, 1.0, 1.1, 1.2), degrees=tuple(range(-10, 11)), final_jitter=4,
+           redirect=0.0):
+    """The natural recipe without its milky veil: a penalty on pale areas covered in coloured speckle
+    (:class:`MilkPenalty`, ``milk`` its weight), so the optimiser darkens them or smooths their colour;
+    clean white and colour elsewhere are free. Other settings as for "natural"."""
+    kwargs = _natural(shape, generator, device, lr=lr, decay=decay, contrast=contrast, pad=pad,
+                      jitter=jitter, scales=scales, degrees=degrees, final_jitter=final_jitter, views=views,
+                      redirect=redirect)
+    kwargs["regularizers"] = [MilkPenalty(milk)] if milk else []
+    return kwargs
+
+
+RECIPES = {"clear": _clear, "cs231n": _cs231n, "fourier": _fourier, "maco": _maco, "natural": _natural,
            "smooth_color": _smooth_color}
 #: Each recipe's own number of steps (at 224 px), used when ``steps`` is not given.
-RECIPE_STEPS = {"cs231n": 200, "fourier": 256, "maco": 256, "natural": 256, "smooth_color": 256}
-#: The recipe :func:`class_visualization` uses by default. "smooth_color" is the only one whose
-#: class images stay inside the offline photos' milky share and vivid chroma while Lite2 still
-#: ranks their class first, but by eye they are grayer, muted and harder to name than "natural"'s
-#: (a bluish daisy, a strawberry hardly red): the numbers alone do not make it the default
-#: (``benchmarks/bench_class_viz.py``, ``benchmarks/README.md``).
+RECIPE_STEPS = {"clear": 256, "cs231n": 200, "fourier": 256, "maco": 256, "natural": 256, "smooth_color": 256}
+#: The recipe :func:`class_visualization` uses by default. "smooth_color" and "clear" keep their
+#: class images inside the offline photos' milky share and vivid chroma while Lite2 still ranks
+#: their class first; "smooth_color"'s are grayer, muted and harder to name than "natural"'s (a
+#: bluish daisy, a strawberry hardly red); "clear"'s are darker and more colourful than "natural"'s,
+#: without its milky veil (``benchmarks/bench_class_viz.py``, ``benchmarks/README.md``).
 DEFAULT_RECIPE = "natural"
 
 
@@ -164,6 +246,8 @@ def class_visualization(model: nn.Module, target, *, steps: int | None = None, r
       fixed (the whole decorrelated image standardised, then a sigmoid: about 1% of pixels
       clipped, not 20%), random pad, 32-px jitter, scale and rotation at every step, Adam; its
       pale areas carry fine coloured speckle (:func:`cs_utils.milky_share`);
+    * ``"clear"``: "natural" with a penalty on pale areas covered in fine coloured speckle
+      (:class:`MilkPenalty`): no milky veil, clean white kept, darker and more colourful;
     * ``"smooth_color"``: the same with the luminance and colour channels standardised each on
       its own (colour at 0.7 of the luminance's spread) and a colour spectrum decaying faster
       (1/f^2 against 1/f^1.5): no milk and no neon by the numbers, but gray and muted;
@@ -175,7 +259,10 @@ def class_visualization(model: nn.Module, target, *, steps: int | None = None, r
     ``steps`` defaults to the recipe's own (:data:`RECIPE_STEPS`). ``settings`` override the
     recipe's settings (e.g. ``l2=0``, ``blur_sigma=0``, ``jitter=0``, ``lr=...`` for "cs231n";
     ``decay``, ``scale``, ``scales``, ``degrees`` for "fourier"; ``contrast``, ``jitter`` for
-    "natural"; ``decay``, ``contrast``, ``color`` for "smooth_color") or are passed to
+    "natural"; ``milk`` for "clear"; ``decay``, ``contrast``, ``color`` for "smooth_color"; for
+    "natural" and "clear" also ``views`` (transformed copies per step, the objective averaged),
+    ``redirect`` (the share of first steps with redirected ReLU gradients,
+    :mod:`cs_utils.redirected_relu`)) or are passed to
     :func:`optimize_image` (``transforms``, ``regularizers``, ``callback``, ...). ``image_size``
     defaults to the model's native size. Returns ``(image, History)``; the image
     (``(batch, 3, H, W)`` in [0, 1]) is on the model's device.
@@ -198,19 +285,34 @@ def class_visualization(model: nn.Module, target, *, steps: int | None = None, r
     recipe_settings = {k: settings.pop(k) for k in list(settings) if k in names}
     kwargs = make((batch, 3, size, size), generator, device, **recipe_settings)
     output_size = kwargs.pop("output_size", None)
+    redirect = float(kwargs.pop("redirect", 0.0))
     kwargs.update(settings)
     desc = getattr(objective, "name", None)
-    if isinstance(objective, Objective):
-        # every model the objective reads, with batch norm folded in (the same layers, a faster backward)
+    redirect_steps = round(redirect * steps)
+    if isinstance(objective, Objective) and not redirect_steps:
+        # every model the objective reads, with batch norm folded in (the same layers, a faster backward);
+        # redirected gradients change the model's own ReLU modules, so then it runs as it is
         objective = objective.on_networks({key: gradient_network(net, keep=layers)
                                            for key, (net, layers) in objective.models().items()})
-    with evaluating(model):
+    redirecting = redirected_relu_gradients(model) if redirect_steps else contextlib.nullcontext()
+    with evaluating(model), redirecting as redirected:
+        if redirect_steps:
+            kwargs["callback"] = _switch_off_after(redirected, redirect_steps, kwargs.get("callback"))
         image, history = optimize_image(objective, steps=steps, generator=generator, progress=progress,
                                         desc=desc, **kwargs)
     if output_size is not None and tuple(image.shape[-2:]) != tuple(output_size):
         image = torch.nn.functional.interpolate(image, size=output_size, mode="bilinear", align_corners=False,
                                                 antialias=True).clamp(0, 1)
     return image, history
+
+
+def _switch_off_after(redirected, steps: int, callback=None):
+    """A callback for :func:`optimize_image` that turns the redirected gradients off once ``steps``
+    steps are done (then calls ``callback``, if any)."""
+    def switch(step, image, value):
+        redirected.enabled = step + 1 < steps
+        return callback(step, image, value) if callback is not None else False
+    return switch
 
 
 def stretch_contrast(x: torch.Tensor, *, percentile: float = 99.5) -> torch.Tensor:

@@ -153,6 +153,30 @@ class _Stop(Exception):
     pass
 
 
+def _evaluate(objective, x):
+    if isinstance(objective, Objective):
+        value, terms = objective.evaluate(x)
+    else:
+        value, terms = objective(x), {}
+    if not isinstance(value, torch.Tensor) or value.numel() != 1:
+        raise ValueError("the objective must return a scalar tensor (sum or mean over the batch)")
+    return value.reshape(()), terms
+
+
+def _mean_over_views(objective, views):
+    """The objective's value (and tracked terms) averaged over the views a transform returned
+    (one view unless a transform such as :class:`cs_utils.transforms.Views` returns a list)."""
+    if len(views) == 1:
+        return _evaluate(objective, views[0])
+    value, terms = 0, {}
+    for view in views:
+        v, t = _evaluate(objective, view)
+        value = value + v / len(views)
+        for key, term in t.items():
+            terms[key] = terms.get(key, 0) + term / len(views)
+    return value, terms
+
+
 def optimize_image(
     objective: Callable[[torch.Tensor], torch.Tensor],
     init: torch.Tensor | None = None,
@@ -185,7 +209,8 @@ def optimize_image(
     parameterization : ``None`` (raw pixels of ``init``) or an object with ``parameters()`` and
         ``image()``, such as :class:`FourierImage`.
     transforms : callables ``t(x, generator) -> x`` applied, in order, to the image before the
-        objective sees it (random draws come from ``generator``).
+        objective sees it (random draws come from ``generator``). A transform may return a list of
+        views (:class:`cs_utils.transforms.Views`): the objective is then the mean over them.
     regularizers : :class:`Regularizer` objects (penalties, gradient filters, after-step edits).
     clamp : pixel range enforced after every step (raw pixels only; with L-BFGS the objective sees
         the clamped image at every evaluation); ``None`` for no clamping.
@@ -243,13 +268,7 @@ def optimize_image(
                 # so the problem stays smooth for the line search.
                 image = clamp_straight_through(image, *clamp)
             seen = transform(image, generator)
-            if isinstance(objective, Objective):
-                value, terms = objective.evaluate(seen)
-            else:
-                value, terms = objective(seen), {}
-            if not isinstance(value, torch.Tensor) or value.numel() != 1:
-                raise ValueError("the objective must return a scalar tensor (sum or mean over the batch)")
-            value = value.reshape(())
+            value, terms = _mean_over_views(objective, seen if isinstance(seen, list) else [seen])
             for key, term in terms.items():
                 history.record(key, float(term.detach()))
             total = value

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Clamp", "Compose", "Jitter", "Pad", "RandomCrops", "RandomRotate", "RandomScale"]
+__all__ = ["Clamp", "Compose", "Jitter", "Pad", "RandomCrops", "RandomRotate", "RandomScale", "Views"]
 
 
 def _randint(low: int, high: int, generator) -> int:
@@ -168,3 +168,19 @@ class Compose:
         for t in self.transforms:
             x = t(x, generator)
         return x
+
+
+class Views:
+    """``count`` independently transformed copies of the image per step: each view goes through
+    ``transforms`` (in order, with its own random draws) and :func:`cs_utils.optimize_image` averages
+    the objective over the views, so every step's gradient is the mean over ``count`` random jitters,
+    scales and rotations (Lucid's batch of transformed copies) instead of a single one. Returns a
+    list of ``count`` tensors (views of different sizes cannot share a batch)."""
+
+    def __init__(self, count: int, *transforms):
+        if not (isinstance(count, int) and not isinstance(count, bool) and count >= 1):
+            raise ValueError(f"count must be a positive int, got {count!r}")
+        self.count, self.transform = count, Compose(*transforms)
+
+    def __call__(self, x, generator=None):
+        return [self.transform(x, generator) for _ in range(self.count)]

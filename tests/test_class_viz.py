@@ -8,6 +8,7 @@ from cs_utils import objectives
 from cs_utils.class_viz import (
     DEFAULT_RECIPE,
     RECIPES,
+    MilkPenalty,
     class_visualization,
     class_visualization_step,
     stretch_contrast,
@@ -20,6 +21,7 @@ from cs_utils.regularizers import L2Penalty
 
 SMALL_FOURIER = dict(recipe="fourier", pad=2, jitter=1, final_jitter=1, degrees=(-5, 0, 5))
 SMALL_SMOOTH = dict(SMALL_FOURIER, recipe="smooth_color")
+SMALL_CLEAR = dict(SMALL_FOURIER, recipe="clear")
 
 
 @pytest.mark.parametrize("recipe", [dict(recipe="cs231n", lr=100.0, l2=1e-4, jitter=2),
@@ -197,3 +199,63 @@ def test_smooth_color_recipe_keeps_its_colour_spread(tiny_cnn):
     d = torch.einsum("dc,nchw->ndhw", torch.linalg.inv(color_basis()), rgb)
     spread = d.flatten(2).std(dim=2)[0]
     torch.testing.assert_close(spread, torch.tensor([1.0, 0.7, 0.7]), rtol=1e-3, atol=1e-3)
+
+
+def test_clear_recipe_runs_on_a_tiny_model(tiny_cnn, caller_state, hook_count):
+    state = caller_state(tiny_cnn)
+    image, history = class_visualization(tiny_cnn, 2, steps=30, image_size=16, lr=0.2, progress=False,
+                                         generator=torch.Generator().manual_seed(0), **SMALL_CLEAR)
+    assert image.shape == (1, 3, 16, 16) and 0 <= image.min() and image.max() <= 1
+    assert history.steps == 30 and tiny_cnn(image)[0].argmax() == 2
+    # the milk penalty acts: without it the same run leaves more pale speckle
+    free, _ = class_visualization(tiny_cnn, 2, steps=30, image_size=16, lr=0.2, progress=False, milk=0,
+                                  generator=torch.Generator().manual_seed(0), **SMALL_CLEAR)
+    assert MilkPenalty(1.0).penalty(image) < 0.5 * MilkPenalty(1.0).penalty(free)
+    state.assert_unchanged()
+    assert hook_count(tiny_cnn) == 0
+    again, _ = class_visualization(tiny_cnn, 2, steps=30, image_size=16, lr=0.2, progress=False,
+                                   generator=torch.Generator().manual_seed(0), **SMALL_CLEAR)
+    assert torch.equal(image, again)
+
+
+def test_redirected_gradients_in_the_loop_leave_the_model_as_it_was(tiny_cnn, caller_state, hook_count):
+    state = caller_state(tiny_cnn)
+    seen = []
+
+    def callback(step, image, value):
+        seen.append("forward" in vars(tiny_cnn.relu))   # swapped for the whole loop, switched by a flag
+        return False
+
+    image, history = class_visualization(tiny_cnn, 1, steps=6, image_size=10, progress=False, redirect=0.5,
+                                         callback=callback, generator=torch.Generator().manual_seed(0),
+                                         **dict(SMALL_FOURIER, recipe="natural"))
+    assert history.steps == 6 and seen == [True] * 6 and 0 <= image.min() and image.max() <= 1
+    assert "forward" not in vars(tiny_cnn.relu)
+    state.assert_unchanged()
+    assert hook_count(tiny_cnn) == 0
+
+
+def test_milk_penalty_charges_only_pale_speckle():
+    index = torch.arange(16)
+    checker = ((index[:, None] + index[None, :]) % 2).float()      # a checkerboard: the finest pattern
+    white = torch.full((1, 3, 16, 16), 0.9)
+    speckled = white.clone()
+    speckled[0, 0] += 0.05 * checker                       # fine red/cyan speckle on white
+    dark = speckled - 0.5                                  # the same speckle, dark (every channel < 0.5)
+    penalty = MilkPenalty(1.0)
+    assert penalty.penalty(white).item() == pytest.approx(0.0, abs=1e-6)      # clean white: free
+    assert penalty.penalty(dark).item() == pytest.approx(0.0, abs=1e-12)      # speckle, not pale: free
+    assert penalty.penalty(speckled).item() > 1e-3
+    both = torch.cat([speckled, white])
+    assert penalty.penalty(both).item() == pytest.approx(penalty.penalty(speckled).item(), rel=1e-4)
+    assert MilkPenalty(3.0).penalty(speckled).item() == pytest.approx(3 * penalty.penalty(speckled).item())
+    with pytest.raises(ValueError, match="weight must be >= 0"):
+        MilkPenalty(-1.0)
+
+
+def test_milk_penalty_blur_is_the_packages_gaussian_blur():
+    from cs_utils.blur import gaussian_blur
+    from cs_utils.class_viz import _separable_blur
+    x = torch.rand(2, 2, 20, 24, generator=torch.Generator().manual_seed(0))
+    for sigma in (1.0, 2.0):
+        torch.testing.assert_close(_separable_blur(x, sigma), gaussian_blur(x, sigma), atol=1e-6, rtol=0)
