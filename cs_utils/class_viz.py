@@ -4,8 +4,8 @@ Simonyan et al. (2014) maximise the unnormalised score ``s_c(I) - lambda * ||I||
 class ``c`` over the image ``I``; Yosinski et al. (2015) add blur, jitter and clipping;
 Olah et al. (2017) change the parameterisation (a decorrelated Fourier basis) and add
 random transforms, which gives far more natural images; Fel et al. (2023, MACO) fix the
-spectrum's magnitude to that of photos and optimise only its phase. The default recipe here,
-``"natural"``, keeps Olah et al.'s parameterisation but fixes the contrast; ``"clear"`` adds a
+spectrum's magnitude to that of photos and optimise only its phase. The recipe ``"natural"``
+keeps Olah et al.'s parameterisation but fixes the contrast; the default, ``"clear"``, adds a
 penalty on its milky veil (pale areas covered in fine coloured speckle, :class:`MilkPenalty`).
 
 Everything here is a thin layer over :func:`cs_utils.optimize.optimize_image`:
@@ -13,8 +13,8 @@ Everything here is a thin layer over :func:`cs_utils.optimize.optimize_image`:
 * objectives (``x -> loss to minimize``) come from :mod:`cs_utils.objectives`
   (``class_score``, ``channel``, ``neuron``, ``direction``, ...; they add and scale);
 * :func:`class_visualization`: one call with a recipe (:data:`RECIPES`; the default,
-  ``"natural"``, was chosen by measuring clipped pixels, high frequencies and recognition by a
-  second network, and by looking; see ``benchmarks/bench_class_viz.py`` and
+  ``"clear"``, was chosen by measuring clipped pixels, high frequencies, the milky veil, neon
+  colours and recognition by a second network, and by looking; see ``benchmarks/bench_class_viz.py`` and
   :mod:`cs_utils.image_stats`);
 * :func:`class_visualization_step`: one CS231n update written out by hand (an exercise).
 """
@@ -225,12 +225,13 @@ RECIPES = {"clear": _clear, "cs231n": _cs231n, "fourier": _fourier, "maco": _mac
            "smooth_color": _smooth_color}
 #: Each recipe's own number of steps (at 224 px), used when ``steps`` is not given.
 RECIPE_STEPS = {"clear": 256, "cs231n": 200, "fourier": 256, "maco": 256, "natural": 256, "smooth_color": 256}
-#: The recipe :func:`class_visualization` uses by default. "smooth_color" and "clear" keep their
+#: The recipe :func:`class_visualization` uses by default. "clear" and "smooth_color" keep their
 #: class images inside the offline photos' milky share and vivid chroma while Lite2 still ranks
-#: their class first; "smooth_color"'s are grayer, muted and harder to name than "natural"'s (a
-#: bluish daisy, a strawberry hardly red); "clear"'s are darker and more colourful than "natural"'s,
-#: without its milky veil (``benchmarks/bench_class_viz.py``, ``benchmarks/README.md``).
-DEFAULT_RECIPE = "natural"
+#: their class first; "clear"'s are darker and more colourful than "natural"'s, without its milky
+#: veil, and easier to name (a goldfish, monarch wings); "smooth_color"'s are grayer, muted and
+#: harder to name (a bluish daisy, a strawberry hardly red) (``benchmarks/bench_class_viz.py``,
+#: ``benchmarks/README.md``).
+DEFAULT_RECIPE = "clear"
 
 
 def class_visualization(model: nn.Module, target, *, steps: int | None = None, recipe: str = DEFAULT_RECIPE,
@@ -242,12 +243,12 @@ def class_visualization(model: nn.Module, target, *, steps: int | None = None, r
     ``x -> loss to minimise`` (from :mod:`cs_utils.objectives`: ``channel``, ``neuron``,
     ``direction``, ``diversity``, sums of them, ...). ``recipe``:
 
-    * ``"natural"`` (default): a decorrelated-colour Fourier parameterisation whose contrast is
+    * ``"clear"`` (default): "natural" with a penalty on pale areas covered in fine coloured speckle
+      (:class:`MilkPenalty`): no milky veil, clean white kept, darker and more colourful;
+    * ``"natural"``: a decorrelated-colour Fourier parameterisation whose contrast is
       fixed (the whole decorrelated image standardised, then a sigmoid: about 1% of pixels
       clipped, not 20%), random pad, 32-px jitter, scale and rotation at every step, Adam; its
       pale areas carry fine coloured speckle (:func:`cs_utils.milky_share`);
-    * ``"clear"``: "natural" with a penalty on pale areas covered in fine coloured speckle
-      (:class:`MilkPenalty`): no milky veil, clean white kept, darker and more colourful;
     * ``"smooth_color"``: the same with the luminance and colour channels standardised each on
       its own (colour at 0.7 of the luminance's spread) and a colour spectrum decaying faster
       (1/f^2 against 1/f^1.5): no milk and no neon by the numbers, but gray and muted;
@@ -263,7 +264,8 @@ def class_visualization(model: nn.Module, target, *, steps: int | None = None, r
     "natural" and "clear" also ``views`` (transformed copies per step, the objective averaged),
     ``redirect`` (the share of first steps with redirected ReLU gradients,
     :mod:`cs_utils.redirected_relu`)) or are passed to
-    :func:`optimize_image` (``transforms``, ``regularizers``, ``callback``, ...). ``image_size``
+    :func:`optimize_image` (``transforms``, ``callback``, ...; ``regularizers`` are added to the
+    recipe's own). ``image_size``
     defaults to the model's native size. Returns ``(image, History)``; the image
     (``(batch, 3, H, W)`` in [0, 1]) is on the model's device.
 
@@ -286,6 +288,8 @@ def class_visualization(model: nn.Module, target, *, steps: int | None = None, r
     kwargs = make((batch, 3, size, size), generator, device, **recipe_settings)
     output_size = kwargs.pop("output_size", None)
     redirect = float(kwargs.pop("redirect", 0.0))
+    if "regularizers" in settings:          # added to the recipe's own (the clear recipe's MilkPenalty)
+        kwargs["regularizers"] = [*kwargs.get("regularizers", []), *settings.pop("regularizers")]
     kwargs.update(settings)
     desc = getattr(objective, "name", None)
     redirect_steps = round(redirect * steps)

@@ -178,6 +178,24 @@ def test_multifaceted_keep_class_adds_the_class_cross_entropy(tiny_cnn):
         multifaceted_visualization(tiny_cnn, 2, 2, keep_class=-1)
 
 
+def test_facets_keep_the_recipes_regularizers_and_add_the_center_bias(tiny_cnn, monkeypatch):
+    from cs_utils import class_viz
+
+    seen = []
+
+    def recording(objective, **kwargs):
+        seen.append([type(r).__name__ for r in kwargs["regularizers"]])
+        return optimize_image(objective, **kwargs)
+
+    monkeypatch.setattr(class_viz, "optimize_image", recording)
+    settings = dict(steps=2, image_size=12, pad=2, jitter=2, progress=False, diversity_layer="relu")
+    multifaceted_visualization(tiny_cnn, 2, 2, **settings)                      # the clear recipe
+    multifaceted_visualization(tiny_cnn, 2, 2, center_bias=0.5, **settings)
+    multifaceted_visualization(tiny_cnn, 2, 2, recipe="natural", center_bias=0.5, **settings)
+    assert seen == [["MilkPenalty"], ["MilkPenalty", "CenterBias"], ["CenterBias"]]
+    assert DEFAULT_RECIPE == "clear"
+
+
 def test_mean_pairwise_cosine_by_hand():
     model = nn.Sequential(nn.Flatten()).eval()
     model.add_module("pool", nn.Identity())
