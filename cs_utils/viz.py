@@ -55,7 +55,9 @@ def _finish(fig, save):
     return fig
 
 
-def _axes_for(n: int, ax, ncols, panel_size):
+def _axes_for(n: int, ax, ncols, panel_size, *, title_lines: int = 0):
+    """``(figure, axes)`` for ``n`` panels: ``ax`` as given, or a new grid; ``title_lines``: the most lines
+    of a panel's title (each row gets room for them, and the layout keeps titles off the images)."""
     import matplotlib.pyplot as plt
 
     if ax is not None:
@@ -65,8 +67,9 @@ def _axes_for(n: int, ax, ncols, panel_size):
         return axes[0].figure, axes[:n]
     ncols = min(n, ncols or min(n, 8))
     nrows = math.ceil(n / ncols)
-    fig, grid = plt.subplots(nrows, ncols, figsize=(panel_size * ncols, panel_size * nrows + 0.3),
-                             squeeze=False)
+    row_height = panel_size + 0.16 * title_lines
+    fig, grid = plt.subplots(nrows, ncols, figsize=(panel_size * ncols, row_height * nrows + 0.3),
+                             squeeze=False, layout="constrained" if title_lines else None)
     axes = list(grid.ravel())
     for extra in axes[n:]:
         extra.axis("off")
@@ -89,7 +92,8 @@ def show_images(images, titles=None, *, ncols: int | None = None, ax=None, cmap:
         titles = [titles] if isinstance(titles, str) else list(titles)
         if len(titles) != len(arrays):
             raise ValueError(f"got {len(titles)} titles for {len(arrays)} images")
-    fig, axes = _axes_for(len(arrays), ax, ncols, panel_size)
+    lines = max((str(t).count("\n") + 1 for t in titles), default=0) if titles is not None else 0
+    fig, axes = _axes_for(len(arrays), ax, ncols, panel_size, title_lines=lines)
     for i, (a, axis) in enumerate(zip(arrays, axes)):
         if a.ndim == 2:
             axis.imshow(a, cmap=cmap)
