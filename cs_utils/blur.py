@@ -7,17 +7,22 @@
 * ``border="inside"``: each output pixel is the Gaussian-weighted mean of the pixels inside the
   image (no padding value leaks in, a constant image stays constant), for any ``sigma`` up to
   ``math.inf`` (each image's mean color): the start of :func:`cs_utils.evaluation.insertion_curve`.
+
+:func:`mirrored_blur` computes the "reflect" blur as two matrix products, faster with its gradient
+on a CPU: the milky-veil measure (:func:`cs_utils.milky_share`) and its penalty in class
+visualization share it.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 
 import torch
 from torch.nn import functional as F
 
-__all__ = ["BORDERS", "gaussian_blur"]
+__all__ = ["BORDERS", "gaussian_blur", "mirrored_blur"]
 
 BORDERS = ("reflect", "inside")
 
@@ -73,3 +78,33 @@ def _blur_inside(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
     weights = blur(torch.ones(1, 1, height, width, dtype=x.dtype, device=x.device))
     return (blur(x.reshape(-1, 1, height, width)) / weights).view(x.shape)
+
+
+@functools.lru_cache(maxsize=16)
+def _blur_matrix(n: int, sigma: float) -> torch.Tensor:
+    """``(n, n)`` matrix ``M`` with ``x @ M`` = ``x`` blurred along its last axis by a Gaussian of ``sigma``
+    pixels (``2 * ceil(3 * sigma) + 1`` taps, mirrored borders); float64 on the CPU."""
+    radius = min(math.ceil(3 * sigma), n - 1)
+    taps = torch.arange(-radius, radius + 1)
+    kernel = torch.exp(-taps.double() ** 2 / (2 * sigma ** 2))
+    kernel = kernel / kernel.sum()
+    source = torch.arange(n)[:, None] + taps[None, :]                  # (output, tap)
+    source = torch.where(source < 0, -source, source)
+    source = torch.where(source > n - 1, 2 * (n - 1) - source, source)
+    matrix = torch.zeros(n, n, dtype=torch.float64)
+    output = torch.arange(n)[:, None].expand_as(source)
+    matrix.index_put_((source, output), kernel.expand_as(source), accumulate=True)
+    return matrix
+
+
+def mirrored_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Each channel of ``x`` (N, C, H, W) blurred by a Gaussian of ``sigma`` pixels (mirrored borders, as
+    ``gaussian_blur``'s "reflect") as two matrix products, one per axis: on a CPU several times faster,
+    with its gradient, than a convolution of one channel, which matters at every step of an
+    optimisation (the milky-veil measure and its penalty, :class:`cs_utils.class_viz.MilkPenalty`)."""
+    h, w = x.shape[-2:]
+    if min(h, w) < 2:
+        return x
+    rows = _blur_matrix(h, float(sigma)).to(dtype=x.dtype, device=x.device)
+    columns = rows if w == h else _blur_matrix(w, float(sigma)).to(dtype=x.dtype, device=x.device)
+    return rows.T @ (x @ columns)

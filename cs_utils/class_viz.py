@@ -22,14 +22,13 @@ Everything here is a thin layer over :func:`cs_utils.optimize.optimize_image`:
 from __future__ import annotations
 
 import contextlib
-import functools
 import inspect
-import math
 
 import torch
 from torch import nn
 
 from . import objectives, validation
+from .blur import mirrored_blur
 from .engine.folding import gradient_network
 from .hooks import evaluating
 from .image_stats import photo_amplitude_spectrum
@@ -156,35 +155,6 @@ def _smooth_color(shape, generator, device, *, lr=0.05, decay=(1.5, 2.0, 2.0), c
                 transforms=transforms)
 
 
-@functools.lru_cache(maxsize=16)
-def _blur_matrix(n: int, sigma: float) -> torch.Tensor:
-    """``(n, n)`` matrix ``M`` with ``x @ M`` = ``x`` blurred along its last axis by a Gaussian of ``sigma``
-    pixels (``2 * ceil(3 * sigma) + 1`` taps, mirrored borders); float64 on the CPU."""
-    radius = min(math.ceil(3 * sigma), n - 1)
-    taps = torch.arange(-radius, radius + 1)
-    kernel = torch.exp(-taps.double() ** 2 / (2 * sigma ** 2))
-    kernel = kernel / kernel.sum()
-    source = torch.arange(n)[:, None] + taps[None, :]                  # (output, tap)
-    source = torch.where(source < 0, -source, source)
-    source = torch.where(source > n - 1, 2 * (n - 1) - source, source)
-    matrix = torch.zeros(n, n, dtype=torch.float64)
-    output = torch.arange(n)[:, None].expand_as(source)
-    matrix.index_put_((source, output), kernel.expand_as(source), accumulate=True)
-    return matrix
-
-
-def _separable_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Each channel of ``x`` (N, C, H, W) blurred by a Gaussian of ``sigma`` pixels (mirrored borders) as
-    two matrix products, one per axis: on a CPU several times faster, with its gradient, than a
-    convolution of one channel, which matters at every step of an optimisation."""
-    h, w = x.shape[-2:]
-    if min(h, w) < 2:
-        return x
-    rows = _blur_matrix(h, float(sigma)).to(dtype=x.dtype, device=x.device)
-    columns = rows if w == h else _blur_matrix(w, float(sigma)).to(dtype=x.dtype, device=x.device)
-    return rows.T @ (x @ columns)
-
-
 class MilkPenalty(Regularizer):
     """``weight * mean(paleness * speckle)`` over each image's pixels, summed over the batch: the milky
     veil of :func:`cs_utils.image_stats.milky_share` made smooth. ``paleness`` is
@@ -202,8 +172,8 @@ class MilkPenalty(Regularizer):
         rg = x[:, 0] - x[:, 1]
         yb = 0.5 * (x[:, 0] + x[:, 1]) - x[:, 2]
         opponent = torch.stack([rg, yb], dim=1)
-        detail = (opponent - _separable_blur(opponent, 1.0)).pow(2).sum(dim=1, keepdim=True).add(1e-12).sqrt()
-        speckle = _separable_blur(detail, 2.0)[:, 0]
+        detail = (opponent - mirrored_blur(opponent, 1.0)).pow(2).sum(dim=1, keepdim=True).add(1e-12).sqrt()
+        speckle = mirrored_blur(detail, 2.0)[:, 0]
         paleness = torch.relu(x.amin(dim=1) - self.threshold)
         return self.weight * (paleness * speckle).mean(dim=(-2, -1)).sum()
 

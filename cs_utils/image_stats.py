@@ -25,7 +25,6 @@ about 4% and a mean clipped share of about 5% (a few photos have black or white 
 from __future__ import annotations
 
 import functools
-import math
 import numbers
 
 import torch
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import validation
+from .blur import mirrored_blur
 from .hooks import evaluating
 from .validation import model_input, validate_image
 
@@ -119,19 +119,6 @@ def tone_statistics(images: torch.Tensor) -> dict[str, torch.Tensor]:
             "colorfulness": colorfulness(images), "saturation": saturation(images)}
 
 
-def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Each channel of ``x`` (N, C, H, W) blurred by a Gaussian of ``sigma`` pixels (reflected edges)."""
-    radius = max(1, math.ceil(3 * sigma))
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    kernel = torch.exp(-t ** 2 / (2 * sigma ** 2))
-    kernel = kernel / kernel.sum()
-    c = x.shape[1]
-    x = F.pad(x, (radius, radius, 0, 0), mode="reflect")
-    x = F.conv2d(x, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    x = F.pad(x, (0, 0, radius, radius), mode="reflect")
-    return F.conv2d(x, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-
-
 def milky_share(images: torch.Tensor, *, pale: float = 0.5, speckle: float = 0.02) -> torch.Tensor:
     """For each image, the share of its pixels that are pale (every channel above ``pale``) and lie in
     fine colored speckle: shape ``(N,)``, in [0, 1]. The milky veil of class visualizations.
@@ -152,8 +139,8 @@ def milky_share(images: torch.Tensor, *, pale: float = 0.5, speckle: float = 0.0
     rg = x[:, 0] - x[:, 1]
     yb = 0.5 * (x[:, 0] + x[:, 1]) - x[:, 2]
     opponent = torch.stack([rg, yb], dim=1)
-    detail = (opponent - _gaussian_blur(opponent, 1.0)).pow(2).sum(dim=1, keepdim=True).sqrt()
-    speckled = _gaussian_blur(detail, 2.0)[:, 0] > speckle
+    detail = (opponent - mirrored_blur(opponent, 1.0)).pow(2).sum(dim=1, keepdim=True).sqrt()
+    speckled = mirrored_blur(detail, 2.0)[:, 0] > speckle
     milky = (x.amin(dim=1) > pale) & speckled
     return milky.flatten(1).double().mean(dim=1).float().cpu()
 

@@ -256,7 +256,7 @@ def test_milk_penalty_charges_only_pale_speckle():
 
 def test_milk_penalty_blur_is_the_packages_gaussian_blur():
     from cs_utils.blur import gaussian_blur
-    from cs_utils.class_viz import _separable_blur
+    from cs_utils.blur import mirrored_blur as _separable_blur
     x = torch.rand(2, 2, 20, 24, generator=torch.Generator().manual_seed(0))
     for sigma in (1.0, 2.0):
         torch.testing.assert_close(_separable_blur(x, sigma), gaussian_blur(x, sigma), atol=1e-6, rtol=0)
