@@ -24,7 +24,7 @@ from torch import nn
 
 from . import objectives, validation
 from .activating_patches import crop_patches, top_activations
-from .class_viz import class_visualization
+from .class_viz import DEFAULT_RECIPE, RECIPE_STEPS, class_visualization
 from .hooks import evaluating, extract_features
 from .objectives import Objective
 from .receptive_fields import receptive_field
@@ -34,6 +34,7 @@ from .validation import model_input, validate_image
 __all__ = [
     "DIVERSITY",
     "DIVERSITY_LAYER",
+    "DIVERSITY_SHARE",
     "KEEP_CLASS",
     "LayerTour",
     "layer_tour",
@@ -46,18 +47,26 @@ DIVERSITY_LAYER = "blocks.12"
 #: The diversity term's default weight, and that of the class's cross-entropy for a class target:
 #: the diversity term alone pushes facets into other classes, the cross-entropy keeps them in the
 #: class (the measurement is in notebook 03 and ``benchmarks/README.md``).
-DIVERSITY = 150.0
+#: The term acts for the first ``DIVERSITY_SHARE`` of the steps only: it sets each facet's layout early,
+#: then every facet is refined on the class alone (at 160 px, 256 steps on seven classes: 28 of 28
+#: facets in Lite2's top 3 with the term at 300 for half the steps, against 24 of 28 in the top 5 with
+#: 150 throughout, some at ranks 14-17; 300 throughout or 600 for half pushed facets to ranks 36-354).
+DIVERSITY = 300.0
+DIVERSITY_SHARE = 0.5
 KEEP_CLASS = 10.0
 
 
 def multifaceted_visualization(model: nn.Module, target, facets: int = 4, *, diversity: float = DIVERSITY,
-                               diversity_layer: str = DIVERSITY_LAYER, keep_class: float = KEEP_CLASS,
-                               center_bias: float = 0.0, generator: torch.Generator | None = None,
-                               **settings):
+                               diversity_layer: str = DIVERSITY_LAYER,
+                               diversity_share: float = DIVERSITY_SHARE, keep_class: float = KEEP_CLASS,
+                               center_bias: float = 0.0,
+                               generator: torch.Generator | None = None, **settings):
     """``facets`` images that each maximise ``target`` (a class index or an objective) for ``model``
     and differ from each other: the objective is ``target + diversity * diversity_term``, with the
     mean pairwise similarity of the images' Gram matrices at ``diversity_layer`` as the term
-    (``diversity=0``: the same batch without it).
+    (``diversity=0``: the same batch without it). The term acts during the first ``diversity_share``
+    of the steps (1: all of them); the rest refine each facet on ``target`` alone, so a facet the
+    term pushed towards another class comes back while keeping its own layout.
 
     For a class index, ``keep_class`` times the class's cross-entropy is added too: the diversity
     term alone can push a facet into another class (its score stays high while another's rises
@@ -71,6 +80,10 @@ def multifaceted_visualization(model: nn.Module, target, facets: int = 4, *, div
     for name, value in (("diversity", diversity), ("keep_class", keep_class), ("center_bias", center_bias)):
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or value < 0:
             raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+    if isinstance(diversity_share, bool) or not isinstance(diversity_share, numbers.Real) \
+            or not 0 <= diversity_share <= 1:
+        raise ValueError(f"diversity_share must be a number in [0, 1] (the share of the steps with the "
+                         f"diversity term), got {diversity_share!r}")
     if "batch" in settings:
         raise TypeError("give the number of images as facets=..., not batch=...")
     if isinstance(target, Objective):
@@ -79,7 +92,14 @@ def multifaceted_visualization(model: nn.Module, target, facets: int = 4, *, div
         goal = objectives.class_score(model, target)
         if keep_class:
             goal = goal + keep_class * objectives.cross_entropy(model, target)
-    objective = goal + diversity * objectives.diversity(model, diversity_layer) if diversity else goal
+    steps = settings.get("steps") or RECIPE_STEPS[settings.get("recipe", DEFAULT_RECIPE)]
+    on_steps = round(diversity_share * steps) if diversity else 0
+    objective = goal
+    if on_steps:
+        term = objectives.diversity(model, diversity_layer)
+        if on_steps < steps:
+            term, settings["callback"] = _for_first_steps(term, on_steps, settings.get("callback"))
+        objective = goal + diversity * term
     regularizers = list(settings.pop("regularizers", []))
     if center_bias:
         regularizers.append(CenterBias(center_bias))
@@ -87,16 +107,41 @@ def multifaceted_visualization(model: nn.Module, target, facets: int = 4, *, div
                                regularizers=regularizers, **settings)
 
 
-def mean_pairwise_cosine(model: nn.Module, images: torch.Tensor, layer: str = "pool") -> float:
+def _for_first_steps(term: Objective, steps: int, callback=None):
+    """``(objective, callback)``: ``term`` while fewer than ``steps`` steps are done, zero after (not
+    evaluated); the callback for :func:`cs_utils.optimize.optimize_image` counts the steps (then calls
+    ``callback``, if any)."""
+    state = {"on": True}
+
+    def value(features):
+        return term.fn(features) if state["on"] else features[term.layers[0]].new_zeros(())
+
+    def count(step, image, objective_value):
+        state["on"] = step + 1 < steps
+        return callback(step, image, objective_value) if callback is not None else False
+
+    return Objective(value, term.name, model=term.model, layers=term.layers), count
+
+
+def mean_pairwise_cosine(model: nn.Module, images: torch.Tensor, layer: str = "pool", *,
+                         gram: bool = False) -> float:
     """The mean cosine similarity over all pairs of ``images`` of their ``layer`` features (default the
-    penultimate ``pool`` features): 1 when the network sees them all alike."""
+    penultimate ``pool`` features): 1 when the network sees them all alike. ``gram=True`` compares
+    the layer's Gram matrices (channels x channels, positions summed out) instead: what the diversity
+    term of :func:`multifaceted_visualization` measures at :data:`DIVERSITY_LAYER`."""
     x = model_input(model, images, "images")
     if x.shape[0] < 2:
         raise ValueError(f"mean_pairwise_cosine needs at least 2 images, got {x.shape[0]}")
     validation.validate_layer(model, layer)
     with torch.no_grad(), evaluating(model):
-        features = extract_features(model, x, [layer])[layer].flatten(1).float()
-    unit = F.normalize(features, dim=1)
+        features = extract_features(model, x, [layer])[layer].float()
+    if gram:
+        if features.dim() != 4:
+            raise ValueError(f"gram=True needs a spatial layer (N, C, H, W); {layer!r} gives "
+                             f"{tuple(features.shape)}")
+        flat = features.flatten(2)
+        features = flat @ flat.transpose(1, 2)
+    unit = F.normalize(features.flatten(1), dim=1)
     similarity = unit @ unit.T
     off_diagonal = ~torch.eye(len(unit), dtype=torch.bool, device=unit.device)
     return float(similarity[off_diagonal].mean())

@@ -208,6 +208,64 @@ def test_mean_pairwise_cosine_by_hand():
         mean_pairwise_cosine(model, x[:1], "pool")
 
 
+def test_mean_pairwise_cosine_of_gram_matrices_by_hand(tiny_cnn):
+    model = nn.Sequential()
+    model.add_module("feat", nn.Identity())
+    x = torch.zeros(3, 3, 2, 2)
+    x[0, 0, 0, 0] = 1.0             # Gram e00
+    x[1, 1, 1, 1] = 1.0             # Gram e11
+    x[2, :2, 0, 1] = 1.0            # Gram with ones on the top-left 2 x 2: cosines (0, 1/2, 1/2)
+    assert mean_pairwise_cosine(model, x, "feat", gram=True) == pytest.approx(1 / 3, rel=1e-6)
+    # the positions are summed out: the same channels at other pixels give the same Gram matrices
+    moved = x.roll(1, dims=-1)
+    assert mean_pairwise_cosine(model, moved, "feat", gram=True) == pytest.approx(1 / 3, rel=1e-6)
+    assert mean_pairwise_cosine(model, x, "feat") == pytest.approx(0.0, abs=1e-7)   # no shared pixel
+    # what the diversity term measures
+    images = torch.rand(4, 3, 12, 12, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        term = objectives.diversity(tiny_cnn.eval(), "relu")(images)
+    assert mean_pairwise_cosine(tiny_cnn, images, "relu", gram=True) == pytest.approx(float(term), rel=1e-5)
+    with pytest.raises(ValueError, match="needs a spatial layer"):
+        mean_pairwise_cosine(nn.Sequential(nn.Flatten()), x, "0", gram=True)
+
+
+def test_the_diversity_term_acts_for_its_share_of_the_steps(tiny_cnn, monkeypatch):
+    from cs_utils import feature_viz
+
+    settings = dict(steps=6, image_size=12, recipe="natural", pad=2, jitter=2, progress=False,
+                    diversity=5.0, diversity_layer="relu")
+    seed = lambda: torch.Generator().manual_seed(2)  # noqa: E731
+    goal = (objectives.class_score(tiny_cnn, 2)
+            + feature_viz.KEEP_CLASS * objectives.cross_entropy(tiny_cnn, 2))
+    throughout, _ = multifaceted_visualization(tiny_cnn, 2, 3, diversity_share=1.0, generator=seed(),
+                                               **settings)
+    by_hand, _ = class_visualization(tiny_cnn, goal + 5.0 * objectives.diversity(tiny_cnn, "relu"), batch=3,
+                                     generator=seed(), **{k: settings[k] for k in list(settings)[:6]})
+    assert torch.equal(throughout, by_hand)
+    never, _ = multifaceted_visualization(tiny_cnn, 2, 3, diversity_share=0.0, generator=seed(), **settings)
+    plain, _ = multifaceted_visualization(tiny_cnn, 2, 3, generator=seed(), **{**settings, "diversity": 0})
+    assert torch.equal(never, plain)
+    half, _ = multifaceted_visualization(tiny_cnn, 2, 3, diversity_share=0.5, generator=seed(), **settings)
+    assert not torch.equal(half, plain) and not torch.equal(half, throughout)
+    # the term is evaluated at the first round(0.5 * 6) = 3 steps only, and the caller's callback still runs
+    calls, steps_seen = [], []
+    real = objectives.diversity
+
+    def counted(model, layer, **kwargs):
+        term = real(model, layer, **kwargs)
+        return objectives.Objective(lambda f: calls.append(1) or term.fn(f), term.name, model=term.model,
+                                    layers=term.layers)
+
+    monkeypatch.setattr(feature_viz.objectives, "diversity", counted)
+    again, _ = multifaceted_visualization(tiny_cnn, 2, 3, diversity_share=0.5, generator=seed(),
+                                          callback=lambda step, image, value: steps_seen.append(step),
+                                          **settings)
+    assert len(calls) == 3 and steps_seen == list(range(6)) and torch.equal(again, half)
+    for bad in (-0.1, 1.5, True, "half"):
+        with pytest.raises(ValueError, match="diversity_share must be a number in"):
+            multifaceted_visualization(tiny_cnn, 2, 2, diversity_share=bad)
+
+
 def test_layer_tour_shapes_and_contract(tiny_cnn, caller_state, hook_count):
     photos = torch.rand(5, 3, 12, 12, generator=torch.Generator().manual_seed(0))
     state = caller_state(tiny_cnn, photos)
