@@ -34,9 +34,9 @@ SETTINGS = dict(channels=(12, 24, 48), num_residual=3, outer_kernel=9, batch_siz
 #: uninterrupted one), trained as long as the batch-norm twin for the side-by-side comparison.
 NETWORKS = {
     "starry_night_500": (("starry_night",), "instance", 500, 0, "starry_night"),
-    "starry_night": (("starry_night",), "instance", 1000, 0, "starry_night"),
+    "starry_night": (("starry_night",), "instance", 6000, 0, "starry_night"),
     "starry_night_batchnorm": (("starry_night",), "batch", 500, 0, "starry_night_batchnorm"),
-    "four_styles": (STYLE_NAMES, "conditional", 2400, 0, "four_styles"),
+    "four_styles": (STYLE_NAMES, "conditional", 6000, 0, "four_styles"),
 }
 
 REFERENCE_FILE = FAST_STYLE_DIR / "reference.pt"
