@@ -92,7 +92,8 @@ def multifaceted_visualization(model: nn.Module, target, facets: int = 4, *, div
         goal = objectives.class_score(model, target)
         if keep_class:
             goal = goal + keep_class * objectives.cross_entropy(model, target)
-    steps = settings.get("steps") or RECIPE_STEPS[settings.get("recipe", DEFAULT_RECIPE)]
+    # (an unknown recipe counts 0 steps here; class_visualization then says which recipes exist)
+    steps = settings.get("steps") or RECIPE_STEPS.get(settings.get("recipe", DEFAULT_RECIPE), 0)
     on_steps = round(diversity_share * steps) if diversity else 0
     objective = goal
     if on_steps:

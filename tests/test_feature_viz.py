@@ -264,6 +264,8 @@ def test_the_diversity_term_acts_for_its_share_of_the_steps(tiny_cnn, monkeypatc
     for bad in (-0.1, 1.5, True, "half"):
         with pytest.raises(ValueError, match="diversity_share must be a number in"):
             multifaceted_visualization(tiny_cnn, 2, 2, diversity_share=bad)
+    with pytest.raises(ValueError, match="unknown recipe 'lucid'; choose one of"):
+        multifaceted_visualization(tiny_cnn, 2, 2, recipe="lucid")
 
 
 def test_layer_tour_shapes_and_contract(tiny_cnn, caller_state, hook_count):
