@@ -33,7 +33,7 @@ from .engine.folding import gradient_network
 from .hooks import evaluating
 from .image_stats import photo_amplitude_spectrum
 from .objectives import Objective
-from .optimize import optimize_image
+from .optimize import optimize_image, switch_off_after
 from .parameterizations import FourierImage, SpectralPhaseImage, color_basis
 from .redirected_relu import redirected_relu_gradients
 from .regularizers import GaussianBlur, L2Penalty, Regularizer
@@ -271,22 +271,13 @@ def class_visualization(model: nn.Module, target, *, steps: int | None = None, r
     redirecting = redirected_relu_gradients(model) if redirect_steps else contextlib.nullcontext()
     with evaluating(model), redirecting as redirected:
         if redirect_steps:
-            kwargs["callback"] = _switch_off_after(redirected, redirect_steps, kwargs.get("callback"))
+            kwargs["callback"] = switch_off_after(redirected, redirect_steps, kwargs.get("callback"))
         image, history = optimize_image(objective, steps=steps, generator=generator, progress=progress,
                                         desc=desc, **kwargs)
     if output_size is not None and tuple(image.shape[-2:]) != tuple(output_size):
         image = torch.nn.functional.interpolate(image, size=output_size, mode="bilinear", align_corners=False,
                                                 antialias=True).clamp(0, 1)
     return image, history
-
-
-def _switch_off_after(redirected, steps: int, callback=None):
-    """A callback for :func:`optimize_image` that turns the redirected gradients off once ``steps``
-    steps are done (then calls ``callback``, if any)."""
-    def switch(step, image, value):
-        redirected.enabled = step + 1 < steps
-        return callback(step, image, value) if callback is not None else False
-    return switch
 
 
 def stretch_contrast(x: torch.Tensor, *, percentile: float = 99.5) -> torch.Tensor:

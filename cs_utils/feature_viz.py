@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,7 @@ from .activating_patches import crop_patches, top_activations
 from .class_viz import DEFAULT_RECIPE, RECIPE_STEPS, class_visualization
 from .hooks import evaluating, extract_features
 from .objectives import Objective
+from .optimize import switch_off_after
 from .receptive_fields import receptive_field
 from .regularizers import CenterBias
 from .validation import model_input, validate_image
@@ -110,18 +112,14 @@ def multifaceted_visualization(model: nn.Module, target, facets: int = 4, *, div
 
 def _for_first_steps(term: Objective, steps: int, callback=None):
     """``(objective, callback)``: ``term`` while fewer than ``steps`` steps are done, zero after (not
-    evaluated); the callback for :func:`cs_utils.optimize.optimize_image` counts the steps (then calls
-    ``callback``, if any)."""
-    state = {"on": True}
+    evaluated); the callback (:func:`cs_utils.optimize.switch_off_after`) counts the steps."""
+    switch = SimpleNamespace(enabled=True)
 
     def value(features):
-        return term.fn(features) if state["on"] else features[term.layers[0]].new_zeros(())
+        return term.fn(features) if switch.enabled else features[term.layers[0]].new_zeros(())
 
-    def count(step, image, objective_value):
-        state["on"] = step + 1 < steps
-        return callback(step, image, objective_value) if callback is not None else False
-
-    return Objective(value, term.name, model=term.model, layers=term.layers), count
+    return (Objective(value, term.name, model=term.model, layers=term.layers),
+            switch_off_after(switch, steps, callback))
 
 
 def mean_pairwise_cosine(model: nn.Module, images: torch.Tensor, layer: str = "pool", *,
@@ -135,14 +133,10 @@ def mean_pairwise_cosine(model: nn.Module, images: torch.Tensor, layer: str = "p
         raise ValueError(f"mean_pairwise_cosine needs at least 2 images, got {x.shape[0]}")
     validation.validate_layer(model, layer)
     with torch.no_grad(), evaluating(model):
-        features = extract_features(model, x, [layer])[layer].float()
-    if gram:
-        if features.dim() != 4:
-            raise ValueError(f"gram=True needs a spatial layer (N, C, H, W); {layer!r} gives "
-                             f"{tuple(features.shape)}")
-        flat = features.flatten(2)
-        features = flat @ flat.transpose(1, 2)
-    unit = F.normalize(features.flatten(1), dim=1)
+        if gram:                  # the diversity term's value is this mean
+            return float(objectives.diversity(model, layer)(x))
+        features = extract_features(model, x, [layer])[layer].flatten(1).float()
+    unit = F.normalize(features, dim=1)
     similarity = unit @ unit.T
     off_diagonal = ~torch.eye(len(unit), dtype=torch.bool, device=unit.device)
     return float(similarity[off_diagonal].mean())

@@ -56,6 +56,7 @@ __all__ = [
     "NormalizedGradientDescent",
     "normalized_direction",
     "optimize_image",
+    "switch_off_after",
 ]
 
 
@@ -344,3 +345,12 @@ def optimize_image(
         image = image.to(init.device)
     return image, history
 
+
+def switch_off_after(switch, steps: int, callback=None):
+    """A ``callback`` for :func:`optimize_image` that sets ``switch.enabled`` to False once ``steps``
+    steps are done (True before), then calls ``callback``, if any: a term or a gradient rule that
+    acts during the first steps only (redirected ReLU gradients, the facets' diversity term)."""
+    def switch_step(step, image, value):
+        switch.enabled = step + 1 < steps
+        return callback(step, image, value) if callback is not None else False
+    return switch_step
