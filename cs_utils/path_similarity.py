@@ -380,7 +380,7 @@ def plot_path_similarity(results: dict, *, ax=None, title: str | None = None):
         raise TypeError("results must be a non-empty dict {name: PathSimilarity}, e.g. the output of "
                         "path_similarity_controls(...)")
     if ax is None:
-        fig, ax = plt.subplots(figsize=(7, 3.5))
+        fig, ax = plt.subplots(figsize=(8.5, 3.5))
     else:
         fig = ax.figure
     layers = next(iter(results.values())).layers
@@ -394,6 +394,6 @@ def plot_path_similarity(results: dict, *, ax=None, title: str | None = None):
     ax.set_ylim(-0.03, 1.03)
     ax.set_ylabel("share of other photos farther")
     ax.set_title(title or "Does the network process it like photos of the class?")
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))   # beside: no line hidden
     fig.tight_layout()
     return fig
