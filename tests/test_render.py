@@ -1,3 +1,4 @@
+import re
 import shutil
 from pathlib import Path
 
@@ -50,17 +51,18 @@ def test_nbval_runs_a_notebook_against_the_package(tmp_path):
     shutil.copytree(Path(__file__).parent / "ipython" / "profile_default" / "startup",
                     ipython_dir / "profile_default" / "startup")
     env = dict(os.environ, CS_UTILS_FAST="1", IPYTHONDIR=str(ipython_dir))
-    base = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
-            "--rootdir", str(tmp_path)]
-    ok = subprocess.run(base + [str(tmp_path / "ok.ipynb")], capture_output=True, text=True,
-                        env=env, timeout=300, cwd=tmp_path)
-    assert ok.returncode == 0 and "2 passed" in ok.stdout, ok.stdout + ok.stderr
-    bad = subprocess.run(base + [str(tmp_path / "bad.ipynb")], capture_output=True, text=True,
-                         env=env, timeout=300, cwd=tmp_path)
-    assert bad.returncode == 1 and "out of range" in bad.stdout, bad.stdout
-    online = subprocess.run(base + [str(tmp_path / "online.ipynb")], capture_output=True, text=True,
-                            env=env, timeout=300, cwd=tmp_path)
-    assert online.returncode == 1 and "SocketConnectBlockedError" in online.stdout, online.stdout
+    command = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "--nbval-lax",
+               "--rootdir", str(tmp_path)] + [str(tmp_path / f"{n}.ipynb") for n in ("ok", "bad", "online")]
+    run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    # pytest -v names an item "ok::ipynb::Cell 0" (nbval's quirk), the failures "ok.ipynb::Cell 0"
+    outcomes = {f"{name}.ipynb::Cell {cell}": outcome for name, cell, outcome in
+                re.findall(r"^(\w+)::ipynb::Cell (\d+) (PASSED|FAILED)", run.stdout, re.MULTILINE)}
+    assert run.returncode == 1 and outcomes == {
+        "ok.ipynb::Cell 0": "PASSED", "ok.ipynb::Cell 1": "PASSED",
+        "bad.ipynb::Cell 0": "FAILED", "online.ipynb::Cell 0": "FAILED"}, run.stdout + run.stderr
+    failures = run.stdout.split("= FAILURES =", 1)[-1]
+    assert "out of range" in failures.split("online.ipynb", 1)[0], run.stdout
+    assert "SocketConnectBlockedError" in failures.split("online.ipynb", 1)[1], run.stdout
 
 
 def test_parallel_kernels_run_at_once_with_their_share_of_threads(tmp_path):
