@@ -38,6 +38,7 @@ from .feature_viz import layer_tour, mean_pairwise_cosine, multifaceted_visualiz
 from .hooks import capture_activations, extract_features, layer_names
 from .image import load_image
 from .image_stats import (
+    border_detail_ratio,
     chroma_high_frequency_share,
     class_ranks,
     clipped_share,
@@ -117,7 +118,7 @@ __all__ = [
     "content_loss", "gram_matrix", "style_loss", "tv_loss",
     "STYLE_LAYERS", "load_style", "style_images", "style_targets",
     "mix_styles", "style_distance", "style_transfer", "synthesize_texture", "normalized_layer_weights",
-    "tone_statistics",
+    "tone_statistics", "border_detail_ratio",
     "copy_fraction", "efros_leung", "load_texture",
     # 06: fast style transfer
     "HELD_OUT_PHOTOS", "ConditionalInstanceNorm", "TransformerNet", "instance_norm", "load_fast_style",

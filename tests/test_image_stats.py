@@ -6,6 +6,7 @@ from models_by_hand import linear_model
 
 from cs_utils.image_stats import (
     amplitude_spectrum,
+    border_detail_ratio,
     brightness,
     chroma_high_frequency_share,
     class_ranks,
@@ -70,6 +71,21 @@ def _ycbcr_image(luma, cb, cr):
     b = luma + cb / 0.564
     g = (luma - 0.299 * r - 0.114 * b) / 0.587
     return torch.stack([r, g, b])[None].float()
+
+
+def test_border_detail_ratio_by_hand():
+    d = 0.1
+    sign = (-1.0) ** (torch.arange(20)[:, None] + torch.arange(20)[None, :])
+    board = 0.5 + d * sign                     # a checkerboard: Laplacian -8 d s inside
+    dotted = board.clone()
+    dotted[:, -1] = 0.5 + 3 * d * sign[:, -1]   # a louder dotted last column
+    images = torch.stack([board, dotted])[:, None].expand(-1, 3, -1, -1)
+    # board: a border pixel repeats itself once, -6 d s (corners -4 d s): median 36 d^2 over 64 d^2;
+    # dotted: its last column -16 d s (corners -10 d s): median 256 d^2 over 64 d^2
+    torch.testing.assert_close(border_detail_ratio(images), torch.tensor([36 / 64, 256 / 64]))
+    assert border_detail_ratio(images.transpose(-1, -2))[1].item() == pytest.approx(4.0)   # a dotted row
+    with pytest.raises(ValueError, match="no interior 10 px"):
+        border_detail_ratio(images, interior=10)
 
 
 def test_chroma_high_frequency_share_by_hand():

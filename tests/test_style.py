@@ -103,7 +103,7 @@ def test_style_transfer_objective_is_the_documented_sum(tiny_cnn):
     # the unweighted first recipe: normalize=False and no moments
     content, style = images(3)
     _, history = style_transfer(tiny_cnn, content, style, style_layers=["conv"], content_layer="relu",
-                                style_weight=7.0, content_weight=3.0, tv_weight=0.5, steps=1, pad=0,
+                                style_weight=7.0, content_weight=3.0, tv_weight=0.5, steps=1, pad=0, margin=0,
                                 normalize=False, moment_weight=0.0,
                                 optimizer="adam", init="noise", generator=torch.Generator().manual_seed(0),
                                 progress=False)
@@ -122,8 +122,8 @@ def test_style_transfer_default_objective_is_the_documented_sum_of_relative_erro
     content, style = images(3)
     _, history = style_transfer(tiny_cnn, content, style, style_layers=["conv", "relu"], content_layer="relu",
                                 style_weight=7.0, content_weight=3.0, tv_weight=0.5, moment_weight=0.25,
-                                layer_weights=[1.0, 2.0], steps=1, pad=0, optimizer="adam", init="noise",
-                                generator=torch.Generator().manual_seed(0), progress=False)
+                                layer_weights=[1.0, 2.0], steps=1, pad=0, margin=0, optimizer="adam",
+                                init="noise", generator=torch.Generator().manual_seed(0), progress=False)
     x = (0.5 + 0.1 * torch.randn(1, 3, 12, 12, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
 
     def moments(f):                     # channel means and standard deviations, written out
@@ -151,6 +151,31 @@ def test_style_transfer_default_objective_is_the_documented_sum_of_relative_erro
     _, plain = style_transfer(tiny_cnn, content, style, style_layers=["conv"], content_layer="relu",
                               moment_weight=0, steps=1, progress=False)
     assert "moments" not in plain.extra
+
+
+def test_the_margin_is_mirrored_content_optimised_with_the_image_and_cropped(tiny_cnn):
+    content, style = images(3)
+    kwargs = dict(style_layers=["conv"], content_layer="relu", tv_weight=0.0, normalize=False,
+                  moment_weight=0.0, progress=False)
+    # a step of size 0: the centre of the canvas is the content, exactly
+    same, _ = style_transfer(tiny_cnn, content, style, steps=1, optimizer="adam", lr=0.0, margin=4, **kwargs)
+    assert torch.equal(same, content)
+    # from noise: the canvas is 12 + 2 * 4 px of noise, and the losses cover all of it
+    canvas = (0.5 + 0.1 * torch.randn(1, 3, 20, 20, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    mirrored = torch.nn.ReflectionPad2d(4)(content)
+    image, history = style_transfer(tiny_cnn, content, style, steps=1, margin=4, optimizer="adam", lr=0.01,
+                                    init="noise", generator=torch.Generator().manual_seed(0), **kwargs)
+    with torch.no_grad():
+        style_part = (cs_utils.gram_matrix(tiny_cnn.conv(canvas))
+                      - cs_utils.gram_matrix(tiny_cnn.conv(style))).pow(2).mean()
+        content_part = (tiny_cnn.conv(canvas).relu() - tiny_cnn.conv(mirrored).relu()).pow(2).mean()
+    assert history.extra["style"][0] == pytest.approx(float(style_part), rel=1e-5)
+    assert history.extra["content"][0] == pytest.approx(float(content_part), rel=1e-5)
+    assert image.shape == content.shape
+    # one Adam step moves every pixel by about lr: the result is the canvas' centre after it
+    assert (image - canvas[..., 4:16, 4:16]).abs().max() <= 0.0101
+    with pytest.raises(ValueError, match="margin must be an int >= 0"):
+        style_transfer(tiny_cnn, content, style, margin=-1, **kwargs)
 
 
 def test_channel_moments_by_hand():
@@ -363,7 +388,7 @@ def test_style_distance_is_the_style_loss_of_the_image(tiny_cnn, caller_state):
 def test_padding_mirrors_the_borders_before_the_network(tiny_cnn):
     content, style = images(12)
     _, history = style_transfer(tiny_cnn, content, style, style_layers=["conv"], content_layer="relu",
-                                tv_weight=0.0, steps=1, pad=3, optimizer="adam", init="noise",
+                                tv_weight=0.0, steps=1, pad=3, margin=0, optimizer="adam", init="noise",
                                 normalize=False, moment_weight=0.0,   # the plain errors, written out below
                                 generator=torch.Generator().manual_seed(0), progress=False)
     x = (0.5 + 0.1 * torch.randn(1, 3, 12, 12, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
