@@ -45,6 +45,7 @@ from .image_stats import (
     high_frequency_share,
     milky_share,
     photo_statistics,
+    streak_share,
     tone_statistics,
     vivid_chroma,
 )
@@ -108,7 +109,7 @@ __all__ = [
     "class_visualization", "class_visualization_step", "class_ranks", "stretch_contrast",
     "optimize_image", "L2Penalty",
     "chroma_high_frequency_share", "clipped_share", "high_frequency_share", "photo_statistics", "milky_share",
-    "vivid_chroma",
+    "vivid_chroma", "streak_share",
     "class_path_similarity", "path_similarity_controls", "plot_path_similarity",
     "multifaceted_visualization", "mean_pairwise_cosine", "layer_tour",
     "fooling_step", "fooling_image", "fgsm", "pgd", "difference_image", "reload_as_png",

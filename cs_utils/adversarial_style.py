@@ -21,11 +21,15 @@ painting shrunk to the crop size teaches the stylizer a fine pattern of colored 
 :func:`discriminator_loss`, :func:`generator_adversarial_loss` and
 :func:`discriminator_accuracy` work on the discriminator's patch logits (a list of them per scale);
 :func:`train_adversarial_stylizer` trains both networks (seeded) and returns an
-:class:`AdversarialHistory`; :func:`save_stylizer` / :func:`load_stylizer` keep float16 weights.
+:class:`AdversarialHistory`; it can return an exponential moving average of the stylizer's weights over
+its last steps (:func:`update_average`) instead of its last weights, which paints fewer horizontal
+streaks (:func:`cs_utils.image_stats.streak_share` measures them); :func:`save_stylizer` /
+:func:`load_stylizer` keep float16 weights.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +57,7 @@ __all__ = [
     "style_crops",
     "train_adversarial_stylizer",
     "transformed_image_loss",
+    "update_average",
 ]
 
 
@@ -225,6 +230,19 @@ class MultiScaleDiscriminator(nn.Module):
 
 # --------------------------------------------------------------------------- training
 
+@torch.no_grad()
+def update_average(average: nn.Module, net: nn.Module, decay: float) -> None:
+    """One step of an exponential moving average of ``net``'s weights, in place:
+    ``a <- decay * a + (1 - decay) * w`` for each parameter (buffers are copied). ``average`` must have
+    ``net``'s architecture; ``decay`` in [0, 1] (0: a copy of ``net``, 1: unchanged)."""
+    if not 0.0 <= decay <= 1.0:
+        raise ValueError(f"decay must be in [0, 1], got {decay!r}")
+    for a, w in zip(average.parameters(), net.parameters(), strict=True):
+        a.mul_(decay).add_(w.detach(), alpha=1.0 - decay)
+    for a, w in zip(average.buffers(), net.buffers(), strict=True):
+        a.copy_(w)
+
+
 @dataclass
 class AdversarialHistory(History):
     """Per step: the stylizer's total ``loss`` and its terms ``adversarial``, ``content`` (style-aware)
@@ -266,7 +284,8 @@ def train_adversarial_stylizer(style: torch.Tensor, photos, *, steps: int = 600,
                                content_weight: float = 100.0, transformed_weight: float = 100.0,
                                pool: int = 10, style_side: int | None = None,
                                style_scale: float | None = None, disc_scales: int = 1,
-                               disc_antialias: bool | str = False, seed: int = 0, progress: bool = True
+                               disc_antialias: bool | str = False, ema_decay: float | None = None,
+                               seed: int = 0, progress: bool = True
                                ) -> tuple[Stylizer, nn.Module, AdversarialHistory]:
     """Train a :class:`Stylizer` against a :class:`PatchDiscriminator` (Adam, betas (0.5, 0.999)).
 
@@ -279,7 +298,10 @@ def train_adversarial_stylizer(style: torch.Tensor, photos, *, steps: int = 600,
     given) and ``style_scale`` (the crops' largest side over ``crop_size``). ``disc_scales`` > 1: a
     :class:`MultiScaleDiscriminator` with that many scales instead of one :class:`PatchDiscriminator`;
     ``disc_antialias``: its low-pass before the strides (see :class:`PatchDiscriminator`).
-    Seeded by ``seed``. Returns ``(stylizer, discriminator, history)``, both nets in eval mode.
+    ``ema_decay``: return the exponential moving average of the stylizer's weights after each of its steps
+    (:func:`update_average` from its initial weights; 0.99 averages over about the last 100 steps) instead
+    of its last weights; the training itself is the same. Seeded by ``seed``. Returns
+    ``(stylizer, discriminator, history)``, both nets in eval mode.
     """
     from tqdm.auto import tqdm
 
@@ -290,6 +312,8 @@ def train_adversarial_stylizer(style: torch.Tensor, photos, *, steps: int = 600,
         raise ValueError(f"need photos, steps >= 0, batch_size >= 1, disc_scales >= 1 and crop_size a "
                          f"multiple of {multiple}; got {len(photos)} photos, {steps}, {batch_size}, "
                          f"{disc_scales}, {crop_size}")
+    if ema_decay is not None and not 0.0 <= ema_decay <= 1.0:
+        raise ValueError(f"ema_decay must be None or in [0, 1], got {ema_decay!r}")
     if style_side is not None:
         style = resize_short_side(style, style_side)      # once, not at every step
     with torch.random.fork_rng(devices=[]):
@@ -297,6 +321,7 @@ def train_adversarial_stylizer(style: torch.Tensor, photos, *, steps: int = 600,
         stylizer = Stylizer()
         disc = (PatchDiscriminator(antialias=disc_antialias) if disc_scales == 1
                 else MultiScaleDiscriminator(scales=disc_scales, antialias=disc_antialias))
+    average = None if ema_decay is None else copy.deepcopy(stylizer).requires_grad_(False)
     rng = torch.Generator().manual_seed(seed)
     opt_g = torch.optim.Adam(stylizer.parameters(), lr=lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), lr=lr, betas=(0.5, 0.999))
@@ -326,6 +351,8 @@ def train_adversarial_stylizer(style: torch.Tensor, photos, *, steps: int = 600,
         opt_d.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()
+        if average is not None:
+            update_average(average, stylizer, ema_decay)
         for name, value in (("adversarial", adversarial), ("content", content), ("transformed", transformed),
                             ("disc", d_loss)):
             getattr(history, name).append(value.item())
@@ -333,6 +360,8 @@ def train_adversarial_stylizer(style: torch.Tensor, photos, *, steps: int = 600,
         history.steps += 1
     opt_d.zero_grad(set_to_none=True)
     history.seconds = time.perf_counter() - start
+    if average is not None:
+        stylizer = average
     return stylizer.eval(), disc.eval(), history
 
 

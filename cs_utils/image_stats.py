@@ -11,6 +11,8 @@
   fine detail photos hardly have (colored stripes, speckle);
 * :func:`border_detail_ratio`: how much busier the outermost rows and columns are than the
   interior (the dotted line an optimisation leaves at an image's border);
+* :func:`streak_share`: the share of the grey level's fine-scale spectral energy in horizontal (or
+  vertical) lines: streaks and smears along the pixel grid;
 * :func:`milky_share` (pale areas covered in fine colored speckle: the milky veil of class
   visualizations) and :func:`vivid_chroma` (the chroma of the most colorful 5% of the pixels:
   neon), each with the offline photos' largest value in :func:`photo_statistics`;
@@ -27,6 +29,7 @@ about 4% and a mean clipped share of about 5% (a few photos have black or white 
 from __future__ import annotations
 
 import functools
+import math
 import numbers
 
 import torch
@@ -55,6 +58,7 @@ __all__ = [
     "photo_statistics",
     "saturation",
     "shifted_crop",
+    "streak_share",
     "tone_statistics",
     "vivid_chroma",
 ]
@@ -223,6 +227,40 @@ def chroma_high_frequency_share(images: torch.Tensor, *, cutoff: float = 0.25) -
     total = energy.flatten(1).sum(dim=1)
     share = (energy * high).flatten(1).sum(dim=1) / total.clamp_min(1e-30)
     return torch.where(total > 1e-20, share, torch.zeros_like(share)).float().cpu()
+
+
+def streak_share(images: torch.Tensor, *, direction: str = "horizontal", angle: float = 7.0,
+                 cutoff: float = 0.1) -> torch.Tensor:
+    """For each image, the share of the spectral energy ``|FFT|^2`` of its grey level (mean removed, a
+    Hann window in each direction against the edges' leakage) at radial frequencies above ``cutoff``
+    cycles per pixel that lies within ``angle`` degrees of the vertical frequency axis (``direction=
+    "horizontal"``: horizontal lines, streaks and smears, which vary from row to row only) or of the
+    horizontal axis (``"vertical"``): shape ``(N,)``, each value in [0, 1]; 0 without fine detail (less
+    than a millionth of the energy).
+    Held-out photos score about 0.1 for either direction at 384 px, Starry Night 0.1 (horizontal) and 0.06
+    (vertical); a stylizer that smears along the rows raises the horizontal share to 0.3-0.5."""
+    validate_image(images, "images")
+    if direction not in ("horizontal", "vertical"):
+        raise ValueError(f"direction must be 'horizontal' or 'vertical', got {direction!r}")
+    if not isinstance(cutoff, numbers.Real) or not 0 < cutoff < 0.5:
+        raise ValueError(f"cutoff must be a frequency in (0, 0.5) cycles per pixel, got {cutoff!r}")
+    if not isinstance(angle, numbers.Real) or not 0 < angle < 45:
+        raise ValueError(f"angle must be in (0, 45) degrees, got {angle!r}")
+    g = gray(images).double()
+    g = g - g.mean(dim=(-2, -1), keepdim=True)
+    h, w = g.shape[-2:]
+    window = torch.outer(torch.hann_window(h, dtype=g.dtype), torch.hann_window(w, dtype=g.dtype))
+    energy = torch.fft.fft2(g * window.to(g.device)).abs().pow(2)
+    fy = torch.fft.fftfreq(h, dtype=g.dtype)[:, None].abs()
+    fx = torch.fft.fftfreq(w, dtype=g.dtype)[None, :].abs()
+    along, across = (fx, fy) if direction == "horizontal" else (fy, fx)
+    fine = (fx ** 2 + fy ** 2).sqrt() > cutoff
+    lines = fine & (along <= across * math.tan(math.radians(angle)))
+    energy, fine, lines = energy.cpu(), fine.cpu(), lines.cpu()
+    total = (energy * fine).flatten(1).sum(dim=1)
+    share = (energy * lines).flatten(1).sum(dim=1) / total.clamp_min(1e-30)
+    has_detail = total > 1e-6 * energy.flatten(1).sum(dim=1).clamp_min(1e-20)      # not rounding noise
+    return torch.where(has_detail, share, torch.zeros_like(share)).float()
 
 
 def amplitude_spectrum(images: torch.Tensor, *, color_transform: torch.Tensor | None = None) -> torch.Tensor:

@@ -161,3 +161,46 @@ def test_training_with_a_multi_scale_discriminator_and_style_side():
     with pytest.raises(ValueError, match="multiple of 32"):
         adv.train_adversarial_stylizer(style, photos, disc_scales=2,
                                        **dict(kwargs, crop_size=48, style_side=None))
+
+
+def test_update_average_by_hand():
+    average, net = torch.nn.Linear(1, 1), torch.nn.Linear(1, 1)
+    with torch.no_grad():
+        average.weight.fill_(1.0), average.bias.fill_(-2.0)
+        net.weight.fill_(3.0), net.bias.fill_(2.0)
+    adv.update_average(average, net, 0.75)            # 0.75 * 1 + 0.25 * 3 and 0.75 * -2 + 0.25 * 2
+    assert average.weight.item() == pytest.approx(1.5) and average.bias.item() == pytest.approx(-1.0)
+    adv.update_average(average, net, 0.75)            # 0.75 * 1.5 + 0.25 * 3 and 0.75 * -1 + 0.25 * 2
+    assert average.weight.item() == pytest.approx(1.875) and average.bias.item() == pytest.approx(-0.25)
+    adv.update_average(average, net, 0.0)             # decay 0: a copy
+    assert average.weight.item() == 3.0 and average.bias.item() == 2.0
+    assert net.weight.item() == 3.0                   # the net itself is untouched
+    with pytest.raises(ValueError, match="decay"):
+        adv.update_average(average, net, 1.5)
+
+
+def test_training_with_a_weight_average():
+    style = torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(0))
+    photos = [torch.rand(1, 3, 40, 48, generator=torch.Generator().manual_seed(1))]
+    kwargs = dict(steps=3, batch_size=1, crop_size=32, pool=4, progress=False)
+    last, _, plain = adv.train_adversarial_stylizer(style, photos, **kwargs)
+    copied, _, history = adv.train_adversarial_stylizer(style, photos, ema_decay=0.0, **kwargs)
+    frozen, _, _ = adv.train_adversarial_stylizer(style, photos, ema_decay=1.0, **kwargs)
+    half, _, _ = adv.train_adversarial_stylizer(style, photos, ema_decay=0.5, **kwargs)
+    assert history.loss == plain.loss                 # the average does not change the training
+    torch.manual_seed(0)
+    initial = adv.Stylizer()                          # the seeded initial weights
+    for name, w in last.state_dict().items():
+        assert torch.equal(copied.state_dict()[name], w)                     # decay 0: the last weights
+        assert torch.equal(frozen.state_dict()[name], initial.state_dict()[name])   # decay 1: the start
+    # three steps with decay 0.5: 1/8 of the start, 1/8, 1/4 and 1/2 of the weights after steps 1, 2, 3
+    # (a shorter training with the same seed is the start of the longer one)
+    after = [initial] + [adv.train_adversarial_stylizer(style, photos, **dict(kwargs, steps=k))[0]
+                         for k in (1, 2)] + [last]
+    for name, w in half.state_dict().items():
+        expected = sum(c * net.state_dict()[name] for c, net in zip((0.125, 0.125, 0.25, 0.5), after))
+        assert torch.allclose(w, expected, atol=1e-6)
+    assert not torch.allclose(half.out[1].bias, last.out[1].bias)
+    assert all(not p.requires_grad for p in half.parameters()) and not half.training
+    with pytest.raises(ValueError, match="ema_decay"):
+        adv.train_adversarial_stylizer(style, photos, ema_decay=-0.1, **kwargs)

@@ -20,6 +20,7 @@ from cs_utils.image_stats import (
     photo_statistics,
     saturation,
     shifted_crop,
+    streak_share,
     tone_statistics,
     vivid_chroma,
 )
@@ -267,3 +268,28 @@ def test_vivid_chroma_is_a_quantile_of_max_minus_min():
     assert vivid_chroma(red).tolist() == [1.0]
     with pytest.raises(ValueError, match="quantile"):
         vivid_chroma(red, quantile=95)
+
+
+def test_streak_share_of_stripes_by_hand():
+    size = 64
+    y = torch.arange(size, dtype=torch.float64)
+    rows = torch.cos(2 * math.pi * 0.25 * y)[:, None].expand(size, size)      # horizontal stripes
+    cols = rows.T                                                             # vertical stripes
+    diagonal = torch.cos(2 * math.pi * 0.25 * (y[:, None] + y[None, :]))
+    smooth = torch.cos(2 * math.pi * y / size)[:, None].expand(size, size)   # below the cutoff
+    images = torch.stack([0.5 + 0.2 * rows + 0.1 * cols, 0.5 + 0.25 * rows, 0.5 + 0.25 * diagonal,
+                          0.5 + 0.25 * smooth, torch.full((size, size), 0.5, dtype=torch.float64)])
+    images = images[:, None].expand(5, 3, size, size).float()
+    horizontal = streak_share(images)
+    vertical = streak_share(images, direction="vertical")
+    # the window spreads each stripe over 3 x 3 bins within 4 degrees of the axis, the two sets apart:
+    # energies 0.2^2 and 0.1^2, shares 0.04 / 0.05 = 0.8 and 0.2
+    assert horizontal[0].item() == pytest.approx(0.8, abs=1e-5)
+    assert vertical[0].item() == pytest.approx(0.2, abs=1e-5)
+    assert horizontal[1].item() == pytest.approx(1.0, abs=1e-5) and vertical[1].item() == pytest.approx(0.0)
+    assert horizontal[2].item() == pytest.approx(0.0) and vertical[2].item() == pytest.approx(0.0)
+    assert horizontal[3:].tolist() == [0.0, 0.0]                            # no fine detail, flat
+    with pytest.raises(ValueError, match="direction"):
+        streak_share(images, direction="diagonal")
+    with pytest.raises(ValueError, match="angle"):
+        streak_share(images, angle=50)
