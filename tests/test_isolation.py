@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import require_root
 
 from cs_utils.instructor import autograder, cgroups, class_grading, isolation
 from cs_utils.instructor.isolation import count_tree, read_regular, remove_tree
@@ -202,6 +203,28 @@ def test_without_cgroups_memory_outside_the_address_space_is_still_stopped(tmp_p
     lines = Path("/proc/sysvipc/shm").read_text().splitlines()
     keys = {dict(zip(lines[0].split(), line.split()))["key"] for line in lines[1:]}
     assert not keys & {str(hostile.sysv_key(marker) + i) for i in range(8)}
+
+
+def test_the_isolation_probe_runs_as_an_account_no_other_grader_holds(monkeypatch):
+    """Another grader holding slot 0 sweeps its account after each exercise, killing whatever runs
+    as it: the probe of a grader starting meanwhile must run as another account, or it would fall
+    back to the weaker sandbox for nothing (seen with three pytest workers grading at once)."""
+    from cs_utils.instructor import sandbox
+
+    require_root("the sandbox accounts")
+    probed = []
+
+    def probe(bwrap, account):
+        probed.append(account.name)
+        return subprocess.CompletedProcess([bwrap], 0, "", "")
+
+    monkeypatch.setattr(sandbox, "_bwrap_probe", probe)
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name: "/usr/bin/bwrap")
+    monkeypatch.delenv("CS_UTILS_SANDBOX", raising=False)
+    with isolation.account_slot() as held:
+        assert sandbox.isolation_mode.__wrapped__() == ("bubblewrap", "/usr/bin/bwrap")
+    assert len(probed) == 1 and probed[0].startswith(isolation.ACCOUNT_PREFIX)
+    assert probed[0] != f"{isolation.ACCOUNT_PREFIX}{held}"
 
 
 def test_the_sandbox_copy_is_built_once_when_threads_ask_at_once(monkeypatch):

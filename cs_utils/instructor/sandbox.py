@@ -1,8 +1,8 @@
 """The grading sandbox: a submission's code runs where it sees only its own files and its inputs.
 
 One :class:`Sandbox` per submission starts :mod:`cs_utils.instructor.sandbox_runner` once (it imports
-torch and the model once) and asks it for one exercise at a time; each exercise runs in a fresh
-child process. The sandbox holds the *student release* of ``cs_utils``
+torch and the model once) and asks it for one exercise at a time, each in a fresh child process.
+The sandbox holds the *student release* of ``cs_utils``
 (:mod:`~cs_utils.instructor.sandbox_files`: no solutions, no golden files, no grader), the
 submission's ``.py`` files and the inputs, never the grader's package or expected outputs.
 
@@ -44,6 +44,7 @@ from .cgroups import Cgroup, cgroup_support
 from .isolation import (
     Account,
     IsolationError,
+    account_slot,
     account_usage,
     count_tree,
     drop_to,
@@ -89,16 +90,18 @@ def _bwrap_probe(bwrap: str, account: Account | None) -> subprocess.CompletedPro
 def isolation_mode() -> tuple[str, str]:
     """``("bubblewrap", bwrap)`` when ``bwrap`` can start a sandbox here (as the sandbox account when
     the grader is root), else ``("fallback", why)`` as root; raises :class:`IsolationError` when
-    neither is safe (not root and no bubblewrap). ``CS_UTILS_SANDBOX=fallback`` forces the fallback."""
-    account = sandbox_account(0)
-    open_python_to(account, python_paths())
+    neither is safe (not root and no bubblewrap). ``CS_UTILS_SANDBOX=fallback`` forces the fallback.
+    The probe runs as a slot's account that no other grader holds, whose sweeps would kill it."""
     forced = os.environ.get("CS_UTILS_SANDBOX") == "fallback"
     bwrap = shutil.which("bwrap")
     why = "CS_UTILS_SANDBOX=fallback" if forced else "bwrap not found (apt-get install bubblewrap)"
-    if bwrap is not None and not forced:
-        probe = _bwrap_probe(bwrap, account)
-        if probe.returncode == 0:
-            return "bubblewrap", bwrap
+    with account_slot() as slot:
+        account = sandbox_account(slot)
+        open_python_to(account, python_paths())
+        probe = _bwrap_probe(bwrap, account) if bwrap is not None and not forced else None
+    if probe is not None and probe.returncode == 0:
+        return "bubblewrap", bwrap
+    if probe is not None:
         why = f"bwrap cannot start a sandbox here: {probe.stderr.strip()[:200]}"
     if account is None:
         raise IsolationError(
@@ -159,16 +162,8 @@ class Sandbox:
         python = sys.executable
         if self.mode == "fallback":
             return (
-                [
-                    python,
-                    "-I",
-                    str(self.base / "runner.py"),
-                    str(self.base),
-                    str(self.submission),
-                    str(self.jobs),
-                    str(self.scratch),
-                    *args,
-                ],
+                [python, "-I", str(self.base / "runner.py"), str(self.base), str(self.submission),
+                 str(self.jobs), str(self.scratch), *args],
                 str(self.base / "cs_utils"),
             )
         bwrap = isolation_mode()[1]
