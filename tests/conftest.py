@@ -10,35 +10,6 @@ from torch import nn  # noqa: E402
 
 import cs_utils  # noqa: E402
 
-#: The slowest test files and notebooks of `make test`, slowest first (measured on two cores). With
-#: ``--dist loadfile --no-loadscope-reorder`` the workers take whole files in this order, so no long
-#: file starts last while the other worker has nothing left (xdist's own order, by the number of
-#: tests in a file, put the slow files with few tests last). Files not listed follow in their order.
-SLOWEST_FIRST = (
-    "tests/test_grade.py",
-    "notebooks/02_saliency_and_occlusion.ipynb",
-    "notebooks/05_texture_and_style_transfer.ipynb",
-    "tests/test_release_audit.py",
-    "tests/test_attacks_bubblewrap.py",
-    "notebooks/03_class_viz_and_adversarial.ipynb",
-    "tests/test_attacks_fallback.py",
-    "tests/test_style_training.py",
-    "tests/test_student_release.py",
-    "tests/test_render.py",
-    "tests/test_gradescope_bundle.py",
-    "tests/test_isolation.py",
-    "notebooks/01_filters_and_tsne.ipynb",
-    "tests/test_grading.py",
-    "tests/test_release.py",
-    "notebooks/06_fast_style_transfer.ipynb",
-)
-
-
-def pytest_collection_modifyitems(config, items):
-    """Run the files of :data:`SLOWEST_FIRST` first, in that order (the tests of a file keep theirs)."""
-    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
-
 
 @pytest.fixture(scope="session")
 def lite0():
