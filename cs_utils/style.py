@@ -422,4 +422,4 @@ def style_transfer(model, content: torch.Tensor, style, *, style_layers=None,
                           tv_weight=tv_weight, generator=generator, progress=progress,
                           desc="style transfer", callback=callback)
     image = image[..., margin:image.shape[-2] - margin, margin:image.shape[-1] - margin]
-    return image.to(content.device, content.dtype), history
+    return image.to(content.device, content.dtype).contiguous(), history   # not a view of the canvas

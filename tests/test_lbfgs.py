@@ -63,6 +63,21 @@ def test_a_closure_that_reuses_the_gradient_in_place():
     assert got_losses == want_losses and torch.equal(got, want)
 
 
+def test_a_channels_last_image_takes_the_same_steps():
+    """An image in channels-last layout (as an input of a channels-last network can be) has its gradient
+    laid out so: the same steps as the plain image; torch's own gather (``view``) refused it."""
+    fn, x0 = quadratic()
+    image = x0[:27].reshape(1, 3, 3, 3)
+
+    def loss(x):
+        return fn(torch.cat([x.reshape(-1), x0[27:]]))
+
+    plain, plain_losses = run(LBFGS, loss, image, 12, 5)
+    x, losses = run(LBFGS, loss, image.to(memory_format=torch.channels_last), 12, 5)
+    assert not x.is_contiguous()
+    assert losses == plain_losses and torch.equal(x, plain)
+
+
 def test_without_line_search_it_is_torch_lbfgs():
     fn, x0 = quadratic()
     want, _ = run(torch.optim.LBFGS, fn, x0, 15, 5, line_search=None)

@@ -174,7 +174,11 @@ class LBFGS(torch.optim.LBFGS):
                 self._last_grad = grad
                 return grad.view(-1)
         self._last_grad = None
-        return self._gather_flat_grad()
+        # torch.optim.LBFGS._gather_flat_grad views each gradient, which fails for a non-contiguous one
+        # (an image's gradient through a channels-last network can be); reshape copies it instead
+        return torch.cat([p.new_zeros(p.numel()) if p.grad is None else
+                          p.grad.to_dense().reshape(-1) if p.grad.is_sparse else p.grad.reshape(-1)
+                          for p in self._params])
 
     def _set_step(self, x, t, d) -> None:
         """parameters = x + t d."""
