@@ -192,7 +192,8 @@ def border_detail_ratio(images: torch.Tensor, *, interior: int = 8) -> torch.Ten
     column) of the line's median squared Laplacian of the grey level (4 neighbours, edges repeated),
     divided by the median over the interior (pixels at least ``interior`` from every border): shape
     ``(N,)``. Medians, so that one object or star crossing a border does not count, a dotted line
-    along it does: the offline photos measure 0.1-2 at 256 px."""
+    along it does. The offline photos at 256 px: median 0.9, 27 of 32 below 2.4 (a photo with detail
+    at a border and a flat interior, more)."""
     validate_image(images, "images")
     interior = validation.non_negative_int(interior, "interior")
     h, w = images.shape[-2:]
@@ -254,9 +255,9 @@ def streak_share(images: torch.Tensor, *, direction: str = "horizontal", angle: 
     fy = torch.fft.fftfreq(h, dtype=g.dtype)[:, None].abs()
     fx = torch.fft.fftfreq(w, dtype=g.dtype)[None, :].abs()
     along, across = (fx, fy) if direction == "horizontal" else (fy, fx)
-    fine = (fx ** 2 + fy ** 2).sqrt() > cutoff
-    lines = fine & (along <= across * math.tan(math.radians(angle)))
-    energy, fine, lines = energy.cpu(), fine.cpu(), lines.cpu()
+    fine = _radial_frequency(h, w) > cutoff
+    lines = fine & (along <= across * math.tan(math.radians(angle))).cpu()
+    energy = energy.cpu()
     total = (energy * fine).flatten(1).sum(dim=1)
     share = (energy * lines).flatten(1).sum(dim=1) / total.clamp_min(1e-30)
     has_detail = total > 1e-6 * energy.flatten(1).sum(dim=1).clamp_min(1e-20)      # not rounding noise
